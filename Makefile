@@ -1,0 +1,32 @@
+# Two commands from a fresh clone:  make demo  |  make test
+# Everything else here is what those two need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean setup
+
+setup: $(STAMP)
+
+# python-lzo has no wheels: it compiles against liblzo2's headers.  tools/ensure-lzo
+# installs them with apt when we are root, and otherwise stops with the exact command.
+$(STAMP): pyproject.toml tools/ensure-lzo
+	@sh tools/ensure-lzo
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null
+	@$(BIN)/python -m pip install -q -e '.[test]' || { rm -rf $(VENV); echo "make: installing zramctl failed; the venv was removed" >&2; exit 1; }
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" sh tools/demo
+
+test: $(STAMP)
+	@$(BIN)/ruff check zramctl tests benchmarks
+	@$(BIN)/python -m pytest -p no:cacheprovider; rc=$$?; [ $$rc -eq 5 ] && { echo "pytest ran no tests" >&2; exit 1; }; exit $$rc
+
+bench: $(STAMP)
+	@$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,403 @@
+"""The zram driver model: a page table over zsmalloc, and the read/write/discard paths.
+
+This is drivers/block/zram/zram_drv.c without the block layer: a device of
+``disksize`` bytes is a table of PAGE_SIZE slots.  Writing a page either
+stores it as a *same-filled* page (no memory: the repeated word is kept in the
+slot), or compresses it and keeps the compressed bytes in a zsmalloc object,
+or, when it does not compress well enough, keeps the raw page in a huge object.
+Every counter the kernel exports is kept here under its kernel name.
+
+A slot is an ``Entry``: ``(flags, handle, crc)``.  ``flags`` holds the object
+size in its low ZRAM_FLAG_SHIFT bits and the ZRAM_* flags above, as the
+kernel's ``zram_table_entry.flags`` does; ``handle`` is the zsmalloc handle or,
+for a same-filled page, the repeated word; ``crc`` is the CRC-32 of the stored
+object, checked on every read so that corruption is an error, never data.
+Unwritten slots are simply absent from the table.
+
+Everything here works in memory; an image (``image.py``) supplies file-backed
+frames and tables through ``Backing`` and persists ``config``, ``stats`` and the
+pool's counters.  Nothing here knows about files or the command line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field, fields
+
+from .compress import Backend, CompressionError, check_algorithm, get_backend, safe_decompress
+from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
+from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsError, ZsPage
+
+# Low bits of Entry.flags: the object size (up to PAGE_SIZE, so 13 bits).
+ZRAM_FLAG_SHIFT = PAGE_SHIFT + 1
+ZRAM_SIZE_MASK = (1 << ZRAM_FLAG_SHIFT) - 1
+# Slot flags.  ZRAM_SAME is the 2013 driver's ZRAM_ZERO when the profile only knows zero pages.
+ZRAM_SAME = 1 << ZRAM_FLAG_SHIFT
+ZRAM_HUGE = 1 << (ZRAM_FLAG_SHIFT + 1)
+
+Entry = tuple[int, int, int]
+"""(flags | object size, handle or fill word, CRC-32 of the object)."""
+
+ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+class ZramError(OSError):
+    """A failure the kernel would report with an errno: ``what`` failed, ``strerror`` says why.
+
+    ``done`` is how many bytes of a write/read/discard completed before it failed.
+    """
+
+    def __init__(self, code: int, what: str, detail: str | None = None, done: int = 0) -> None:
+        super().__init__(code, os.strerror(code))
+        self.what = what
+        self.detail = detail
+        self.done = done
+
+    def __str__(self) -> str:
+        text = f"{self.what}: {self.strerror}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+@dataclass
+class ZramConfig:
+    """Settings: what the user chose (sysfs stores), kept across commands."""
+
+    compat: str = DEFAULT_PROFILE
+    disksize: int = 0
+    """Bytes, page aligned; 0 = not initialised."""
+    comp_algorithm: str = "lzo"
+    algorithm_level: int | None = None
+    """``level=`` from algorithm_params, applied at the next init."""
+    limit_pages: int = 0
+    """mem_limit in pages; 0 = no limit."""
+    max_comp_streams: int = 1
+
+
+@dataclass
+class ZramStats:
+    """zram->stats, by kernel name.  All zero after reset."""
+
+    pages_stored: int = 0
+    compr_data_size: int = 0
+    """Bytes of compressed data held (object payloads, not slots)."""
+    same_pages: int = 0
+    """Same-filled pages (the 2013 driver's pages_zero)."""
+    huge_pages: int = 0
+    huge_pages_since: int = 0
+    failed_reads: int = 0
+    failed_writes: int = 0
+    invalid_io: int = 0
+    notify_free: int = 0
+    miss_free: int = 0
+    num_reads: int = 0
+    """Page-sized read requests."""
+    num_writes: int = 0
+    """Page-sized write requests."""
+    max_used_pages: int = 0
+    good_compress: int = 0
+    """2013: pages that compressed to half a page or less."""
+    bad_compress: int = 0
+    """2013: pages stored raw because they compressed to more than 3/4 of a page."""
+
+
+@dataclass
+class Backing:
+    """Where a device's state lives: in memory by default, in an image file otherwise."""
+
+    frames: FrameStore = field(default_factory=MemoryFrames)
+    table: MutableMapping[int, Entry] = field(default_factory=dict)
+    zspages: MutableMapping[int, ZsPage] = field(default_factory=dict)
+
+
+def is_same_filled(page: bytes) -> bool:
+    """page_same_filled(): the page is one 8-byte word repeated (first == last word checked first)."""
+    return page[:8] == page[-8:] and page[8:] == page[:-8]
+
+
+class Zram:
+    """One zram device."""
+
+    def __init__(
+        self,
+        config: ZramConfig | None = None,
+        stats: ZramStats | None = None,
+        backing: Backing | None = None,
+    ) -> None:
+        self.config = config if config is not None else ZramConfig()
+        self.stats = stats if stats is not None else ZramStats()
+        self.backing = backing if backing is not None else Backing()
+        self.pool: Pool | None = None
+        self._backend: Backend | None = None
+        if self.config.disksize:
+            self._create_pool()
+
+    # --- state -----------------------------------------------------------
+
+    @property
+    def profile(self) -> Profile:
+        return get_profile(self.config.compat)
+
+    @property
+    def initialized(self) -> bool:
+        return self.config.disksize != 0
+
+    @property
+    def table(self) -> MutableMapping[int, Entry]:
+        return self.backing.table
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = get_backend(self.config.comp_algorithm, self.config.algorithm_level)
+        return self._backend
+
+    def mem_used_pages(self) -> int:
+        return self.pool.zs_get_total_pages() if self.pool else 0
+
+    def _create_pool(self) -> None:
+        self.pool = Pool(self.profile, self.backing.frames, self.backing.zspages, relocate=self._relocate)
+
+    def _relocate(self, owner: int, handle: int) -> None:
+        """Compaction moved page ``owner``'s object: point its slot at the new handle."""
+        flags, _, crc = self.table[owner]
+        self.table[owner] = (flags, handle, crc)
+
+    # --- init and reset (disksize_store, zram_reset_device) ---------------
+
+    def init(self, disksize: int) -> None:
+        """Set the size and create the pool; the page table starts empty."""
+        if disksize <= 0:
+            raise ZramError(errno.EINVAL, "disksize")
+        if self.initialized:
+            raise ZramError(errno.EBUSY, "disksize")
+        check_algorithm(self.config.comp_algorithm)
+        self.config.disksize = -(-disksize // PAGE_SIZE) * PAGE_SIZE
+        self._backend = None
+        self._create_pool()
+
+    def reset(self) -> None:
+        """Free everything, zero every counter, forget every setting."""
+        if self.pool is not None:
+            self.pool.destroy()
+        self.table.clear()
+        self.backing.frames.clear()
+        self.pool = None
+        self._backend = None
+        for f in fields(ZramStats):
+            setattr(self.stats, f.name, 0)
+        streams = self.config.max_comp_streams
+        for f in fields(ZramConfig):
+            setattr(self.config, f.name, getattr(ZramConfig(), f.name))
+        self.config.max_comp_streams = streams
+
+    # --- the slot paths -------------------------------------------------
+
+    def _free_page(self, index: int) -> None:
+        """zram_free_page(): drop a slot's object (if any) and its counts."""
+        entry = self.table.pop(index, None)
+        if entry is None:
+            return
+        flags, handle, _ = entry
+        st = self.stats
+        prof = self.profile
+        if flags & ZRAM_SAME:
+            st.same_pages -= 1
+            if prof.same_counts_stored:
+                st.pages_stored -= 1
+            return
+        size = flags & ZRAM_SIZE_MASK
+        if flags & ZRAM_HUGE:
+            st.huge_pages -= 1
+        if not prof.huge_by_class:
+            if size > prof.max_zpage_size:
+                st.bad_compress -= 1
+            if size <= PAGE_SIZE // 2:
+                st.good_compress -= 1
+        assert self.pool is not None
+        self.pool.zs_free(handle)
+        st.compr_data_size -= size
+        st.pages_stored -= 1
+
+    def _write_same(self, index: int, word: int) -> None:
+        self._free_page(index)
+        self.table[index] = (ZRAM_SAME, word, 0)
+        self.stats.same_pages += 1
+        if self.profile.same_counts_stored:
+            self.stats.pages_stored += 1
+
+    def _write_page(self, index: int, page: bytes) -> None:
+        """zram_write_page() / 2013 zram_bvec_write() for one whole page."""
+        prof = self.profile
+        st = self.stats
+        pool = self.pool
+        assert pool is not None
+        if prof.same_word:
+            if is_same_filled(page):
+                self._write_same(index, int.from_bytes(page[:8], "little"))
+                return
+        elif page == ZERO_PAGE:
+            self._write_same(index, 0)
+            return
+        if prof.free_old_first:
+            self._free_page(index)
+        try:
+            comp = self.backend.compress(page)
+        except Exception as exc:
+            raise ZramError(errno.EIO, "write", f"compression failed: {exc}") from None
+        clen = len(comp)
+        flags = 0
+        if prof.huge_by_class:
+            if clen >= pool.huge_class_size:
+                comp, clen, flags = page, PAGE_SIZE, ZRAM_HUGE
+        elif clen > prof.max_zpage_size:
+            comp, clen = page, PAGE_SIZE
+        try:
+            handle = pool.zs_malloc(clen, index)
+        except ZsError as exc:
+            raise ZramError(exc.errno, "write") from None
+        if prof.mem_limit:  # zram_can_store_page()
+            alloced = pool.zs_get_total_pages()
+            if alloced > st.max_used_pages:
+                st.max_used_pages = alloced
+            limit = self.config.limit_pages
+            if limit and alloced > limit:
+                pool.zs_free(handle)
+                raise ZramError(errno.ENOMEM, "write", "mem_limit reached")
+        pool.zs_obj_write(handle, comp)
+        if not prof.free_old_first:
+            self._free_page(index)
+        self.table[index] = (flags | clen, handle, zlib.crc32(comp))
+        st.pages_stored += 1
+        st.compr_data_size += clen
+        if flags & ZRAM_HUGE:
+            st.huge_pages += 1
+            st.huge_pages_since += 1
+        if not prof.huge_by_class:
+            if clen > prof.max_zpage_size:
+                st.bad_compress += 1
+            if clen <= PAGE_SIZE // 2:
+                st.good_compress += 1
+
+    def _read_page(self, index: int) -> bytes:
+        """zram_read_page(): the page's bytes, or ZramError(EIO) if they cannot be trusted."""
+        entry = self.table.get(index)
+        if entry is None:
+            return ZERO_PAGE
+        flags, handle, crc = entry
+        if flags & ZRAM_SAME:
+            return handle.to_bytes(8, "little") * (PAGE_SIZE // 8)
+        size = flags & ZRAM_SIZE_MASK
+        assert self.pool is not None
+        data = self.pool.zs_obj_read(handle, size)
+        if zlib.crc32(data) != crc:
+            self.stats.failed_reads += 1
+            raise ZramError(errno.EIO, "read", f"page {index}: stored object fails its checksum")
+        if size == PAGE_SIZE:
+            return data
+        try:
+            return safe_decompress(self.backend, data)
+        except CompressionError as exc:
+            self.stats.failed_reads += 1
+            raise ZramError(errno.EIO, "read", f"page {index}: {exc}") from None
+
+    # --- byte-range I/O ---------------------------------------------------
+
+    def _check_range(self, offset: int, length: int, what: str) -> None:
+        if offset < 0 or length < 0:
+            raise ZramError(errno.EINVAL, what)
+        if not self.initialized or offset + length > self.config.disksize:
+            code = errno.ENOSPC if what == "write" else errno.EINVAL
+            raise ZramError(
+                code,
+                what,
+                f"{offset + length} bytes is past the end of the device ({self.config.disksize} bytes)",
+            )
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        """Write ``data`` at byte ``offset``; partial pages are read, merged and rewritten.
+
+        All of it is checked against disksize first (ENOSPC, nothing written).
+        A page that fails (compression, allocation, mem_limit) counts in
+        failed_writes and stops the write: ZramError.done says how many bytes
+        before it were stored; nothing stored before is lost.
+        """
+        data = memoryview(data).cast("B")
+        self._check_range(offset, len(data), "write")
+        pos, end = 0, len(data)
+        while pos < end:
+            index, in_page = divmod(offset + pos, PAGE_SIZE)
+            n = min(PAGE_SIZE - in_page, end - pos)
+            try:
+                if n == PAGE_SIZE:
+                    page = data[pos : pos + n].tobytes()
+                else:
+                    old = self._read_page(index)
+                    page = old[:in_page] + data[pos : pos + n].tobytes() + old[in_page + n :]
+                self.stats.num_writes += 1
+                self._write_page(index, page)
+            except ZramError as exc:
+                self.stats.failed_writes += 1
+                exc.done = pos
+                raise
+            pos += n
+        return pos
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (unwritten pages read as zeros)."""
+        self._check_range(offset, length, "read")
+        out = bytearray()
+        pos = offset
+        end = offset + length
+        while pos < end:
+            index, in_page = divmod(pos, PAGE_SIZE)
+            n = min(PAGE_SIZE - in_page, end - pos)
+            self.stats.num_reads += 1
+            try:
+                page = self._read_page(index)
+            except ZramError as exc:
+                exc.done = pos - offset
+                raise
+            out += page[in_page : in_page + n] if n != PAGE_SIZE else page
+            pos += n
+        return bytes(out)
+
+    def discard(self, offset: int, length: int) -> int:
+        """zram_bio_discard(): free every *whole* page in the range; return pages freed.
+
+        A partial first or last page is left alone.  notify_free counts every
+        whole page, stored or not.  (The 2013 driver had no discard; there the
+        same thing is what swap_slot_free_notify does, page by page.)
+        """
+        self._check_range(offset, length, "discard")
+        index, in_page = divmod(offset, PAGE_SIZE)
+        n = length
+        if in_page:
+            if n <= PAGE_SIZE - in_page:
+                return 0
+            n -= PAGE_SIZE - in_page
+            index += 1
+        count = 0
+        while n >= PAGE_SIZE:
+            self._free_page(index)
+            self.stats.notify_free += 1
+            count += 1
+            index += 1
+            n -= PAGE_SIZE
+        return count
+
+    def compact(self) -> int:
+        """zs_compact() through the ``compact`` attribute; pages freed."""
+        if not self.initialized or self.pool is None:
+            raise ZramError(errno.EINVAL, "compact")
+        if not self.profile.compaction:
+            raise ZramError(errno.ENOENT, "compact", "the 3.11 allocator has no compaction")
+        return self.pool.zs_compact()
+
+    # --- introspection ------------------------------------------------------
+
+    def stored_pages(self) -> int:
+        """Slots holding something (same-filled included, whatever the profile counts)."""
+        return len(self.table)

@@ -1,0 +1,639 @@
+"""zsmalloc: the compressed-object allocator behind zram, with real bytes.
+
+Why it exists (the kernel's own argument): compressed pages come in every size
+from a few bytes to a whole page.  A general allocator wastes a lot on such a
+spread, and a high-order allocation (several contiguous pages) fails under
+memory pressure.  zsmalloc therefore groups objects of similar size into *size
+classes* (32, 48, ... 4096 bytes, a step of ZS_SIZE_CLASS_DELTA) and stores the
+objects of one class in *zspages*: a few order-0 pages chained together, so an
+object may start in one page and end in the next.
+
+How it works here, beside mm/zsmalloc.c:
+
+- Pages are *frames* of a FrameStore (4 KiB each, allocated in runs of
+  ``pages_per_zspage`` consecutive numbers).  In memory they are bytearrays; in
+  an image they are blocks of the image file.  ``pages_allocated`` frames are in
+  use at any time, so mem_used_total is real.
+- A zspage is identified by its first frame.  Object ``i`` of a zspage lives at
+  byte ``i * class.size`` of the zspage's frames, and may cross a frame boundary.
+- A free object holds a ``link_free`` in its first 8 bytes: the index of the
+  next free object, shifted left by OBJ_TAG_BITS (tag 0).  Allocation pops the
+  head of that chain; freeing pushes onto it (LIFO), as the kernel does.
+- An allocated object of the modern kernel starts with its handle (8 bytes,
+  tag 1).  We keep there the *owner* the caller gave (zram's page index), which
+  is what compaction needs to tell the owner that its object moved.  Huge
+  zspages (one object per page) keep it in the zspage instead, as the kernel
+  keeps it in the page descriptor.
+- zspages that are neither empty nor full sit on per-class *fullness lists*;
+  allocation takes the head (most recently inserted) zspage of the fullest
+  non-empty list.  Empty zspages are released at once.
+- Handles are ``first_frame << OBJ_INDEX_BITS | obj_idx``.  The modern kernel's
+  handle is an indirection that compaction rewrites (record_obj); ours tells the
+  owner the new handle through the ``relocate`` callback instead, so that no
+  second table is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .profiles import PAGE_SIZE, Profile
+
+# Objects are 8-byte aligned so that a link_free never crosses a page.
+ZS_ALIGN = 8
+# Smallest object: 32 bytes (MAX(32, chain << PAGE_SHIFT >> OBJ_INDEX_BITS) on 64-bit).
+ZS_MIN_ALLOC_SIZE = 32
+ZS_MAX_ALLOC_SIZE = PAGE_SIZE
+# Classes are PAGE_SIZE >> CLASS_BITS (= 16) bytes apart: 255 of them, 32 .. 4096.
+ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> 8
+ZS_SIZE_CLASSES = -(-(ZS_MAX_ALLOC_SIZE - ZS_MIN_ALLOC_SIZE) // ZS_SIZE_CLASS_DELTA) + 1
+# A free object's link keeps the next index above the tag bit; an allocated
+# object's handle has the tag bit set (OBJ_ALLOCATED_TAG).
+OBJ_TAG_BITS = 1
+OBJ_ALLOCATED_TAG = 1
+# Bits of a handle that hold the object index (objs_per_zspage <= 2048 for chains <= 16).
+OBJ_INDEX_BITS = 11
+OBJ_INDEX_MASK = (1 << OBJ_INDEX_BITS) - 1
+# link_free value that ends a zspage's free chain.
+FREE_END = (1 << 63) - 1
+NO_ZSPAGE = -1
+
+
+class ZsError(Exception):
+    """An allocation request the allocator refuses (the kernel's -EINVAL/-ENOSPC/-ENOMEM)."""
+
+    def __init__(self, errno_code: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno_code
+
+
+class FrameStore(Protocol):
+    """Where the allocator's pages come from: 4 KiB frames, by number."""
+
+    def alloc(self, count: int) -> int:
+        """Reserve ``count`` consecutive frames; return the first frame's number."""
+
+    def free(self, first: int, count: int) -> None:
+        """Give back frames ``first .. first + count - 1``."""
+
+    def view(self, frame: int) -> memoryview:
+        """The 4096 bytes of a frame, to read."""
+
+    def mutable(self, frame: int) -> memoryview:
+        """The 4096 bytes of a frame, to write."""
+
+    def clear(self) -> None:
+        """Give back every frame (pool destruction)."""
+
+    @property
+    def frames_in_use(self) -> int: ...
+
+
+class MemoryFrames:
+    """A FrameStore in process memory: one bytearray per frame."""
+
+    def __init__(self) -> None:
+        self._frames: dict[int, bytearray] = {}
+        self._next = 0
+
+    def alloc(self, count: int) -> int:
+        first = self._next
+        self._next += count
+        for n in range(first, first + count):
+            self._frames[n] = bytearray(PAGE_SIZE)
+        return first
+
+    def free(self, first: int, count: int) -> None:
+        for n in range(first, first + count):
+            del self._frames[n]
+
+    def view(self, frame: int) -> memoryview:
+        return memoryview(self._frames[frame])
+
+    mutable = view
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+    @property
+    def frames_in_use(self) -> int:
+        return len(self._frames)
+
+
+# --------------------------------------------------------------------------
+# Size classes
+
+
+@dataclass
+class SizeClass:
+    """One size class: its geometry (fixed by the profile) and its statistics."""
+
+    index: int
+    size: int
+    """Bytes per object slot, handle header included."""
+    pages_per_zspage: int
+    objs_per_zspage: int
+    huge: bool
+    """One object of one page per zspage: no handle header inside the object."""
+    objs_allocated: int = 0
+    """ZS_OBJS_ALLOCATED: object slots in all this class's zspages."""
+    objs_inuse: int = 0
+    """ZS_OBJS_INUSE: objects allocated and not yet freed."""
+    heads: list[int] = field(default_factory=list)
+    """First zspage of each fullness list, NO_ZSPAGE when the list is empty."""
+    zspages: list[int] = field(default_factory=list)
+    """Number of zspages in each fullness group (listed or not)."""
+
+
+def chain_size_min_waste(size: int, chain: int) -> int:
+    """Modern calculate_zspage_chain_size(): the chain length with the least waste.
+
+    A power-of-two size fits a page exactly: one page.  Otherwise the smallest
+    k in 1..chain whose tail waste (k * PAGE_SIZE) % size is least.
+    """
+    if size & (size - 1) == 0:
+        return 1
+    best_k, best_waste = 1, PAGE_SIZE % size
+    for k in range(2, chain + 1):
+        waste = (k * PAGE_SIZE) % size
+        if waste < best_waste:
+            best_k, best_waste = k, waste
+    return best_k
+
+
+def chain_size_usedpc(size: int, chain: int) -> int:
+    """2013 get_pages_per_zspage(): the k in 1..chain using the largest integer percentage."""
+    best_k, best_pc = 1, 0
+    for k in range(1, chain + 1):
+        zspage_size = k * PAGE_SIZE
+        usedpc = (zspage_size - zspage_size % size) * 100 // zspage_size
+        if usedpc > best_pc:
+            best_k, best_pc = k, usedpc
+    return best_k
+
+
+def build_classes(profile: Profile, ngroups: int, nlists: int) -> tuple[list[SizeClass], int]:
+    """zs_create_pool(): the class table indexed by class index, and huge_class_size.
+
+    Built from the largest class down, as the kernel does, so that merged
+    indices alias the *largest* size of their run.  huge_class_size is the
+    size of the largest non-huge class less ZS_HANDLE_SIZE - 1 (0 in 2013,
+    which has no such notion).
+    """
+    table: list[SizeClass | None] = [None] * ZS_SIZE_CLASSES
+    prev: SizeClass | None = None
+    huge_class_size = 0
+    for i in range(ZS_SIZE_CLASSES - 1, -1, -1):
+        size = min(ZS_MIN_ALLOC_SIZE + i * ZS_SIZE_CLASS_DELTA, ZS_MAX_ALLOC_SIZE)
+        if profile.min_waste_chain:
+            pages = chain_size_min_waste(size, profile.chain_size)
+        else:
+            pages = chain_size_usedpc(size, profile.chain_size)
+        objs = pages * PAGE_SIZE // size
+        if profile.merge_classes and pages != 1 and objs != 1 and huge_class_size == 0:
+            huge_class_size = size - (profile.handle_size - 1)
+        if profile.merge_classes and prev and prev.pages_per_zspage == pages and prev.objs_per_zspage == objs:
+            table[i] = prev
+            continue
+        prev = SizeClass(
+            index=i,
+            size=size,
+            pages_per_zspage=pages,
+            objs_per_zspage=objs,
+            huge=pages == 1 and objs == 1,
+            heads=[NO_ZSPAGE] * nlists,
+            zspages=[0] * ngroups,
+        )
+        table[i] = prev
+    distinct: list[SizeClass] = []
+    for c in table:
+        if c is not None and (not distinct or distinct[-1] is not c):
+            distinct.append(c)
+    return distinct, huge_class_size
+
+
+def get_size_class_index(size: int) -> int:
+    """Class index for an object of ``size`` bytes: DIV_ROUND_UP(size - 32, 16), capped."""
+    idx = 0
+    if size > ZS_MIN_ALLOC_SIZE:
+        idx = -(-(size - ZS_MIN_ALLOC_SIZE) // ZS_SIZE_CLASS_DELTA)
+    return min(ZS_SIZE_CLASSES - 1, idx)
+
+
+# --------------------------------------------------------------------------
+# Fullness groups
+
+
+@dataclass(frozen=True)
+class Fullness:
+    """How a profile sorts zspages by how full they are."""
+
+    ngroups: int
+    empty: int
+    full: int
+    listed: tuple[int, ...]
+    """Groups that keep a list of zspages (the others are only counted)."""
+    alloc_order: tuple[int, ...]
+    """Lists zs_malloc looks at, in order (find_get_zspage)."""
+    names: tuple[str, ...]
+
+    def group(self, inuse: int, objs: int) -> int:
+        raise NotImplementedError
+
+
+class RatioFullness(Fullness):
+    """Modern: ZS_INUSE_RATIO_0, _10 .. _99, _100, by integer percentage in use."""
+
+    def group(self, inuse: int, objs: int) -> int:
+        if inuse == 0:
+            return 0
+        if inuse == objs:
+            return 11
+        return (100 * inuse // objs) // 10 + 1
+
+
+class QuarterFullness(Fullness):
+    """2013: ZS_ALMOST_FULL (0) and ZS_ALMOST_EMPTY (1, at most 1/4 in use); EMPTY, FULL unlisted."""
+
+    def group(self, inuse: int, objs: int) -> int:
+        if inuse == 0:
+            return 2
+        if inuse == objs:
+            return 3
+        if inuse <= objs // 4:
+            return 1
+        return 0
+
+
+RATIO_FULLNESS = RatioFullness(
+    ngroups=12,
+    empty=0,
+    full=11,
+    listed=tuple(range(1, 11)),
+    alloc_order=tuple(range(10, 0, -1)),
+    names=("0%", "10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "99%", "100%"),
+)
+QUARTER_FULLNESS = QuarterFullness(
+    ngroups=4,
+    empty=2,
+    full=3,
+    listed=(0, 1),
+    alloc_order=(0, 1),
+    names=("almost_full", "almost_empty", "empty", "full"),
+)
+
+
+class ZsPage:
+    """One zspage: ``pages_per_zspage`` frames from ``first`` on, holding one class's objects."""
+
+    __slots__ = ("first", "cls", "inuse", "freeobj", "fullness", "prev", "next", "owner")
+
+    def __init__(self, first: int, cls: int) -> None:
+        self.first = first
+        self.cls = cls
+        """Index of the class's representative in the class table."""
+        self.inuse = 0
+        self.freeobj = 0
+        """Index of the first free object; FREE_END when full."""
+        self.fullness = -1
+        self.prev = NO_ZSPAGE
+        self.next = NO_ZSPAGE
+        self.owner = -1
+        """The only object's owner, for huge zspages (kept in the page descriptor by the kernel)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"ZsPage(first={self.first}, cls={self.cls}, inuse={self.inuse}, freeobj={self.freeobj}, "
+            f"fullness={self.fullness}, prev={self.prev}, next={self.next}, owner={self.owner})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ZsPage) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__
+        )
+
+
+def encode_handle(first: int, idx: int) -> int:
+    return first << OBJ_INDEX_BITS | idx
+
+
+def decode_handle(handle: int) -> tuple[int, int]:
+    return handle >> OBJ_INDEX_BITS, handle & OBJ_INDEX_MASK
+
+
+# --------------------------------------------------------------------------
+# The pool
+
+
+class Pool:
+    """A zs_pool: the class table, its zspages and the frames under them.
+
+    ``zspages`` maps a zspage's first frame to its ZsPage; ``frames`` is where
+    bytes live.  Both are injected so that an image can keep them on disk.
+    ``relocate(owner, handle)`` is called when compaction moves an object.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        frames: FrameStore | None = None,
+        zspages: MutableMapping[int, ZsPage] | None = None,
+        relocate: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.fullness: Fullness = RATIO_FULLNESS if profile.merge_classes else QUARTER_FULLNESS
+        self._list_of = {g: i for i, g in enumerate(self.fullness.listed)}
+        self.classes, self.huge_class_size = build_classes(
+            profile, self.fullness.ngroups, len(self.fullness.listed)
+        )
+        # Index -> representative: merged indices share one SizeClass.
+        self._by_index: list[int] = [0] * ZS_SIZE_CLASSES
+        for pos, c in enumerate(self.classes):
+            lo = self.classes[pos - 1].index + 1 if pos else 0
+            for i in range(lo, c.index + 1):
+                self._by_index[i] = pos
+        self.frames: FrameStore = frames if frames is not None else MemoryFrames()
+        self.zspages: MutableMapping[int, ZsPage] = zspages if zspages is not None else {}
+        self.relocate = relocate
+        self.pages_allocated = 0
+        """pool->pages_allocated: frames held by zspages (zs_get_total_pages)."""
+        self.pages_compacted = 0
+        """pool->stats.pages_compacted: pages freed by zs_compact, ever."""
+
+    # --- class lookup ---------------------------------------------------
+
+    def class_for(self, size: int) -> SizeClass:
+        """The class that holds a slot of ``size`` bytes (handle header included)."""
+        return self.classes[self._by_index[get_size_class_index(size)]]
+
+    def class_position(self, cls: SizeClass) -> int:
+        return self._by_index[cls.index]
+
+    # --- fullness lists -------------------------------------------------
+
+    def _insert_zspage(self, cls: SizeClass, zspage: ZsPage, fg: int) -> None:
+        """insert_zspage(): count it in group ``fg`` and, if that group is listed, put it at the head."""
+        zspage.fullness = fg
+        cls.zspages[fg] += 1
+        li = self._list_of.get(fg)
+        if li is None:
+            return
+        head = cls.heads[li]
+        zspage.prev = NO_ZSPAGE
+        zspage.next = head
+        if head != NO_ZSPAGE:
+            self.zspages[head].prev = zspage.first
+        cls.heads[li] = zspage.first
+
+    def _remove_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
+        """remove_zspage(): take it off its group's list and count."""
+        fg = zspage.fullness
+        cls.zspages[fg] -= 1
+        li = self._list_of.get(fg)
+        if li is None:
+            return
+        if zspage.prev != NO_ZSPAGE:
+            self.zspages[zspage.prev].next = zspage.next
+        else:
+            cls.heads[li] = zspage.next
+        if zspage.next != NO_ZSPAGE:
+            self.zspages[zspage.next].prev = zspage.prev
+        zspage.prev = zspage.next = NO_ZSPAGE
+
+    def _fix_fullness_group(self, cls: SizeClass, zspage: ZsPage) -> int:
+        """Move a zspage to the list its use now calls for; keep its place if unchanged."""
+        fg = self.fullness.group(zspage.inuse, cls.objs_per_zspage)
+        if fg != zspage.fullness:
+            self._remove_zspage(cls, zspage)
+            self._insert_zspage(cls, zspage, fg)
+        return fg
+
+    def _find_get_zspage(self, cls: SizeClass) -> ZsPage | None:
+        """The head of the fullest non-empty list (modern: 99% .. 10%; 2013: ALMOST_FULL, ALMOST_EMPTY)."""
+        for fg in self.fullness.alloc_order:
+            head = cls.heads[self._list_of[fg]]
+            if head != NO_ZSPAGE:
+                return self.zspages[head]
+        return None
+
+    # --- object slots ---------------------------------------------------
+
+    def _slot_place(self, cls: SizeClass, first: int, idx: int) -> tuple[int, int]:
+        """(frame, offset in frame) where object ``idx`` of a zspage starts."""
+        off = idx * cls.size
+        return first + (off >> 12), off & (PAGE_SIZE - 1)
+
+    def _read_word(self, cls: SizeClass, first: int, idx: int) -> int:
+        frame, off = self._slot_place(cls, first, idx)
+        return int.from_bytes(self.frames.view(frame)[off : off + 8], "little")
+
+    def _write_word(self, cls: SizeClass, first: int, idx: int, value: int) -> None:
+        frame, off = self._slot_place(cls, first, idx)
+        self.frames.mutable(frame)[off : off + 8] = value.to_bytes(8, "little")
+
+    def _init_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
+        """init_zspage(): chain every object slot into the free list, 0 -> 1 -> ... -> end."""
+        n = cls.objs_per_zspage
+        for idx in range(n):
+            nxt = idx + 1 if idx + 1 < n else FREE_END
+            self._write_word(cls, zspage.first, idx, nxt << OBJ_TAG_BITS)
+        zspage.freeobj = 0
+
+    def _alloc_zspage(self, cls: SizeClass) -> ZsPage:
+        first = self.frames.alloc(cls.pages_per_zspage)
+        zspage = ZsPage(first, self.class_position(cls))
+        self.zspages[first] = zspage
+        self._init_zspage(cls, zspage)
+        self.pages_allocated += cls.pages_per_zspage
+        cls.objs_allocated += cls.objs_per_zspage
+        return zspage
+
+    def _free_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
+        """free_zspage(): an empty zspage gives its frames back at once."""
+        self._remove_zspage(cls, zspage)
+        cls.objs_allocated -= cls.objs_per_zspage
+        self.pages_allocated -= cls.pages_per_zspage
+        del self.zspages[zspage.first]
+        self.frames.free(zspage.first, cls.pages_per_zspage)
+
+    def _obj_malloc(self, cls: SizeClass, zspage: ZsPage, owner: int) -> int:
+        """Pop the free chain's head; mark it allocated with its owner.  Returns the index."""
+        idx = zspage.freeobj
+        link = self._read_word(cls, zspage.first, idx)
+        zspage.freeobj = link >> OBJ_TAG_BITS
+        zspage.inuse += 1
+        if cls.huge:
+            zspage.owner = owner
+        elif self.profile.handle_size:
+            self._write_word(cls, zspage.first, idx, owner << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG)
+        return idx
+
+    def _obj_free(self, cls: SizeClass, zspage: ZsPage, idx: int) -> None:
+        """Push a slot onto its zspage's free chain (LIFO)."""
+        self._write_word(cls, zspage.first, idx, zspage.freeobj << OBJ_TAG_BITS)
+        zspage.freeobj = idx
+        zspage.inuse -= 1
+        if cls.huge:
+            zspage.owner = -1
+
+    # --- the API zram uses ------------------------------------------------
+
+    def zs_malloc(self, size: int, owner: int) -> int:
+        """Allocate an object for ``size`` bytes of data; return its handle.
+
+        ``owner`` is kept with the object (the handle slot of the modern
+        kernel) and given back to ``relocate`` if compaction moves it.
+        """
+        if size <= 0:
+            raise ZsError(22, "zs_malloc: size 0")
+        if size > ZS_MAX_ALLOC_SIZE:
+            raise ZsError(28, "zs_malloc: larger than a page")
+        cls = self.class_for(size + self.profile.handle_size)
+        zspage = self._find_get_zspage(cls)
+        if zspage is None:
+            zspage = self._alloc_zspage(cls)
+            idx = self._obj_malloc(cls, zspage, owner)
+            self._insert_zspage(cls, zspage, self.fullness.group(zspage.inuse, cls.objs_per_zspage))
+        else:
+            idx = self._obj_malloc(cls, zspage, owner)
+            self._fix_fullness_group(cls, zspage)
+        cls.objs_inuse += 1
+        return encode_handle(zspage.first, idx)
+
+    def zs_free(self, handle: int) -> None:
+        first, idx = decode_handle(handle)
+        zspage = self.zspages[first]
+        cls = self.classes[zspage.cls]
+        self._obj_free(cls, zspage, idx)
+        cls.objs_inuse -= 1
+        if self._fix_fullness_group(cls, zspage) == self.fullness.empty:
+            self._free_zspage(cls, zspage)
+
+    def _payload_place(self, handle: int) -> tuple[SizeClass, int, int]:
+        """(class, first frame, byte offset in the zspage) of an object's data."""
+        first, idx = decode_handle(handle)
+        cls = self.classes[self.zspages[first].cls]
+        off = idx * cls.size
+        if not cls.huge:
+            off += self.profile.handle_size
+        return cls, first, off
+
+    def zs_obj_write(self, handle: int, data: bytes | memoryview) -> None:
+        """Copy ``data`` into the object, across a frame boundary if it spans one."""
+        _, first, off = self._payload_place(handle)
+        self._write_span(first, off, data)
+
+    def zs_obj_read(self, handle: int, length: int) -> bytes:
+        """The first ``length`` bytes of the object's data."""
+        _, first, off = self._payload_place(handle)
+        return self._read_span(first, off, length)
+
+    def _read_span(self, first: int, off: int, length: int) -> bytes:
+        """``length`` bytes at byte ``off`` of a zspage: in one frame, or across two."""
+        frame, o = first + (off >> 12), off & (PAGE_SIZE - 1)
+        head = min(length, PAGE_SIZE - o)
+        data = self.frames.view(frame)[o : o + head].tobytes()
+        if head < length:
+            data += self.frames.view(frame + 1)[: length - head].tobytes()
+        return data
+
+    def _write_span(self, first: int, off: int, data: bytes | memoryview) -> None:
+        frame, o = first + (off >> 12), off & (PAGE_SIZE - 1)
+        n = len(data)
+        head = min(n, PAGE_SIZE - o)
+        self.frames.mutable(frame)[o : o + head] = data[:head]
+        if head < n:
+            self.frames.mutable(frame + 1)[: n - head] = data[head:]
+
+    def zs_get_total_pages(self) -> int:
+        return self.pages_allocated
+
+    # --- compaction (modern only) ----------------------------------------
+
+    def zs_can_compact(self, cls: SizeClass) -> int:
+        """Pages compaction could free in a class: whole zspages' worth of free slots."""
+        wasted = cls.objs_allocated - cls.objs_inuse
+        if wasted <= 0:
+            return 0
+        return wasted // cls.objs_per_zspage * cls.pages_per_zspage
+
+    def _isolate(self, cls: SizeClass, groups: Iterator[int] | tuple[int, ...] | range) -> ZsPage | None:
+        for fg in groups:
+            head = cls.heads[self._list_of[fg]]
+            if head != NO_ZSPAGE:
+                zspage = self.zspages[head]
+                self._remove_zspage(cls, zspage)
+                zspage.fullness = -1  # isolated: counted nowhere until put back
+                return zspage
+        return None
+
+    def _putback_zspage(self, cls: SizeClass, zspage: ZsPage) -> int:
+        fg = self.fullness.group(zspage.inuse, cls.objs_per_zspage)
+        self._insert_zspage(cls, zspage, fg)
+        return fg
+
+    def _migrate_zspage(self, cls: SizeClass, src: ZsPage, dst: ZsPage) -> None:
+        """Move src's objects, lowest index first, into dst until dst is full or src empty."""
+        for idx in range(cls.objs_per_zspage):
+            word = self._read_word(cls, src.first, idx)
+            if not word & OBJ_ALLOCATED_TAG:
+                continue
+            owner = word >> OBJ_TAG_BITS
+            data = self._read_span(src.first, idx * cls.size, cls.size)
+            new_idx = self._obj_malloc(cls, dst, owner)
+            self._write_span(dst.first, new_idx * cls.size, data)
+            self._obj_free(cls, src, idx)
+            if self.relocate is not None:
+                self.relocate(owner, encode_handle(dst.first, new_idx))
+            if dst.inuse == cls.objs_per_zspage or src.inuse == 0:
+                break
+
+    def _compact_class(self, cls: SizeClass) -> int:
+        """__zs_compact(): fill the fullest zspages from the emptiest; free what empties."""
+        freed = 0
+        dst: ZsPage | None = None
+        src_order = self.fullness.listed  # 10% .. 99%
+        dst_order = tuple(reversed(self.fullness.listed))  # 99% .. 10%
+        while self.zs_can_compact(cls):
+            if dst is None:
+                dst = self._isolate(cls, dst_order)
+                if dst is None:
+                    break
+            src = self._isolate(cls, src_order)
+            if src is None:
+                break
+            self._migrate_zspage(cls, src, dst)
+            if self._putback_zspage(cls, src) == self.fullness.empty:
+                self._free_zspage(cls, src)
+                freed += cls.pages_per_zspage
+            if self.fullness.group(dst.inuse, cls.objs_per_zspage) == self.fullness.full:
+                self._putback_zspage(cls, dst)
+                dst = None
+        if dst is not None:
+            self._putback_zspage(cls, dst)
+        return freed
+
+    def zs_compact(self) -> int:
+        """Compact every class, largest first; return (and count) the pages freed."""
+        freed = 0
+        for cls in reversed(self.classes):
+            freed += self._compact_class(cls)
+        self.pages_compacted += freed
+        return freed
+
+    # --- whole pool -------------------------------------------------------
+
+    def destroy(self) -> None:
+        """zs_destroy_pool(): every zspage and frame given back at once."""
+        self.zspages.clear()
+        self.frames.clear()
+        self.pages_allocated = 0
+        for cls in self.classes:
+            cls.objs_allocated = cls.objs_inuse = 0
+            cls.heads = [NO_ZSPAGE] * len(cls.heads)
+            cls.zspages = [0] * len(cls.zspages)
+
+    def is_huge(self, handle: int) -> bool:
+        return self.classes[self.zspages[decode_handle(handle)[0]].cls].huge
