@@ -1,0 +1,132 @@
+"""Everything the kernel would show about one device, gathered for people.
+
+``device_report(zram)`` collects the settings, every counter under its kernel
+name, every readable sysfs attribute's text, the allocator's per-class table
+(the kernel's ``/sys/kernel/debug/zsmalloc/<pool>/classes``) and a histogram of
+stored object sizes.  The CLI renders it; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from . import sysfs
+from .device import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramStats
+from .profiles import PAGE_SHIFT, PAGE_SIZE
+
+# Object sizes are binned by 256 bytes: 16 bins from 0 to a page, the last one
+# holding the raw (huge / bad_compress) pages.
+HISTOGRAM_STEP = 256
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One line of the debugfs ``classes`` table."""
+
+    index: int
+    size: int
+    objs_per_zspage: int
+    pages_per_zspage: int
+    zspages: dict[str, int]
+    """Zspages per fullness group, by the kernel's group name (10%, ..., almost_full, ...)."""
+    objs_allocated: int
+    objs_inuse: int
+    pages_used: int
+    freeable: int
+    """Pages compaction could free in this class (zs_can_compact)."""
+
+
+@dataclass(frozen=True)
+class SizeBin:
+    low: int
+    high: int
+    """Object sizes low <= size <= high, in bytes."""
+    count: int
+
+
+@dataclass
+class DeviceReport:
+    settings: dict[str, str | int | None]
+    counters: dict[str, int]
+    attributes: dict[str, str]
+    classes: list[ClassRow] = field(default_factory=list)
+    histogram: list[SizeBin] = field(default_factory=list)
+    same_pages: int = 0
+    huge_pages: int = 0
+
+
+def _class_rows(z: Zram) -> list[ClassRow]:
+    pool = z.pool
+    if pool is None:
+        return []
+    names = pool.fullness.names
+    rows = []
+    for cls in pool.classes:
+        if not cls.objs_allocated:
+            continue
+        zspages = {names[g]: cls.zspages[g] for g in range(len(names)) if g != pool.fullness.empty}
+        rows.append(
+            ClassRow(
+                index=cls.index,
+                size=cls.size,
+                objs_per_zspage=cls.objs_per_zspage,
+                pages_per_zspage=cls.pages_per_zspage,
+                zspages=zspages,
+                objs_allocated=cls.objs_allocated,
+                objs_inuse=cls.objs_inuse,
+                pages_used=cls.objs_allocated // cls.objs_per_zspage * cls.pages_per_zspage,
+                freeable=pool.zs_can_compact(cls),
+            )
+        )
+    return rows
+
+
+def _histogram(z: Zram) -> tuple[list[SizeBin], int, int]:
+    """Stored object sizes in HISTOGRAM_STEP bins; same-filled and raw pages counted apart.
+
+    It walks the whole page table: a report is O(stored pages) by nature.
+    """
+    bins = [0] * (PAGE_SIZE // HISTOGRAM_STEP)
+    same = huge = 0
+    for flags, _, _ in z.table.values():
+        if flags & ZRAM_SAME:
+            same += 1
+            continue
+        size = flags & ZRAM_SIZE_MASK
+        if flags & ZRAM_HUGE or size == PAGE_SIZE:
+            huge += 1
+            continue
+        bins[min((size - 1) // HISTOGRAM_STEP, len(bins) - 1)] += 1
+    out = [SizeBin(i * HISTOGRAM_STEP + 1, (i + 1) * HISTOGRAM_STEP, n) for i, n in enumerate(bins)]
+    return out, same, huge
+
+
+def device_report(z: Zram) -> DeviceReport:
+    """Gather a device's settings, counters, attribute texts, classes and object sizes."""
+    cfg = z.config
+    settings: dict[str, str | int | None] = {
+        "compat": cfg.compat,
+        "initstate": int(z.initialized),
+        "disksize": cfg.disksize,
+        "comp_algorithm": cfg.comp_algorithm,
+        "algorithm_level": cfg.algorithm_level,
+        "mem_limit": cfg.limit_pages << PAGE_SHIFT,
+        "max_comp_streams": cfg.max_comp_streams,
+        "huge_class_size": z.pool.huge_class_size if z.pool else None,
+    }
+    counters = {f.name: getattr(z.stats, f.name) for f in fields(ZramStats)}
+    counters["orig_data_size"] = z.stats.pages_stored << PAGE_SHIFT
+    counters["mem_used_total"] = z.mem_used_pages() << PAGE_SHIFT
+    counters["mem_used_max"] = z.stats.max_used_pages << PAGE_SHIFT
+    counters["pages_compacted"] = z.pool.pages_compacted if z.pool else 0
+    attributes = {}
+    for name, attr in sysfs.attributes(z).items():
+        if attr.show is not None:
+            attributes[name] = attr.show(z)
+    histogram, same, huge = _histogram(z)
+    return DeviceReport(settings, counters, attributes, _class_rows(z), histogram, same, huge)
+
+
+def report_to_dict(report: DeviceReport) -> dict[str, object]:
+    """A JSON-ready dict: numbers stay numbers."""
+    return asdict(report)
