@@ -308,8 +308,10 @@ class Zram:
     def _check_range(self, offset: int, length: int, what: str) -> None:
         if offset < 0 or length < 0:
             raise ZramError(errno.EINVAL, what)
-        if not self.initialized or offset + length > self.config.disksize:
-            code = errno.ENOSPC if what == "write" else errno.EINVAL
+        code = errno.ENOSPC if what == "write" else errno.EINVAL
+        if not self.initialized:
+            raise ZramError(code, what, "the device is not set up (disksize 0)")
+        if offset + length > self.config.disksize:
             raise ZramError(
                 code,
                 what,
