@@ -176,13 +176,40 @@ def test_parse_size_suffixes(n: int, power: tuple[str, int], tail: str, lower: b
 
 
 def reference_fraction(whole: int, digits: str, base: int, p: int) -> int:
-    """ul_parse_size's fraction rule restated: sum over digits d at 10**-k of base**p // (10**k // d)."""
+    """ul_parse_size's fraction arithmetic restated step by step, quirks included.
+
+    The fraction's digits after its leading zeros are one number; frac_div grows
+    ``while (frac_div < frac)``, which stops one step early for 1 followed by zeros
+    (util-linux#4663: 0.10K is 1024), then once per leading zero; each digit d
+    adds unit // (seg_div // d), walking from the last digit.
+    """
     unit = base**p
     total = whole * unit
-    for k, d in enumerate(digits, start=1):
-        if d != "0":
-            total += unit // (10**k // int(d))
-    return total & U64_MAX
+    stripped = digits.lstrip("0")
+    if not stripped:
+        return total & U64_MAX
+    frac, zeros = int(stripped), len(digits) - len(stripped)
+    frac_div = 10
+    while frac_div < frac:
+        if frac_div <= U64_MAX // 10:
+            frac_div *= 10
+        else:
+            frac //= 10
+    for _ in range(zeros):
+        if frac_div <= U64_MAX // 10:
+            frac_div *= 10
+        else:
+            frac //= 10
+    poz = 1
+    while True:
+        seg = frac % 10
+        seg_div = frac_div // poz
+        frac //= 10
+        poz *= 10
+        if seg and seg_div // seg:
+            total += unit // (seg_div // seg)
+        if not frac:
+            return total & U64_MAX
 
 
 @given(st.integers(min_value=0, max_value=10**6), st.text("0123456789", min_size=1, max_size=18),
