@@ -1,0 +1,272 @@
+"""Crash injection: SIGKILL at every durable point of a commit, then open and compare.
+
+Each scenario starts from a committed image, runs some steps (each followed by
+a commit) in a forked child with ``crash_at = N``, and the child kills itself
+at its N-th durable point (a torn write: half the bytes, then SIGKILL).  For
+every N up to the last point of the scenario the parent then opens the
+device, runs ``check`` and demands exactly the state before or after the
+commit that was in progress: counters, allocator layout and bytes.  Where the
+crash left a complete log, recovery itself is crashed at each of its points.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from zramctl import sysfs
+from zramctl.check import check_image, device_state
+from zramctl.device import Zram
+from zramctl.image_io import read_log, wal_pending
+from zramctl.store import Store
+
+PAGE = 4096
+DISK = 4 << 20
+Step = Callable[[Zram, bytearray], None]
+
+
+def page(seed: int, kind: str) -> bytes:
+    """A deterministic page: compressible, incompressible (huge), or same-filled."""
+    rnd = random.Random(seed)
+    if kind == "same":
+        return bytes([seed % 251]) * PAGE
+    if kind == "huge":
+        return rnd.randbytes(PAGE)
+    cut = rnd.randrange(64, 3000)
+    return (rnd.randbytes(cut) + bytes(PAGE))[:PAGE]
+
+
+MIXED = ("text", "text", "huge", "same")
+
+
+def write_pages(first: int, count: int, seed: int, kinds: tuple[str, ...] = MIXED) -> Step:
+    def step(z: Zram, model: bytearray) -> None:
+        for i in range(count):
+            data = page(seed + i, kinds[(seed + i) % len(kinds)])
+            z.write((first + i) * PAGE, data)
+            model[(first + i) * PAGE : (first + i + 1) * PAGE] = data
+
+    return step
+
+
+def discard(first: int, count: int) -> Step:
+    def step(z: Zram, model: bytearray) -> None:
+        z.discard(first * PAGE, count * PAGE)
+        model[first * PAGE : (first + count) * PAGE] = bytes(count * PAGE)
+
+    return step
+
+
+def compact(z: Zram, model: bytearray) -> None:
+    z.compact()
+
+
+def reset(z: Zram, model: bytearray) -> None:
+    sysfs.store(z, "reset", "1")
+    model[:] = bytes(len(model))
+
+
+def init(profile: str) -> Step:
+    def step(z: Zram, model: bytearray) -> None:
+        sysfs.store(z, "compat", profile)
+        sysfs.store(z, "disksize", str(DISK))
+
+    return step
+
+
+@dataclass
+class Scenario:
+    name: str
+    setup: list[Step]
+    """Committed before the crash loop starts."""
+    steps: list[Step]
+    """Each followed by a commit, crashed at every durable point."""
+
+
+def fragmented(z: Zram, model: bytearray) -> None:
+    """Many small objects, every other one freed: compaction has work to do."""
+    for i in range(96):
+        write_pages(i, 1, 1000 + i, ("text",))(z, model)
+    for i in range(0, 96, 2):
+        discard(i, 1)(z, model)
+
+
+def spread(seed: int) -> Step:
+    """Pages far apart: several page-table leaves under a pointer block."""
+
+    def step(z: Zram, model: bytearray) -> None:
+        for i, index in enumerate((0, 341, 700, 1023)):
+            write_pages(index, 1, seed + i)(z, model)
+
+    return step
+
+
+SCENARIOS = [
+    Scenario("init", [], [init("6.18")]),
+    Scenario("write", [init("6.18")], [write_pages(0, 12, 1)]),
+    Scenario("overwrite", [init("6.18"), write_pages(0, 40, 2)], [write_pages(10, 16, 50)]),
+    Scenario(
+        "overwrite-kinds", [init("6.18"), write_pages(0, 16, 60)], [write_pages(0, 16, 61, MIXED[::-1])]
+    ),
+    Scenario("discard", [init("6.18"), write_pages(0, 40, 3)], [discard(5, 24)]),
+    Scenario("discard-all", [init("6.18"), write_pages(0, 30, 12)], [discard(0, 1024)]),
+    Scenario("compact", [init("6.18"), fragmented], [compact]),
+    Scenario("reset", [init("6.18"), write_pages(0, 30, 4)], [reset]),
+    Scenario(
+        "reset-reinit", [init("6.18"), write_pages(0, 20, 5)], [reset, init("3.11"), write_pages(0, 6, 6)]
+    ),
+    Scenario(
+        "long-write", [init("6.18")], [write_pages(0, 6, 7), write_pages(6, 6, 8), write_pages(3, 6, 9)]
+    ),
+    Scenario("spread", [init("6.18"), write_pages(0, 8, 13)], [spread(14), discard(330, 20)]),
+    Scenario("legacy", [init("3.11"), write_pages(0, 30, 10)], [write_pages(20, 10, 11), discard(0, 12)]),
+]
+
+
+def snapshot(z: Zram, model: bytearray) -> tuple[dict[str, object], bytes]:
+    return device_state(z), bytes(model)
+
+
+def build(root: Path, steps: list[Step], model: bytearray) -> None:
+    store = Store(root)
+    dev = store.hot_add()
+    for step in steps:
+        with store.open(dev, write=True) as h:
+            step(h.zram, model)
+
+
+def reference(root: Path, sc: Scenario, model: bytearray) -> tuple[list[int], list[tuple[dict, bytes]]]:
+    """Run the steps without crashing: durable-point counts at each commit, and each committed state."""
+    store = Store(root)
+    bounds = [0]
+    states = []
+    with store.open(0, write=True) as h:
+        states.append(snapshot(h.zram, model))
+        for step in sc.steps:
+            step(h.zram, model)
+            h.commit()
+            bounds.append(store._crash.count)
+            states.append(snapshot(h.zram, model))
+    return bounds, states
+
+
+def run_child(root: Path, crash_at: int, body: Callable[[Store], None]) -> bool:
+    """Run ``body`` in a forked child that dies at its ``crash_at``-th durable point; True if it died."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            store = Store(root)
+            store._crash.crash_at = crash_at
+            body(store)
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, "the child failed without being killed"
+    return False
+
+
+def verify(root: Path, allowed: list[tuple[dict, bytes]], where: str) -> int:
+    """Open after a crash: check is clean and the state is one of ``allowed``; returns which."""
+    store = Store(root)
+    problems = check_image((store, 0), data=True)
+    assert problems == [], f"{where}: {problems}"
+    with store.open(0, write=False) as h:
+        state = device_state(h.zram)
+        content = h.zram.read(0, DISK) if h.zram.initialized else bytes(DISK)
+    for i, (want_state, want_content) in enumerate(allowed):
+        if state == want_state and content == want_content:
+            return i
+    raise AssertionError(f"{where}: the state after the crash is neither the one before nor after the commit")
+
+
+def copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=lambda s: s.name)
+def test_crash_at_every_point(sc: Scenario, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    model = bytearray(DISK)
+    build(base, sc.setup, model)
+    ref = tmp_path / "ref"
+    copy(base, ref)
+    start = bytearray(model)
+    bounds, states = reference(ref, sc, model)
+    total = bounds[-1]
+    assert total > 0
+    work = tmp_path / "work"
+    cases = recoveries = 0
+    recovered: set[int] = set()
+
+    def body(store: Store) -> None:
+        m = bytearray(start)
+        with store.open(0, write=True) as h:
+            for step in sc.steps:
+                step(h.zram, m)
+                h.commit()
+
+    for n in range(1, total + 1):
+        copy(base, work)
+        assert run_child(work, n, body), f"point {n} of {total} was never reached"
+        k = next(i for i in range(1, len(bounds)) if n <= bounds[i])
+        allowed = [states[k - 1], states[k]]
+        pending = wal_pending(work / "zram0.wal") and read_log(work / "zram0.wal") is not None
+        if pending and k not in recovered:
+            # The commit record is durable: recovery must give the new state, even if it crashes too.
+            recovered.add(k)
+            crashed = tmp_path / "crashed"
+            copy(work, crashed)
+            m = 1
+            while True:
+                copy(crashed, work)
+                died = run_child(work, m, lambda s: s.open(0, write=False).close())
+                assert verify(work, [states[k]], f"point {n}, recovery point {m}") == 0
+                recoveries += 1
+                if not died:
+                    break
+                m += 1
+        else:
+            verify(work, allowed, f"point {n} of {total}")
+        cases += 1
+    assert cases == total
+    # Past the last point the child finishes: the final state, committed.
+    copy(base, work)
+    assert not run_child(work, total + 1, body)
+    assert verify(work, [states[-1]], "no crash") == 0
+    print(f"{sc.name}: {cases} crash points, {recoveries} recovery crash cases")
+
+
+def test_crash_env_hook(tmp_path: Path) -> None:
+    """ZRAMCTL_CRASH_AT is read by Store(); the process dies silently at that point."""
+    import subprocess
+    import sys
+
+    model = bytearray(DISK)
+    build(tmp_path, [init("6.18")], model)
+    code = (
+        "from zramctl.store import Store\n"
+        "import sys\n"
+        "s = Store(sys.argv[1])\n"
+        "with s.open(0, write=True) as h:\n"
+        "    h.zram.write(0, b'x' * 4096)\n"
+    )
+    env = dict(os.environ, ZRAMCTL_CRASH_AT="2")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert proc.stdout == b"" and proc.stderr == b""
+    assert check_image((Store(tmp_path), 0), data=True) == []

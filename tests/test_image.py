@@ -1,0 +1,358 @@
+"""The image format and its costs: size, laziness, dirty-only commits, space reuse, host errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import re
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from zramctl import image_io, sysfs
+from zramctl.check import check_image, image_usage
+from zramctl.device import ZramConfig, ZramError, ZramStats
+from zramctl.image_format import (
+    CONFIG_FIELDS,
+    ENTRIES_PER_BLOCK,
+    HEADER_LAYOUT,
+    MAGIC,
+    PAYLOAD,
+    RECORDS_PER_BLOCK,
+    TABLE_ROOTS_OFFSET,
+    TYPE_HEADER,
+    ZSMAP_ROOTS_OFFSET,
+    block_crc,
+    layout_offsets,
+)
+from zramctl.image_io import read_log
+from zramctl.store import Store
+
+PAGE = 4096
+MAN = Path(__file__).resolve().parent.parent / "man" / "zram-image.5"
+
+
+def new_device(root: Path, size: str = "4M", profile: str = "6.18") -> Store:
+    store = Store(root)
+    store.hot_add()
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "compat", profile)
+        sysfs.store(h.zram, "disksize", size)
+    return store
+
+
+def pages(n: int, seed: int = 0) -> bytes:
+    rnd = random.Random(seed)
+    return b"".join((rnd.randbytes(rnd.randrange(100, 2000)) + bytes(PAGE))[:PAGE] for _ in range(n))
+
+
+def disk_bytes(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def test_every_setting_and_counter_is_persisted() -> None:
+    """A new ZramConfig/ZramStats field must be added to the format (and its version) on purpose."""
+    assert set(CONFIG_FIELDS) == {f.name for f in fields(ZramConfig)}
+    header_names = {name for name, _, _ in HEADER_LAYOUT}
+    assert {f.name for f in fields(ZramStats)} <= header_names
+
+
+def test_manual_matches_the_layout() -> None:
+    """Every header field appears in zram-image(5) with its offset and size."""
+    text = MAN.read_text()
+    for off, size, name, _ in layout_offsets(HEADER_LAYOUT):
+        pattern = rf"^{off}\s+{size}\s+{re.escape(name)}\b"
+        assert re.search(pattern, text, re.M), (
+            f"header field {name} (offset {off}, size {size}) not in the manual"
+        )
+    for needle in (
+        f"{TABLE_ROOTS_OFFSET}",
+        f"{ZSMAP_ROOTS_OFFSET}",
+        f"{ENTRIES_PER_BLOCK}",
+        f"{RECORDS_PER_BLOCK}",
+        "ZWAL",
+    ):
+        assert needle in text
+
+
+def test_empty_terabyte_device_is_a_few_kib(tmp_path: Path) -> None:
+    store = new_device(tmp_path, "1T")
+    path = store.image_path(0)
+    assert os.stat(path).st_size <= 32 * 1024
+    assert disk_bytes(path) <= 32 * 1024
+    with store.open(0, write=False) as h:
+        assert h.zram.config.disksize == 1 << 40
+        assert h.zram.read((1 << 40) - PAGE, PAGE) == bytes(PAGE)
+    assert check_image((store, 0), data=True) == []
+
+
+def test_uninitialised_device_is_one_block(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.hot_add()
+    data = store.image_path(0).read_bytes()
+    assert len(data) == PAGE and data[:8] == MAGIC
+    assert block_crc(0, TYPE_HEADER, data[:PAYLOAD]) == int.from_bytes(data[PAYLOAD:], "little")
+
+
+def test_metadata_budget(tmp_path: Path) -> None:
+    """≤ 12 bytes of metadata per stored page (CRC included) and ≤ 16 per zspage.
+
+    Metadata comes in whole blocks: the last leaf of each tree is partly
+    filled, so the budget is checked on the full ones (the marginal cost).
+    """
+    store = new_device(tmp_path, "16M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(4096))
+    with store.open(0, write=False) as h:
+        use = image_usage(h.image)
+    assert use.pages == 4096 and use.zspages > 50
+    assert (use.table_blocks - 1) * PAGE <= 12 * use.pages
+    assert (use.record_blocks - 1) * PAGE <= 16 * use.zspages
+    assert use.table_blocks * PAGE / use.pages < 12.5
+    assert disk_bytes(store.image_path(0)) <= (use.frames + use.table_blocks + use.record_blocks + 16) * PAGE
+
+
+def count_preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.pread
+
+    def counting(fd: int, n: int, off: int) -> bytes:
+        calls.append(off // PAGE)
+        return real(fd, n, off)
+
+    monkeypatch.setattr(image_io.os, "pread", counting)
+    return calls
+
+
+def test_open_reads_only_the_first_extent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = new_device(tmp_path, "64M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(2000))
+        h.zram.write(40 << 20, pages(500, 1))
+    calls = count_preads(monkeypatch)
+    with store.open(0, write=False) as h:
+        assert calls == [0]  # blocks 0..7 in one read: header and class area
+        h.zram.read(41 << 20, PAGE)
+        assert len(calls) <= 5  # a leaf, a zspage record leaf, one or two frames
+
+
+def test_commit_writes_only_what_changed(tmp_path: Path) -> None:
+    store = new_device(tmp_path, "64M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(3000))
+    wal = store.wal_path(0)
+    with store.open(0, write=True) as h:
+        before = h.image.header.txid
+        h.zram.write(1234 * PAGE, pages(1, 9))
+        records = []
+        real = image_io.write_log
+
+        def spy(path: Path, txid: int, recs, crash) -> int:  # type: ignore[no-untyped-def]
+            recs = list(recs)
+            records.extend(recs)
+            return real(path, txid, recs, crash)
+
+        image_io_write = h.image.commit.__globals__
+        image_io_write["write_log"] = spy
+        try:
+            h.commit()
+        finally:
+            image_io_write["write_log"] = real
+        blocks = [r for r in records if r.kind == image_io.WAL_BLOCK]
+        # header, a table leaf, a zspage record leaf, one or two frames, maybe a class block
+        assert 3 <= len(blocks) <= 7
+        assert h.image.header.txid == before + 1
+    assert os.stat(wal).st_size == 0
+    with store.open(0, write=True) as h:  # nothing changed: no commit at all
+        txid = h.image.header.txid
+    with store.open(0, write=False) as h:
+        assert h.image.header.txid == txid
+
+
+def test_disk_usage_follows_mem_used(tmp_path: Path) -> None:
+    store = new_device(tmp_path, "16M")
+    path = store.image_path(0)
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(2048))
+        full = h.zram.mem_used_pages() * PAGE
+    assert full <= disk_bytes(path) <= full + 64 * 1024
+    with store.open(0, write=True) as h:
+        h.zram.discard(0, 1792 * PAGE)
+        h.zram.compact()
+        low = h.zram.mem_used_pages() * PAGE
+    assert low < full // 2
+    assert disk_bytes(path) <= low + 64 * 1024
+    with store.open(0, write=True) as h:
+        h.zram.discard(0, 16 << 20)
+        assert h.zram.mem_used_pages() == 0
+    assert disk_bytes(path) <= 64 * 1024
+    assert os.stat(path).st_size <= 128 * 1024  # metadata extents stay (holes before them)
+    assert check_image((store, 0), data=True) == []
+
+
+def test_freed_extents_are_reused_lowest_first(tmp_path: Path) -> None:
+    store = new_device(tmp_path, "16M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(1024))
+        top = h.image.state.extent_count
+    for round_ in range(3):
+        with store.open(0, write=True) as h:
+            h.zram.discard(0, 1024 * PAGE)
+        with store.open(0, write=True) as h:
+            h.zram.write(0, pages(1024, round_ + 1))
+            assert h.image.state.extent_count <= top + 2
+    with store.open(0, write=True) as h:
+        h.zram.discard(512 * PAGE, 512 * PAGE)
+        h.commit()
+        hint = h.image.state.free_hint
+        h.zram.write(900 * PAGE, pages(1, 5))
+        first = max(k for k in h.zram.pool.zspages)  # noqa: F841 - the new zspage exists
+        assert h.image.state.free_hint >= hint
+
+
+def test_reset_truncates(tmp_path: Path) -> None:
+    store = new_device(tmp_path, "8M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(1000))
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "reset", "1")
+    assert os.stat(store.image_path(0)).st_size == PAGE
+    with store.open(0, write=False) as h:
+        assert not h.zram.initialized and h.zram.stats == ZramStats()
+
+
+def test_sparse_writes_grow_the_tree(tmp_path: Path) -> None:
+    """Pages far apart on a 1 TiB device: pointer blocks appear; cost stays per page."""
+    store = new_device(tmp_path, "1T")
+    spots = [0, 5 << 30, 300 << 30, (1 << 40) - PAGE]
+    with store.open(0, write=True) as h:
+        for i, off in enumerate(spots):
+            h.zram.write(off, pages(1, i))
+    with store.open(0, write=False) as h:
+        assert h.image.header.table_depth >= 1
+        for i, off in enumerate(spots):
+            assert h.zram.read(off, PAGE) == pages(1, i)
+        use = image_usage(h.image)
+    assert use.table_blocks <= 4 * 3
+    assert check_image((store, 0), data=True) == []
+    assert disk_bytes(store.image_path(0)) <= 200 * 1024
+
+
+def test_bad_magic_and_newer_version(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.hot_add()
+    path = store.image_path(0)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (2).to_bytes(4, "little")
+    data[PAYLOAD:] = block_crc(0, TYPE_HEADER, bytes(data[:PAYLOAD])).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(ZramError) as info:
+        store.open(0, write=False)
+    assert info.value.errno == errno.ENOTSUP and "version 2" in str(info.value.detail)
+    path.write_bytes(b"not an image at all" * 300)
+    with pytest.raises(ZramError) as info:
+        store.open(0, write=False)
+    assert info.value.errno == errno.EUCLEAN and "not a zram image" in str(info.value.detail)
+    path.write_bytes(b"")
+    with pytest.raises(ZramError) as info:
+        store.open(0, write=False)
+    assert info.value.errno == errno.EUCLEAN
+
+
+# Fills a device under a 1 MiB file-size limit (soft: it can be lifted after).
+EFBIG_CHILD = """
+import os, resource, sys
+from zramctl.store import Store
+from zramctl.device import ZramError
+s = Store(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+committed = 0
+try:
+    with s.open(0, write=True) as h:
+        for i in range(256):
+            h.zram.write(i * 16384, os.urandom(16384))
+            h.commit()
+            committed = i + 1
+except ZramError as e:
+    print(e.errno, committed, e)
+"""
+
+
+def test_file_size_limit_fails_cleanly(tmp_path: Path) -> None:
+    """EFBIG (like ENOSPC) fails the commit in words; the last commit is intact and clean."""
+    store = new_device(tmp_path, "4M")
+    out = subprocess.run(
+        [sys.executable, "-c", EFBIG_CHILD, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    code, committed, message = out.split(" ", 2)
+    assert int(code) == errno.EFBIG
+    assert "the last commit is intact" in message
+    assert read_log(store.wal_path(0)) is None
+    assert check_image((store, 0), data=True) == []
+    with store.open(0, write=False) as h:
+        assert h.zram.stats.pages_stored == int(committed) * 4
+        assert h.zram.read(int(committed) * 16384, PAGE) == bytes(PAGE)
+
+
+@pytest.mark.parametrize("where", ["fallocate", "log-write", "log-fsync"])
+def test_disk_full_before_the_commit_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """ENOSPC while reserving space or writing the log: the command fails in words, nothing changes."""
+    store = new_device(tmp_path, "4M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(64))
+    before = store.image_path(0).read_bytes()
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    h = store.open(0, write=True)
+    h.zram.write(0, pages(200, 3))
+    with monkeypatch.context() as m:
+        if where == "fallocate":
+            m.setattr(image_io.os, "posix_fallocate", full)
+        elif where == "log-write":
+            m.setattr(image_io.os, "pwrite", full)
+        else:
+            m.setattr(image_io.os, "fsync", full)
+        with pytest.raises(ZramError) as info:
+            h.commit()
+    assert info.value.errno == errno.ENOSPC
+    assert "the last commit is intact" in str(info.value.detail)
+    with pytest.raises(ZramError):
+        h.commit()  # the handle is spent: its state is no longer what is on disk
+    h.close()
+    assert os.stat(store.wal_path(0)).st_size == 0
+    assert store.image_path(0).read_bytes()[: len(before)] == before
+    assert check_image((store, 0), data=True) == []
+    with store.open(0, write=False) as h:
+        assert h.zram.read(0, 64 * PAGE) == pages(64)
+
+
+def test_tiny_caches_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With caches of a few blocks, eviction runs all the time: every write must still land."""
+    from zramctl import image_maps
+
+    monkeypatch.setattr(image_maps, "LEAF_CACHE", 4)
+    monkeypatch.setattr(image_maps, "FRAME_CACHE", 4)
+    store = new_device(tmp_path, "64M")
+    rnd = random.Random(3)
+    model: dict[int, bytes] = {}
+    for _ in range(3):
+        with store.open(0, write=True) as h:
+            for _ in range(300):
+                index = rnd.randrange(16384)
+                data = pages(1, rnd.randrange(1 << 30))
+                h.zram.write(index * PAGE, data)
+                model[index] = data
+            for index in rnd.sample(sorted(model), 20):
+                assert h.zram.read(index * PAGE, PAGE) == model[index]
+    with store.open(0, write=False) as h:
+        for index, data in model.items():
+            assert h.zram.read(index * PAGE, PAGE) == data
+    assert check_image((store, 0), data=True) == []

@@ -1,0 +1,503 @@
+"""The byte layout of zram-image(5): every structure, its encoder and its checked decoder.
+
+One table per structure (name, struct code, description): the encoders, the
+decoders, and the OFFSET/SIZE/DESCRIPTION tables of ``man/zram-image.5`` all
+follow these (a test compares the manual's offsets with them).  Decoders never
+trust the bytes: a checksum or range failure raises ZramError(EUCLEAN) saying
+which block is bad and how.  See ``image.py`` for the overview.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import zlib
+from dataclasses import dataclass, field, fields
+
+from .device import (
+    ZRAM_FLAG_SHIFT,
+    ZRAM_HUGE,
+    ZRAM_SAME,
+    ZRAM_SIZE_MASK,
+    Entry,
+    ZramConfig,
+    ZramError,
+    ZramStats,
+)
+from .profiles import PAGE_SIZE, PROFILES
+from .zsmalloc import FREE_END, NO_ZSPAGE, ZsPage
+
+BLOCK_SIZE = 4096
+EXTENT_BLOCKS = 8
+"""Blocks per extent: the largest zspage (CONFIG_ZSMALLOC_CHAIN_SIZE = 8 pages) fits one extent."""
+EXTENT_SIZE = BLOCK_SIZE * EXTENT_BLOCKS
+MAGIC = b"ZRAMIMG\0"
+VERSION = 1
+PAYLOAD = BLOCK_SIZE - 4
+"""Bytes of a metadata block before its CRC-32 trailer."""
+CLASS_BLOCKS = EXTENT_BLOCKS - 1
+"""Blocks 1..7 are the class area; blocks 0..7 (extent 0) are read by every open."""
+MAX_EXTENTS = (1 << 29) - 1
+"""Zspage keys are 29 bits in a record (all ones = none): the image is below 2^32 blocks (16 TiB)."""
+ROOTS = 256
+"""Root pointers per tree, in the header: trees of up to 256 leaves need no pointer block."""
+
+# Block types, mixed into every metadata block's CRC so a block read in the wrong role fails.
+TYPE_HEADER = 1
+TYPE_CLASS = 2
+TYPE_POINTER = 3
+TYPE_TABLE = 4
+TYPE_ZSPAGE = 5
+TYPE_NAMES = {
+    TYPE_HEADER: "header",
+    TYPE_CLASS: "class-table",
+    TYPE_POINTER: "pointer",
+    TYPE_TABLE: "page-table",
+    TYPE_ZSPAGE: "zspage-record",
+}
+
+POINTERS_PER_BLOCK = PAYLOAD // 4  # 1023
+ENTRY_SIZE = 11
+ENTRIES_PER_BLOCK = PAYLOAD // ENTRY_SIZE  # 372
+RECORD_SIZE = 12
+RECORDS_PER_BLOCK = PAYLOAD // RECORD_SIZE  # 341
+
+
+def corrupt(detail: str) -> ZramError:
+    return ZramError(errno.EUCLEAN, "open", f"image is corrupt: {detail}")
+
+
+def block_crc(block: int, kind: int, payload: bytes | bytearray | memoryview) -> int:
+    """CRC-32 of (u64 block number, u32 block type, the 4092 payload bytes), little-endian."""
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<QI", block, kind)))
+
+
+def seal(block: int, kind: int, payload: bytes | bytearray) -> bytes:
+    """A metadata block: ``payload`` padded to 4092 bytes, then its CRC-32."""
+    body = bytes(payload).ljust(PAYLOAD, b"\0")
+    return body + block_crc(block, kind, body).to_bytes(4, "little")
+
+
+def unseal(block: int, kind: int, data: bytes | memoryview) -> memoryview:
+    """The payload of a metadata block, after checking its CRC (EUCLEAN in words if it fails)."""
+    view = memoryview(data)
+    stored = int.from_bytes(view[PAYLOAD:BLOCK_SIZE], "little")
+    if block_crc(block, kind, view[:PAYLOAD]) != stored:
+        what = "all zeros (a hole or truncated file)" if not any(view) else "fails its checksum"
+        raise corrupt(f"{TYPE_NAMES[kind]} block {block} {what}")
+    return view[:PAYLOAD]
+
+
+# --- block 0: the header ------------------------------------------------------
+
+CONFIG_FIELDS = ("compat", "disksize", "comp_algorithm", "algorithm_level", "limit_pages", "max_comp_streams")
+STATS_FIELDS = (
+    "pages_stored",
+    "compr_data_size",
+    "same_pages",
+    "huge_pages",
+    "huge_pages_since",
+    "failed_reads",
+    "failed_writes",
+    "invalid_io",
+    "notify_free",
+    "miss_free",
+    "num_reads",
+    "num_writes",
+    "max_used_pages",
+    "good_compress",
+    "bad_compress",
+)
+
+HEADER_LAYOUT: tuple[tuple[str, str, str], ...] = (
+    (
+        ("magic", "8s", 'The 8 bytes "ZRAMIMG\\0".'),
+        ("version", "I", "Format version: 1."),
+        ("block_size", "I", "Bytes per block: 4096."),
+        ("txid", "Q", "Commits made to this image so far."),
+        ("extent_blocks", "I", "Blocks per extent: 8."),
+        ("reserved0", "I", "Zero."),
+        ("compat", "16s", "Behaviour profile, ASCII, NUL-padded: 3.11 or 6.18."),
+        ("disksize", "Q", "Device size in bytes, page aligned; 0 = not initialised."),
+        ("comp_algorithm", "128s", "Compression algorithm name, ASCII, NUL-padded."),
+        ("algorithm_level", "q", "Level from algorithm_params (meaningful if algorithm_level_set)."),
+        ("algorithm_level_set", "B", "1 if a level was set, else 0."),
+        ("reserved1", "7s", "Zero."),
+        ("limit_pages", "Q", "mem_limit, in pages; 0 = none."),
+        ("max_comp_streams", "Q", "Compression streams (-t)."),
+    )
+    + tuple((name, "q", f"Counter {name}.") for name in STATS_FIELDS)
+    + (
+        ("pages_allocated", "Q", "zsmalloc pool: pages (frames) held by zspages."),
+        ("pages_compacted", "Q", "zsmalloc pool: pages freed by compaction, ever."),
+        ("table_entries", "Q", "Page-table slots in use (written pages)."),
+        ("zspage_count", "Q", "Zspages in the pool."),
+        ("extent_count", "I", "Extents 0 .. extent_count-1 may be in use; all later ones are free."),
+        ("meta_extent", "I", "Metadata extent being filled (0: none)."),
+        ("meta_used", "I", "Blocks of meta_extent already used (8: full)."),
+        ("free_hint", "I", "Every extent in 1 .. free_hint-1 is in use."),
+        ("table_depth", "B", "Levels of pointer blocks between table_roots and the page-table leaves."),
+        ("zsmap_depth", "B", "Levels of pointer blocks between zsmap_roots and the zspage-record leaves."),
+        ("nclasses", "H", "Class records in the class area (0 when not initialised)."),
+        ("ngroups", "B", "Fullness groups per class record (profile 6.18: 12, 3.11: 4)."),
+        ("nlists", "B", "Fullness lists (list heads) per class record (6.18: 10, 3.11: 2)."),
+        ("class_record_size", "H", "Bytes per class record: 24 + 4 * nlists + 4 * ngroups."),
+    )
+)
+HEADER = struct.Struct("<" + "".join(code for _, code, _ in HEADER_LAYOUT))
+HEADER_NAMES = tuple(name for name, _, _ in HEADER_LAYOUT)
+TABLE_ROOTS_OFFSET = 1024
+"""table_roots: ROOTS u32 block numbers (0 = none) at this offset of block 0."""
+ZSMAP_ROOTS_OFFSET = 2048
+"""zsmap_roots: ROOTS u32 block numbers (0 = none) at this offset of block 0."""
+ROOT_ARRAY = struct.Struct(f"<{ROOTS}I")
+assert HEADER.size <= TABLE_ROOTS_OFFSET and ZSMAP_ROOTS_OFFSET + ROOT_ARRAY.size <= PAYLOAD
+MAX_DEPTH = 5
+"""256 * 1023**5 leaves: more than any disksize (2^52 pages) needs."""
+
+
+def layout_offsets(layout: tuple[tuple[str, str, str], ...]) -> list[tuple[int, int, str, str]]:
+    """(offset, size, name, description) for each field of a layout: what the manual tabulates."""
+    out = []
+    off = 0
+    for name, code, desc in layout:
+        size = struct.calcsize("<" + code)
+        out.append((off, size, name, desc))
+        off += size
+    return out
+
+
+@dataclass
+class Header:
+    """Block 0, decoded: the settings, counters, pool counters and the roots of everything else."""
+
+    txid: int
+    config: ZramConfig
+    stats: ZramStats
+    pages_allocated: int = 0
+    pages_compacted: int = 0
+    table_entries: int = 0
+    zspage_count: int = 0
+    extent_count: int = 1
+    meta_extent: int = 0
+    meta_used: int = EXTENT_BLOCKS
+    free_hint: int = 1
+    table_roots: list[int] = field(default_factory=lambda: [0] * ROOTS)
+    zsmap_roots: list[int] = field(default_factory=lambda: [0] * ROOTS)
+    table_depth: int = 0
+    zsmap_depth: int = 0
+    nclasses: int = 0
+    ngroups: int = 0
+    nlists: int = 0
+
+    @property
+    def class_record_size(self) -> int:
+        return 24 + 4 * self.nlists + 4 * self.ngroups
+
+
+def _ascii(raw: bytes, name: str) -> str:
+    text = raw.rstrip(b"\0")
+    if b"\0" in text or not text.isascii():
+        raise corrupt(f"header field {name} is not ASCII text")
+    return text.decode()
+
+
+def encode_header(h: Header) -> bytes:
+    c, s = h.config, h.stats
+    values: dict[str, object] = {
+        "magic": MAGIC,
+        "version": VERSION,
+        "block_size": BLOCK_SIZE,
+        "extent_blocks": EXTENT_BLOCKS,
+        "reserved0": 0,
+        "reserved1": b"",
+        "compat": c.compat.encode(),
+        "comp_algorithm": c.comp_algorithm.encode(),
+        "algorithm_level": c.algorithm_level or 0,
+        "algorithm_level_set": int(c.algorithm_level is not None),
+        "class_record_size": h.class_record_size if h.nclasses else 0,
+    }
+    for name in CONFIG_FIELDS:
+        values.setdefault(name, getattr(c, name))
+    for name in STATS_FIELDS:
+        values[name] = getattr(s, name)
+    for f in fields(Header):
+        if f.name not in ("config", "stats", "table_roots", "zsmap_roots"):
+            values[f.name] = getattr(h, f.name)
+    body = bytearray(PAYLOAD)
+    HEADER.pack_into(body, 0, *(values[n] for n in HEADER_NAMES))
+    ROOT_ARRAY.pack_into(body, TABLE_ROOTS_OFFSET, *h.table_roots)
+    ROOT_ARRAY.pack_into(body, ZSMAP_ROOTS_OFFSET, *h.zsmap_roots)
+    return seal(0, TYPE_HEADER, body)
+
+
+def decode_header(data: bytes | memoryview) -> Header:
+    """Block 0 -> Header; EUCLEAN (or ENOTSUP for a newer version) in words when it cannot be trusted."""
+    view = memoryview(data)[:BLOCK_SIZE]
+    if bytes(view[:8]) != MAGIC:
+        raise ZramError(errno.EUCLEAN, "open", "not a zram image (bad magic in block 0)")
+    version = int.from_bytes(view[8:12], "little")
+    sound = block_crc(0, TYPE_HEADER, view[:PAYLOAD]) == int.from_bytes(view[PAYLOAD:], "little")
+    if version != VERSION and sound:
+        detail = f"image format version {version}; this zramctl reads version {VERSION}"
+        raise ZramError(errno.ENOTSUP, "open", detail)
+    payload = unseal(0, TYPE_HEADER, view)
+    v = dict(zip(HEADER_NAMES, HEADER.unpack_from(payload), strict=True))
+    if v["block_size"] != BLOCK_SIZE or v["extent_blocks"] != EXTENT_BLOCKS:
+        raise corrupt("block or extent size in the header is not 4096 / 8")
+    compat = _ascii(v["compat"], "compat")
+    if compat not in PROFILES:
+        raise corrupt(f"unknown profile {compat!r} in the header")
+    level = v["algorithm_level"] if v["algorithm_level_set"] else None
+    config = ZramConfig(
+        compat=compat,
+        disksize=v["disksize"],
+        comp_algorithm=_ascii(v["comp_algorithm"], "comp_algorithm"),
+        algorithm_level=level,
+        limit_pages=v["limit_pages"],
+        max_comp_streams=v["max_comp_streams"],
+    )
+    stats = ZramStats(**{name: v[name] for name in STATS_FIELDS})
+    h = Header(txid=v["txid"], config=config, stats=stats)
+    for f in fields(Header):
+        if f.name not in ("txid", "config", "stats", "table_roots", "zsmap_roots"):
+            setattr(h, f.name, v[f.name])
+    h.table_roots = list(ROOT_ARRAY.unpack_from(payload, TABLE_ROOTS_OFFSET))
+    h.zsmap_roots = list(ROOT_ARRAY.unpack_from(payload, ZSMAP_ROOTS_OFFSET))
+    limit = h.extent_count * EXTENT_BLOCKS
+    if any(r and not EXTENT_BLOCKS <= r < limit for r in h.table_roots + h.zsmap_roots):
+        raise corrupt("a tree root in the header points outside the image")
+    if config.disksize % PAGE_SIZE or (config.disksize == 0) != (h.nclasses == 0):
+        raise corrupt("disksize and class table in the header disagree")
+    if h.nclasses and v["class_record_size"] != h.class_record_size:
+        raise corrupt("class record size in the header is wrong")
+    if not (1 <= h.free_hint <= h.extent_count <= MAX_EXTENTS + 1) or h.meta_used > EXTENT_BLOCKS:
+        raise corrupt("extent counters in the header are out of range")
+    if h.meta_extent >= h.extent_count or max(h.table_depth, h.zsmap_depth) > MAX_DEPTH:
+        raise corrupt("tree roots in the header are out of range")
+    return h
+
+
+# --- blocks 1..7: the class area -------------------------------------------------
+
+CLASS_LAYOUT: tuple[tuple[str, str, str], ...] = (
+    ("index", "H", "Kernel class index (0..254) of the class's representative."),
+    ("size", "H", "Bytes per object slot."),
+    ("pages_per_zspage", "B", "Pages (frames) per zspage."),
+    ("huge", "B", "1: one page-sized object per zspage."),
+    ("objs_per_zspage", "H", "Object slots per zspage."),
+    ("objs_allocated", "Q", "Slots in all of this class's zspages."),
+    ("objs_inuse", "Q", "Slots holding an object."),
+)
+CLASS_FIXED = struct.Struct("<" + "".join(code for _, code, _ in CLASS_LAYOUT))
+
+
+@dataclass
+class ClassRecord:
+    """One class's geometry (checked against the profile) and state."""
+
+    index: int
+    size: int
+    pages_per_zspage: int
+    huge: bool
+    objs_per_zspage: int
+    objs_allocated: int
+    objs_inuse: int
+    heads: list[int]
+    """Zspage keys (first frame / 8) of each fullness list's head; NO_KEY (2^29-1) for an empty list."""
+    zspages: list[int]
+
+
+def class_blocks(h: Header) -> int:
+    if not h.nclasses:
+        return 0
+    per = PAYLOAD // h.class_record_size
+    return -(-h.nclasses // per)
+
+
+def encode_classes(h: Header, records: list[ClassRecord]) -> list[bytes]:
+    """The class area's blocks (1, 2, ...): records never straddle a block."""
+    per = PAYLOAD // h.class_record_size
+    tail = struct.Struct(f"<{h.nlists}I{h.ngroups}I")
+    out = []
+    for b in range(class_blocks(h)):
+        body = bytearray()
+        for r in records[b * per : (b + 1) * per]:
+            geometry = (r.index, r.size, r.pages_per_zspage, int(r.huge), r.objs_per_zspage)
+            body += CLASS_FIXED.pack(*geometry, r.objs_allocated, r.objs_inuse)
+            body += tail.pack(*r.heads, *r.zspages)
+        out.append(seal(1 + b, TYPE_CLASS, body))
+    return out
+
+
+def decode_classes(h: Header, area: bytes | memoryview) -> list[ClassRecord]:
+    """Records from the class area (``area`` = blocks 1..7)."""
+    if class_blocks(h) > CLASS_BLOCKS:
+        raise corrupt("the class table in the header is larger than the class area")
+    per = PAYLOAD // h.class_record_size
+    tail = struct.Struct(f"<{h.nlists}I{h.ngroups}I")
+    out: list[ClassRecord] = []
+    for b in range(class_blocks(h)):
+        payload = unseal(1 + b, TYPE_CLASS, memoryview(area)[b * BLOCK_SIZE : (b + 1) * BLOCK_SIZE])
+        for i in range(min(per, h.nclasses - b * per)):
+            off = i * h.class_record_size
+            idx, size, pages, huge, objs, alloc, inuse = CLASS_FIXED.unpack_from(payload, off)
+            rest = tail.unpack_from(payload, off + CLASS_FIXED.size)
+            heads, counts = list(rest[: h.nlists]), list(rest[h.nlists :])
+            out.append(ClassRecord(idx, size, pages, bool(huge), objs, alloc, inuse, heads, counts))
+    return out
+
+
+# --- pointer blocks ---------------------------------------------------------------
+
+POINTERS = struct.Struct(f"<{POINTERS_PER_BLOCK}I")
+
+
+def encode_pointers(block: int, children: list[int]) -> bytes:
+    return seal(block, TYPE_POINTER, POINTERS.pack(*children))
+
+
+def decode_pointers(block: int, data: bytes | memoryview, limit: int) -> list[int]:
+    children = list(POINTERS.unpack_from(unseal(block, TYPE_POINTER, data)))
+    for c in children:
+        if c and (c < EXTENT_BLOCKS or c >= limit):
+            raise corrupt(f"pointer block {block} points outside the image (block {c})")
+    return children
+
+
+# --- page-table leaves --------------------------------------------------------------
+
+KIND_UNWRITTEN, KIND_SAME, KIND_OBJECT, KIND_HUGE = 0, 1, 2, 3
+OBJ_INDEX_BITS = 11
+"""Same as zsmalloc's OBJ_INDEX_BITS: handle = first_frame << 11 | obj_idx."""
+ENTRY_LAYOUT: tuple[tuple[str, str, str], ...] = (
+    ("kind", "0-1", "0: unwritten (the whole entry is zero); 1: same-filled; 2: object; 3: huge object."),
+    ("size", "2-14", "Objects: bytes of the stored object, 1..4096."),
+    ("obj_idx", "15-25", "Objects: slot index in the zspage."),
+    ("key", "26-55", "Objects: the zspage's key (extent number; first frame = 8 * key)."),
+    ("crc", "56-87", "Objects: CRC-32 of the object's bytes."),
+    ("fill", "24-87", "Same-filled: the repeated 64-bit word (bits 2-23 are zero)."),
+)
+
+
+def encode_entry(entry: Entry | None) -> int:
+    """A slot as the 88-bit integer of zram-image(5), PAGE-TABLE ENTRY."""
+    if entry is None:
+        return 0
+    flags, handle, crc = entry
+    if flags & ZRAM_SAME:
+        assert flags == ZRAM_SAME and crc == 0, "same-filled slot with other flags"
+        return handle << 24 | KIND_SAME
+    assert flags >> ZRAM_FLAG_SHIFT & ~(ZRAM_HUGE >> ZRAM_FLAG_SHIFT) == 0, "unknown slot flag"
+    kind = KIND_HUGE if flags & ZRAM_HUGE else KIND_OBJECT
+    first, idx = handle >> OBJ_INDEX_BITS, handle & ((1 << OBJ_INDEX_BITS) - 1)
+    assert first % EXTENT_BLOCKS == 0
+    return crc << 56 | (first // EXTENT_BLOCKS) << 26 | idx << 15 | (flags & ZRAM_SIZE_MASK) << 2 | kind
+
+
+def encode_table(block: int, entries: list[Entry | None]) -> bytes:
+    body = b"".join(encode_entry(e).to_bytes(ENTRY_SIZE, "little") for e in entries)
+    return seal(block, TYPE_TABLE, body)
+
+
+def decode_table(block: int, data: bytes | memoryview, extents: int) -> list[Entry | None]:
+    payload = bytes(unseal(block, TYPE_TABLE, data))
+    out: list[Entry | None] = []
+    for i in range(ENTRIES_PER_BLOCK):
+        v = int.from_bytes(payload[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE], "little")
+        kind = v & 3
+        if kind == KIND_UNWRITTEN:
+            if v:
+                raise corrupt(f"page-table block {block} entry {i}: unwritten but not zero")
+            out.append(None)
+        elif kind == KIND_SAME:
+            if v & 0xFFFFFC:
+                raise corrupt(f"page-table block {block} entry {i}: bad same-filled entry")
+            out.append((ZRAM_SAME, v >> 24, 0))
+        else:
+            size = v >> 2 & 0x1FFF
+            key = v >> 26 & 0x3FFFFFFF
+            if not (1 <= size <= PAGE_SIZE) or not (1 <= key < extents):
+                raise corrupt(f"page-table block {block} entry {i}: object out of range")
+            flags = size | (ZRAM_HUGE if kind == KIND_HUGE else 0)
+            out.append((flags, (key * EXTENT_BLOCKS) << OBJ_INDEX_BITS | (v >> 15 & 0x7FF), v >> 56))
+    return out
+
+
+# --- zspage-record leaves -------------------------------------------------------------
+
+RECORD_FREE, RECORD_ZSPAGE, RECORD_META = 0, 1, 2
+NO_KEY = (1 << 29) - 1
+"""A 29-bit prev/next key meaning 'none'."""
+RECORD_LAYOUT: tuple[tuple[str, str, str], ...] = (
+    ("kind", "0-1", "0: free extent; 1: zspage; 2: metadata extent (free and metadata: all other bits 0)."),
+    ("cls", "2-9", "Position of the zspage's class in the class area."),
+    ("fullness", "10-13", "Fullness group (15: isolated, never in a committed image)."),
+    ("inuse", "14-25", "Objects allocated in this zspage."),
+    ("freeobj", "26-37", "Index of the first free object; 4095 when none."),
+    ("prev", "38-66", "Key of the previous zspage on its fullness list; 2^29-1 none (not huge)."),
+    ("next", "67-95", "Key of the next zspage on its fullness list; 2^29-1 none (not huge)."),
+    ("owner", "38-95", "Huge classes only: 1 + page index owning the only object; 0 none."),
+)
+Slot = ZsPage | int
+"""A record slot in memory: a ZsPage, or RECORD_FREE / RECORD_META."""
+
+
+def _key(first: int) -> int:
+    return NO_KEY if first == NO_ZSPAGE else first // EXTENT_BLOCKS
+
+
+def encode_record(s: Slot, huge: list[bool]) -> int:
+    """A slot as the 96-bit integer of zram-image(5), ZSPAGE RECORD."""
+    if isinstance(s, int):
+        return s
+    v = RECORD_ZSPAGE | s.cls << 2 | (s.fullness & 15) << 10 | s.inuse << 14
+    v |= (4095 if s.freeobj == FREE_END else s.freeobj) << 26
+    if huge[s.cls]:
+        assert s.prev == NO_ZSPAGE and s.next == NO_ZSPAGE, "huge zspage on a list"
+        return v | (s.owner + 1) << 38
+    return v | _key(s.prev) << 38 | _key(s.next) << 67
+
+
+def encode_records(block: int, slots: list[Slot], huge: list[bool]) -> bytes:
+    """A zspage-record leaf; ``huge[cls]`` says which class positions are huge."""
+    body = b"".join(encode_record(s, huge).to_bytes(RECORD_SIZE, "little") for s in slots)
+    return seal(block, TYPE_ZSPAGE, body)
+
+
+def decode_records(
+    block: int, data: bytes | memoryview, first_key: int, huge: list[bool], objs: list[int], ngroups: int
+) -> list[Slot]:
+    """A zspage-record leaf whose first slot is extent ``first_key``; every field range-checked."""
+    payload = bytes(unseal(block, TYPE_ZSPAGE, data))
+    out: list[Slot] = []
+    for i in range(RECORDS_PER_BLOCK):
+        v = int.from_bytes(payload[i * RECORD_SIZE : (i + 1) * RECORD_SIZE], "little")
+        kind = v & 3
+        if kind != RECORD_ZSPAGE:
+            if kind > RECORD_META or v >> 2:
+                raise corrupt(f"zspage-record block {block} record {i}: bad kind or non-zero free record")
+            out.append(kind)
+            continue
+        cls, fg, inuse, free = v >> 2 & 0xFF, v >> 10 & 15, v >> 14 & 4095, v >> 26 & 4095
+        if cls >= len(huge):
+            raise corrupt(f"zspage-record block {block} record {i}: class {cls} does not exist")
+        n = objs[cls]
+        if inuse > n or (free != 4095 and free >= n) or (fg >= ngroups and fg != 15):
+            raise corrupt(f"zspage-record block {block} record {i}: counters out of range")
+        z = ZsPage((first_key + i) * EXTENT_BLOCKS, cls)
+        z.inuse = inuse
+        z.freeobj = FREE_END if free == 4095 else free
+        z.fullness = -1 if fg == 15 else fg
+        if huge[cls]:
+            z.owner = (v >> 38) - 1
+        else:
+            prev, nxt = v >> 38 & NO_KEY, v >> 67 & NO_KEY
+            z.prev = NO_ZSPAGE if prev == NO_KEY else prev * EXTENT_BLOCKS
+            z.next = NO_ZSPAGE if nxt == NO_KEY else nxt * EXTENT_BLOCKS
+        out.append(z)
+    return out
+
+
+def empty_records() -> list[Slot]:
+    return [RECORD_FREE] * RECORDS_PER_BLOCK

@@ -1,0 +1,560 @@
+"""The engine's Backing, kept in an image: lazy maps over the block file.
+
+Why lazy: opening a device must not parse its page table (O(work), not
+O(device)).  Each map reads a metadata block the first time something in it
+is asked for, keeps it decoded in a cache, and hands back to ``Image.commit``
+only the blocks that changed:
+
+- ``Radix``: a sparse tree from a leaf number to the block holding that leaf:
+  256 roots in the header, then pointer blocks; it grows a level when a leaf
+  number outgrows it.
+- ``TableMap``: the page table (``MutableMapping[int, Entry]``), 341 entries
+  per leaf; setting or popping marks the leaf dirty.
+- ``ZsMap``: zspage records by first frame, 255 per leaf, one per extent.  The
+  engine mutates ZsPage objects in place, so a leaf is re-encoded at commit
+  and compared with the bytes it was loaded from.  The same records say which
+  extents are free, hold a zspage, or hold metadata: they are the extent map.
+- ``FileFrames``: the FrameStore.  A zspage gets the lowest free extent; its
+  frames are blocks ``8 * extent ..``; the unused tail of the extent stays a
+  hole.  Frames freed by a transaction are punched at its commit.
+- ``ImageState`` ties them together with the extent and metadata-block
+  allocators (the header's extent_count, free_hint, meta_extent, meta_used).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+
+from .device import Entry, ZramError
+from .image_format import (
+    ENTRIES_PER_BLOCK,
+    EXTENT_BLOCKS,
+    MAX_EXTENTS,
+    POINTERS_PER_BLOCK,
+    RECORD_FREE,
+    RECORD_META,
+    RECORDS_PER_BLOCK,
+    ROOTS,
+    Header,
+    Slot,
+    corrupt,
+    decode_pointers,
+    decode_records,
+    decode_table,
+    empty_records,
+    encode_pointers,
+    encode_records,
+    encode_table,
+)
+from .image_io import BLOCK_SIZE, BlockFile
+from .zsmalloc import SizeClass, ZsPage
+
+# Clean decoded blocks kept per cache; dirty ones stay until commit.
+FRAME_CACHE = 512
+LEAF_CACHE = 1024
+
+
+@dataclass
+class Node:
+    """A pointer block: ``children[i]`` is a block number, 0 for none."""
+
+    block: int
+    children: list[int]
+    dirty: bool = False
+
+
+class Radix:
+    """Leaf number -> leaf block: ROOTS pointers in the header, then ``depth`` levels of pointer blocks.
+
+    A pointer block at height h (h = 1: its children are leaves) on the way
+    to leaf L has index L // 1023**h and is ``roots[L // 1023**depth]`` at
+    the top.  Growing the tree moves the root array into a new pointer block
+    (height depth + 1, index 0), so every cached block keeps its key.
+    """
+
+    def __init__(self, state: ImageState, roots: list[int], depth: int) -> None:
+        self.state = state
+        self.roots = list(roots)
+        self.depth = depth
+        self.nodes: dict[tuple[int, int], Node] = {}
+
+    def _node(self, height: int, index: int, block: int) -> Node:
+        node = self.nodes.get((height, index))
+        if node is None:
+            limit = self.state.extent_count * EXTENT_BLOCKS
+            node = Node(block, decode_pointers(block, self.state.file.read(block), limit))
+            self.nodes[(height, index)] = node
+        return node
+
+    def lookup(self, leaf: int) -> int:
+        """The block of leaf ``leaf``, or 0 if it does not exist."""
+        top = leaf // POINTERS_PER_BLOCK**self.depth
+        if top >= ROOTS:
+            return 0
+        block = self.roots[top]
+        for h in range(self.depth, 0, -1):
+            if block == 0:
+                return 0
+            node = self._node(h, leaf // POINTERS_PER_BLOCK**h, block)
+            block = node.children[leaf // POINTERS_PER_BLOCK ** (h - 1) % POINTERS_PER_BLOCK]
+        return block
+
+    def insert(self, leaf: int, block: int) -> None:
+        """Point leaf ``leaf`` at ``block``, adding levels and pointer blocks as needed."""
+        while leaf // POINTERS_PER_BLOCK**self.depth >= ROOTS:
+            node = self._new_node(self.depth + 1, 0)
+            node.children[:ROOTS] = self.roots
+            self.roots = [node.block] + [0] * (ROOTS - 1)
+            self.depth += 1
+        top = leaf // POINTERS_PER_BLOCK**self.depth
+        if self.depth == 0:
+            self.roots[top] = block
+            return
+        if self.roots[top] == 0:
+            self.roots[top] = self._new_node(self.depth, top).block
+        parent = self._node(self.depth, top, self.roots[top])
+        for h in range(self.depth, 0, -1):
+            slot = leaf // POINTERS_PER_BLOCK ** (h - 1) % POINTERS_PER_BLOCK
+            if h == 1:
+                parent.children[slot] = block
+                parent.dirty = True
+                return
+            index = leaf // POINTERS_PER_BLOCK ** (h - 1)
+            if parent.children[slot] == 0:
+                parent.children[slot] = self._new_node(h - 1, index).block
+                parent.dirty = True
+            parent = self._node(h - 1, index, parent.children[slot])
+
+    def _new_node(self, height: int, index: int) -> Node:
+        node = Node(self.state.alloc_meta_block(), [0] * POINTERS_PER_BLOCK, dirty=True)
+        self.nodes[(height, index)] = node
+        return node
+
+    def leaves(self) -> Iterator[tuple[int, int]]:
+        """Every (leaf number, block) in order: a whole-tree walk, for check and iteration."""
+        for top, block in enumerate(self.roots):
+            if block:
+                yield from self._walk(self.depth, top, block)
+
+    def _walk(self, height: int, index: int, block: int) -> Iterator[tuple[int, int]]:
+        if height == 0:
+            yield index, block
+            return
+        node = self._node(height, index, block)
+        for slot, child in enumerate(node.children):
+            if child:
+                yield from self._walk(height - 1, index * POINTERS_PER_BLOCK + slot, child)
+
+    def dirty(self) -> Iterator[tuple[int, bytes]]:
+        for node in self.nodes.values():
+            if node.dirty:
+                yield node.block, encode_pointers(node.block, node.children)
+
+    def committed(self) -> None:
+        for node in self.nodes.values():
+            node.dirty = False
+
+
+@dataclass
+class TableLeaf:
+    block: int
+    entries: list[Entry | None]
+    dirty: bool = False
+
+
+class TableMap(MutableMapping[int, Entry]):
+    """The page table: page index -> Entry, in leaves of 341 entries."""
+
+    def __init__(self, state: ImageState, header: Header) -> None:
+        self.state = state
+        self.load(header)
+
+    def load(self, header: Header) -> None:
+        """Start from the tree the header names (also how reset() empties the table)."""
+        self.radix = Radix(self.state, header.table_roots, header.table_depth)
+        self.leaves: dict[int, TableLeaf] = {}
+        self.count = header.table_entries
+
+    def _leaf(self, n: int, create: bool) -> TableLeaf | None:
+        leaf = self.leaves.get(n)
+        if leaf is not None:
+            return leaf
+        block = self.radix.lookup(n)
+        if block:
+            leaf = TableLeaf(block, decode_table(block, self.state.file.read(block), self.state.extent_count))
+        elif create:
+            leaf = TableLeaf(self.state.alloc_meta_block(), [None] * ENTRIES_PER_BLOCK, dirty=True)
+            self.radix.insert(n, leaf.block)
+        else:
+            return None
+        self.state.trim(self.leaves, lambda x: not x.dirty)  # before: the new leaf must stay
+        self.leaves[n] = leaf
+        return leaf
+
+    def __getitem__(self, index: int) -> Entry:
+        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        leaf = self._leaf(n, False)
+        entry = leaf.entries[i] if leaf is not None else None
+        if entry is None:
+            raise KeyError(index)
+        return entry
+
+    def get(self, index: int, default: Entry | None = None) -> Entry | None:  # type: ignore[override]
+        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        leaf = self._leaf(n, False)
+        entry = leaf.entries[i] if leaf is not None else None
+        return default if entry is None else entry
+
+    def __setitem__(self, index: int, entry: Entry) -> None:
+        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        leaf = self._leaf(n, True)
+        assert leaf is not None
+        if leaf.entries[i] is None:
+            self.count += 1
+        leaf.entries[i] = entry
+        leaf.dirty = True
+
+    def pop(self, index: int, *default: Entry | None) -> Entry | None:  # type: ignore[override]
+        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        leaf = self._leaf(n, False)
+        entry = leaf.entries[i] if leaf is not None else None
+        if entry is None:
+            if default:
+                return default[0]
+            raise KeyError(index)
+        assert leaf is not None
+        leaf.entries[i] = None
+        leaf.dirty = True
+        self.count -= 1
+        return entry
+
+    def __delitem__(self, index: int) -> None:
+        self.pop(index)
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and self.get(index) is not None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        for n, _ in self.radix.leaves():
+            leaf = self._leaf(n, False)
+            assert leaf is not None
+            for i, e in enumerate(leaf.entries):
+                if e is not None:
+                    yield n * ENTRIES_PER_BLOCK + i
+
+    def clear(self) -> None:
+        self.state.clear()
+
+    def dirty(self) -> Iterator[tuple[int, bytes]]:
+        yield from self.radix.dirty()
+        for leaf in self.leaves.values():
+            if leaf.dirty:
+                yield leaf.block, encode_table(leaf.block, leaf.entries)
+
+    def committed(self) -> None:
+        self.radix.committed()
+        for leaf in self.leaves.values():
+            leaf.dirty = False
+
+
+@dataclass
+class ZsLeaf:
+    block: int
+    slots: list[Slot]
+    loaded: bytes | None
+    """The bytes this leaf was read from (or last committed as); None for a new leaf."""
+
+
+class ZsMap(MutableMapping[int, ZsPage]):
+    """Zspage records by first frame; one slot per extent, which doubles as the extent map."""
+
+    def __init__(self, state: ImageState, header: Header) -> None:
+        self.state = state
+        self.load(header)
+
+    def load(self, header: Header) -> None:
+        """Start from the tree the header names (also how reset() empties the map)."""
+        self.radix = Radix(self.state, header.zsmap_roots, header.zsmap_depth)
+        self.leaves: dict[int, ZsLeaf] = {}
+        self.count = header.zspage_count
+
+    def _leaf(self, n: int, create: bool) -> ZsLeaf | None:
+        leaf = self.leaves.get(n)
+        if leaf is not None:
+            return leaf
+        block = self.radix.lookup(n)
+        if block:
+            classes = self.state.classes()
+            data = self.state.file.read(block)
+            slots = decode_records(
+                block,
+                data,
+                n * RECORDS_PER_BLOCK,
+                [c.huge for c in classes],
+                [c.objs_per_zspage for c in classes],
+                len(classes[0].zspages) if classes else 0,
+            )
+            leaf = ZsLeaf(block, slots, data)
+        elif create:
+            leaf = ZsLeaf(self.state.alloc_meta_block(), empty_records(), None)
+            self.radix.insert(n, leaf.block)
+        else:
+            return None
+        if not self.state.writable:  # a writer's records change in place: kept until commit
+            self.state.trim(self.leaves, lambda x: True)
+        self.leaves[n] = leaf
+        return leaf
+
+    def slot(self, extent: int) -> Slot:
+        n, i = divmod(extent, RECORDS_PER_BLOCK)
+        leaf = self._leaf(n, False)
+        return leaf.slots[i] if leaf is not None else RECORD_FREE
+
+    def set_slot(self, extent: int, value: Slot) -> None:
+        n, i = divmod(extent, RECORDS_PER_BLOCK)
+        leaf = self._leaf(n, True)
+        assert leaf is not None
+        leaf.slots[i] = value
+
+    def __getitem__(self, first: int) -> ZsPage:
+        s = self.slot(first // EXTENT_BLOCKS) if first % EXTENT_BLOCKS == 0 and first > 0 else None
+        if not isinstance(s, ZsPage):
+            raise corrupt(f"a handle or list names frame {first}, which holds no zspage")
+        return s
+
+    def __setitem__(self, first: int, zspage: ZsPage) -> None:
+        e = first // EXTENT_BLOCKS
+        if not isinstance(self.slot(e), ZsPage):
+            self.count += 1
+        self.set_slot(e, zspage)
+        self.state.reserved.discard(e)
+
+    def __delitem__(self, first: int) -> None:
+        e = first // EXTENT_BLOCKS
+        if not isinstance(self.slot(e), ZsPage):
+            raise KeyError(first)
+        self.set_slot(e, RECORD_FREE)
+        self.state.reserved.add(e)  # the frames stay allocated until FileFrames.free
+        self.count -= 1
+
+    def __contains__(self, first: object) -> bool:
+        return isinstance(first, int) and isinstance(self.slot(first // EXTENT_BLOCKS), ZsPage)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        for n, _ in self.radix.leaves():
+            leaf = self._leaf(n, False)
+            assert leaf is not None
+            for s in leaf.slots:
+                if isinstance(s, ZsPage):
+                    yield s.first
+
+    def clear(self) -> None:
+        self.state.clear()
+
+    def dirty(self) -> Iterator[tuple[int, bytes]]:
+        yield from self.radix.dirty()
+        huge = [c.huge for c in self.state.classes()]
+        for leaf in self.leaves.values():
+            data = encode_records(leaf.block, leaf.slots, huge)
+            if data != leaf.loaded:
+                yield leaf.block, data
+
+    def committed(self, written: dict[int, bytes | bytearray]) -> None:
+        self.radix.committed()
+        for leaf in self.leaves.values():
+            if leaf.block in written:
+                leaf.loaded = bytes(written[leaf.block])
+        # Every leaf is clean now: the cache can shrink without losing anything.
+        self.state.trim(self.leaves, lambda x: True)
+
+
+class FileFrames:
+    """The FrameStore of an image: frame n is block n of the file."""
+
+    def __init__(self, state: ImageState, in_use: int) -> None:
+        self.state = state
+        self.load(in_use)
+
+    def load(self, in_use: int) -> None:
+        self.dirty: dict[int, bytearray] = {}
+        self.clean: dict[int, bytearray] = {}
+        self._in_use = in_use
+
+    def alloc(self, count: int) -> int:
+        if not 1 <= count <= EXTENT_BLOCKS:
+            raise ZramError(errno.EINVAL, "write", f"a zspage of {count} pages does not fit an extent")
+        e = self.state.alloc_extent()
+        self.state.fresh.add(e)
+        self._in_use += count
+        return e * EXTENT_BLOCKS
+
+    def free(self, first: int, count: int) -> None:
+        e = first // EXTENT_BLOCKS
+        for n in range(first, first + EXTENT_BLOCKS):
+            self.dirty.pop(n, None)
+            self.clean.pop(n, None)
+        self.state.free_extent(e)
+        self._in_use -= count
+
+    def _frame(self, n: int) -> bytearray:
+        frame = self.dirty.get(n)
+        if frame is None:
+            frame = self.clean.get(n)
+        if frame is None:
+            if n // EXTENT_BLOCKS in self.state.fresh:
+                frame = bytearray(BLOCK_SIZE)
+            else:
+                frame = bytearray(self.state.file.read(n))
+            self.state.trim(self.clean, lambda x: True, FRAME_CACHE)
+            self.clean[n] = frame
+        return frame
+
+    def view(self, frame: int) -> memoryview:
+        return memoryview(self._frame(frame))
+
+    def mutable(self, frame: int) -> memoryview:
+        if frame not in self.dirty:
+            e = frame // EXTENT_BLOCKS
+            if e not in self.state.reserved and not isinstance(self.state.zspages.slot(e), ZsPage):
+                raise corrupt(f"an object lies outside its zspage (frame {frame})")
+            data = self._frame(frame)
+            self.clean.pop(frame, None)
+            self.dirty[frame] = data
+        return memoryview(self.dirty[frame])
+
+    def clear(self) -> None:
+        self.state.clear()
+
+    @property
+    def frames_in_use(self) -> int:
+        return self._in_use
+
+    def committed(self) -> None:
+        self.dirty.clear()
+
+
+@dataclass
+class ImageState:
+    """The allocators and maps of one open image (see the module docstring)."""
+
+    file: BlockFile
+    header: Header
+    classes: Callable[[], list[SizeClass]]
+    """The pool's class table (record decoding needs each class's geometry)."""
+    writable: bool = True
+    extent_count: int = 1
+    free_hint: int = 1
+    meta_extent: int = 0
+    meta_used: int = EXTENT_BLOCKS
+    reserved: set[int] = field(default_factory=set)
+    """Extents allocated whose zspage record is not set (between frames.alloc and zspages[k] = z)."""
+    pending_meta: set[int] = field(default_factory=set)
+    """Metadata extents in use whose record is not written yet (see settle)."""
+    fresh: set[int] = field(default_factory=set)
+    """Extents allocated by this transaction: their frames start as zeros, unread."""
+    freed: set[int] = field(default_factory=set)
+    """Extents freed by this transaction (even if reused since): their unwritten blocks are punched."""
+    cleared: bool = False
+    """reset() happened: the commit truncates the file first."""
+
+    def __post_init__(self) -> None:
+        h = self.header
+        self.extent_count, self.free_hint = h.extent_count, h.free_hint
+        self.meta_extent, self.meta_used = h.meta_extent, h.meta_used
+        self.table = TableMap(self, h)
+        self.zspages = ZsMap(self, h)
+        self.frames = FileFrames(self, h.pages_allocated)
+
+    # --- allocation ------------------------------------------------------------
+
+    def alloc_extent(self) -> int:
+        """The lowest free extent (reused before the file grows)."""
+        e = self.free_hint
+        while e < self.extent_count and (
+            self.zspages.slot(e) != RECORD_FREE or e in self.reserved or e in self.pending_meta
+        ):
+            e += 1
+        if e == self.extent_count:
+            if e >= MAX_EXTENTS:
+                raise ZramError(errno.EFBIG, "write", "the image would exceed 16 TiB")
+            self.extent_count += 1
+        self.free_hint = e + 1
+        self.reserved.add(e)
+        return e
+
+    def free_extent(self, e: int) -> None:
+        self.reserved.discard(e)
+        self.fresh.discard(e)
+        self.freed.add(e)
+        self.free_hint = min(self.free_hint, e)
+
+    def alloc_meta_block(self) -> int:
+        """A block for a pointer or leaf block: the next one of the current metadata extent.
+
+        A new metadata extent's record is only written by ``settle()``: writing
+        it here could need a new record leaf while one is being created.
+        """
+        if self.meta_used == EXTENT_BLOCKS:
+            e = self.alloc_extent()
+            self.reserved.discard(e)
+            self.pending_meta.add(e)
+            self.meta_extent, self.meta_used = e, 0
+        block = self.meta_extent * EXTENT_BLOCKS + self.meta_used
+        self.meta_used += 1
+        return block
+
+    def settle(self) -> None:
+        """Record the metadata extents taken since the last settle (before a commit)."""
+        while self.pending_meta:
+            e = min(self.pending_meta)
+            self.zspages.set_slot(e, RECORD_META)  # may take more blocks, even a new extent
+            self.pending_meta.discard(e)
+
+    def shrink(self) -> None:
+        """Drop free extents from the end, so the commit can give their space back."""
+        while self.extent_count > 1:
+            e = self.extent_count - 1
+            if self.zspages.slot(e) != RECORD_FREE or e in self.reserved or e in self.pending_meta:
+                break
+            self.extent_count = e
+        self.free_hint = min(self.free_hint, self.extent_count)
+
+    # --- whole state ------------------------------------------------------------
+
+    def clear(self) -> None:
+        """reset(): forget every frame, record and entry; the commit starts the file afresh."""
+        self.cleared = True
+        self.extent_count, self.free_hint = 1, 1
+        self.meta_extent, self.meta_used = 0, EXTENT_BLOCKS
+        self.reserved.clear()
+        self.pending_meta.clear()
+        self.fresh.clear()
+        self.freed.clear()
+        self.header.table_roots = [0] * ROOTS
+        self.header.zsmap_roots = [0] * ROOTS
+        self.header.table_depth = self.header.zsmap_depth = 0
+        self.header.table_entries = self.header.zspage_count = self.header.pages_allocated = 0
+        self.table.load(self.header)
+        self.zspages.load(self.header)
+        self.frames.load(0)
+
+    def trim(self, cache: dict, evictable: Callable[[object], bool], limit: int | None = None) -> None:
+        """Drop the oldest evictable entries of a cache that has reached ``limit``.
+
+        Called before an entry is added, so the entry a caller is about to use
+        is never the one dropped.
+        """
+        if limit is None:
+            limit = LEAF_CACHE
+        if len(cache) < limit:
+            return
+        for key in [k for k, v in cache.items() if evictable(v)][: len(cache) - limit // 2]:
+            del cache[key]
