@@ -1,0 +1,150 @@
+# fish completion for zramctl, the user-space zram (util-linux zramctl's options plus verbs).
+# Install as ~/.config/fish/completions/zramctl.fish.  The lists are checked by tests/test_completion.py.
+
+set -l __zramctl_verbs write read discard attr stat compact hot-add hot-remove check
+
+function __zramctl_root --description 'The image directory: --root, else $ZRAMCTL_ROOT, else the XDG state dir'
+    set -l tokens (commandline -opc)
+    set -l root
+    set -l n (count $tokens)
+    for i in (seq $n)
+        switch $tokens[$i]
+            case --root
+                if test $i -lt $n
+                    set root $tokens[(math $i + 1)]
+                end
+            case '--root=*'
+                set root (string replace -- '--root=' '' $tokens[$i])
+        end
+    end
+    test -n "$root"; or set root $ZRAMCTL_ROOT
+    if test -z "$root"
+        if string match -q -- '/*' "$XDG_STATE_HOME"
+            set root $XDG_STATE_HOME/zramctl
+        else
+            set root $HOME/.local/state/zramctl
+        end
+    end
+    string replace -r -- '^~' $HOME $root
+end
+
+function __zramctl_devices --description 'The devices under the root (zramN.img files)'
+    set -l root (__zramctl_root)
+    for f in $root/zram*.img
+        test -f $f; or continue
+        set -l name (string replace -r -- '\.img$' '' (basename $f))
+        string match -qr -- '^zram(0|[1-9][0-9]*)$' $name; and echo $name
+    end
+end
+
+function __zramctl_words --description 'The words after zramctl and its global options (--root, --compat)'
+    set -l tokens (commandline -opc)
+    set -e tokens[1]
+    while set -q tokens[1]
+        switch $tokens[1]
+            case --root --compat
+                set -e tokens[1]
+                set -q tokens[1]; and set -e tokens[1]
+            case '--root=*' '--compat=*'
+                set -e tokens[1]
+            case '*'
+                break
+        end
+    end
+    string join \n -- $tokens
+end
+
+function __zramctl_at_first --description 'Nothing but global options typed so far'
+    test (count (__zramctl_words)) -eq 0
+end
+
+function __zramctl_verb --description 'The verb, if the first word is one'
+    set -l words (__zramctl_words)
+    set -q words[1]; or return 1
+    contains -- $words[1] write read discard attr stat compact hot-add hot-remove check; or return 1
+    echo $words[1]
+end
+
+function __zramctl_no_verb
+    not __zramctl_verb >/dev/null
+end
+
+function __zramctl_using --description 'The verb is one of the arguments'
+    set -l verb (__zramctl_verb); or return 1
+    contains -- $verb $argv
+end
+
+function __zramctl_operand --description 'The verb is $argv[1] and $argv[2] operands were typed after it'
+    set -l words (__zramctl_words)
+    test "$words[1]" = $argv[1]; or return 1
+    set -l n 0
+    set -l skip 0
+    for w in $words[2..-1]
+        if test $skip -eq 1
+            set skip 0
+            continue
+        end
+        switch $w
+            case --offset --length --root
+                set skip 1
+            case '-*'
+            case '*'
+                set n (math $n + 1)
+        end
+    end
+    test $n -eq $argv[2]
+end
+
+function __zramctl_columns --description 'A comma-separated column list: the names not typed yet'
+    set -l token (commandline -ct)
+    set token (string replace -r -- '^(--output=|-o)' '' $token)
+    set -l prefix (string match -r -- '^.*,' $token)
+    set -l typed (string split , -- (string replace -r -- '^\+' '' $prefix))
+    for col in NAME DISKSIZE DATA COMPR ALGORITHM STREAMS ZERO-PAGES TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT
+        contains -- $col (string upper -- $typed); or echo $prefix$col
+    end
+end
+
+complete -c zramctl -f
+
+# util-linux zramctl's options (no verb)
+complete -c zramctl -n __zramctl_no_verb -s a -l algorithm -x -a 'lzo lz4 lz4hc zstd deflate' -d 'compression algorithm to use'
+complete -c zramctl -n __zramctl_no_verb -s p -l algorithm-params -x -d 'algorithm parameters to use'
+complete -c zramctl -n __zramctl_no_verb -s b -l bytes -d 'print sizes in bytes, not in human-readable form'
+complete -c zramctl -n __zramctl_no_verb -s f -l find -d 'find a free device'
+complete -c zramctl -n __zramctl_no_verb -s n -l noheadings -d "don't print headings"
+complete -c zramctl -n __zramctl_no_verb -s o -l output -x -a '(__zramctl_columns)' -d 'columns to use for status output'
+complete -c zramctl -n __zramctl_no_verb -l output-all -d 'output all columns'
+complete -c zramctl -n __zramctl_no_verb -s r -l reset -d 'reset the specified zram devices'
+complete -c zramctl -n __zramctl_no_verb -l raw -d 'use raw status output format'
+complete -c zramctl -n __zramctl_no_verb -s s -l size -x -d 'device size'
+complete -c zramctl -n __zramctl_no_verb -s t -l streams -x -d 'number of compression streams'
+complete -c zramctl -n __zramctl_no_verb -l json -d 'print the status as JSON'
+complete -c zramctl -n __zramctl_no_verb -l compat -x -a '3.11 6.18' -d 'kernel to behave like, with --size'
+complete -c zramctl -n __zramctl_no_verb -s h -l help -d 'display this help'
+complete -c zramctl -n __zramctl_no_verb -s V -l version -d 'display version'
+complete -c zramctl -l root -x -a '(__fish_complete_directories)' -d 'directory that holds the device images'
+
+# operands: the verbs (first word only) and the devices
+complete -c zramctl -n __zramctl_at_first -a write -d 'store data at an offset of a device (stdin by default)'
+complete -c zramctl -n __zramctl_at_first -a read -d 'copy data from a device to stdout'
+complete -c zramctl -n __zramctl_at_first -a discard -d 'free the whole pages of a range'
+complete -c zramctl -n __zramctl_at_first -a attr -d 'read or write a sysfs attribute'
+complete -c zramctl -n __zramctl_at_first -a stat -d 'settings, counters, allocator classes, object sizes'
+complete -c zramctl -n __zramctl_at_first -a compact -d 'compact the allocator memory'
+complete -c zramctl -n __zramctl_at_first -a hot-add -d 'add a device and print its name'
+complete -c zramctl -n __zramctl_at_first -a hot-remove -d 'remove a device'
+complete -c zramctl -n __zramctl_at_first -a check -d 'verify a device image'
+complete -c zramctl -n __zramctl_no_verb -a '(__zramctl_devices)' -d 'zram device'
+
+# the verbs' arguments and options
+for verb in write read discard attr stat compact hot-remove check
+    complete -c zramctl -n "__zramctl_operand $verb 0" -a '(__zramctl_devices)' -d 'zram device'
+end
+complete -c zramctl -n '__zramctl_operand write 1' -F -a - -d 'input file (- for stdin)'
+complete -c zramctl -n '__zramctl_operand attr 1' -a 'disksize initstate reset max_comp_streams compat comp_algorithm algorithm_params mm_stat io_stat debug_stat mem_limit mem_used_max compact num_reads num_writes invalid_io notify_free zero_pages orig_data_size compr_data_size mem_used_total' -d attribute
+complete -c zramctl -n '__zramctl_using write read discard' -l offset -x -d 'where to start, in bytes'
+complete -c zramctl -n '__zramctl_using read discard' -l length -x -d 'how many bytes'
+complete -c zramctl -n '__zramctl_using stat' -l json -d 'print the report as JSON'
+complete -c zramctl -n '__zramctl_using check' -l data -d 'also verify every stored page'
+complete -c zramctl -n '__zramctl_verb' -s h -l help -d 'show the help of the verb'

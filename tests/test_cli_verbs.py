@@ -1,0 +1,141 @@
+"""The data verbs in process, with their limits made small: chunking, commits, spooling, failures."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+
+from zramctl import cli, verbs
+from zramctl.store import DeviceHandle
+
+PAGE = 4096
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path / "root"))
+    monkeypatch.setattr(verbs, "CHUNK", 16 * PAGE)
+    monkeypatch.setattr(verbs, "COMMIT_EVERY", 64 * PAGE)
+    monkeypatch.setattr(verbs, "SPOOL_IN_MEMORY", 8 * PAGE)
+    return tmp_path / "root"
+
+
+def run(capfdbinary, *args: str) -> tuple[int, bytes, str]:
+    """Run in process; ``capfd`` is pytest's capfdbinary (stdout is binary for ``read``)."""
+    rc = cli.main(list(args))
+    out, err = capfdbinary.readouterr()
+    return rc, out, err.decode()
+
+
+@pytest.fixture
+def commits(monkeypatch):
+    count = [0]
+    real = DeviceHandle.commit
+
+    def counting(self):
+        count[0] += 1
+        return real(self)
+
+    monkeypatch.setattr(DeviceHandle, "commit", counting)
+    return count
+
+
+def test_long_write_commits_as_it_goes(root, capsys, tmp_path, commits):
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(1).randbytes(300 * PAGE)
+    src = tmp_path / "data"
+    src.write_bytes(data)
+    commits[0] = 0
+    assert cli.main(["write", "zram0", str(src)]) == 0
+    assert commits[0] >= len(data) // verbs.COMMIT_EVERY + 1
+    capsys.readouterr()
+    assert cli.main(["attr", "zram0", "mm_stat"]) == 0
+    assert int(capsys.readouterr().out.split()[0]) == len(data)
+
+
+def _pipe(data: bytes) -> str:
+    """A pipe whose writer runs in a thread; its reading end as a path (/dev/fd/N)."""
+    r, w = os.pipe()
+
+    def feed():
+        with os.fdopen(w, "wb") as f:
+            try:
+                f.write(data)
+            except BrokenPipeError:
+                pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    return f"/dev/fd/{r}"
+
+
+def test_piped_input_is_spooled_then_written(root, capfdbinary):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    data = random.Random(2).randbytes(200 * PAGE + 123)  # beyond the in-memory spool
+    assert cli.main(["write", "zram0", _pipe(data), "--offset", "100"]) == 0
+    capfdbinary.readouterr()
+    rc, out, _ = run(capfdbinary, "read", "zram0", "--offset", "100", "--length", str(len(data)))
+    assert rc == 0 and out == data
+
+
+def test_piped_input_that_does_not_fit_writes_nothing(root, capfdbinary):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    capfdbinary.readouterr()
+    rc, _, err = run(capfdbinary, "write", "zram0", _pipe(bytes(range(256)) * 4096 + b"!"))
+    assert rc == 1
+    assert err == (
+        "zramctl: zram0: write: No space left on device (the input is longer than the 1048576 bytes "
+        "from offset 0 to the end of the device; nothing written)\n"
+    )
+    rc, out, _ = run(capfdbinary, "attr", "zram0", "mm_stat")
+    assert out.split()[0] == b"0"
+
+
+def test_a_failure_midway_keeps_and_reports_what_was_stored(root, capfdbinary):
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    assert cli.main(["attr", "zram0", "mem_limit", "64K"]) == 0
+    capfdbinary.readouterr()
+    data = random.Random(3).randbytes(1 << 20)
+    rc, _, err = run(capfdbinary, "write", "zram0", _pipe(data))
+    assert rc == 1
+    prefix = "zramctl: zram0: write: Cannot allocate memory (mem_limit reached; "
+    assert err.startswith(prefix) and err.endswith(" of 1048576 bytes written and committed)\n")
+    kept = int(err[len(prefix) :].split()[0])
+    assert 0 < kept < len(data) and kept % PAGE == 0
+    rc, out, _ = run(capfdbinary, "attr", "zram0", "mm_stat")
+    assert int(out.split()[0]) == kept
+    rc, out, _ = run(capfdbinary, "read", "zram0", "--length", str(kept))
+    assert out == data[:kept]
+
+
+def test_discard_defaults_to_the_whole_device(root, capfdbinary):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    assert cli.main(["write", "zram0", _pipe(random.Random(4).randbytes(20 * PAGE))]) == 0
+    assert cli.main(["discard", "zram0", "--offset", "1", "--length", str(2 * PAGE)]) == 0
+    capfdbinary.readouterr()
+    rc, out, _ = run(capfdbinary, "attr", "zram0", "mm_stat")
+    assert int(out.split()[0]) == 19 * PAGE  # only the one whole page in [1, 8193) went
+    assert cli.main(["discard", "zram0"]) == 0
+    capfdbinary.readouterr()
+    rc, out, _ = run(capfdbinary, "attr", "zram0", "io_stat")
+    assert int(out.split()[-1]) == 1 + 256  # notify_free counts every whole page discarded
+
+
+def test_stat_plain_text_layout(root, capfdbinary):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    page = bytes(range(256)) * 16
+    assert cli.main(["write", "zram0", _pipe(page * 3 + bytes(PAGE) + random.Random(5).randbytes(PAGE))]) == 0
+    capfdbinary.readouterr()
+    rc, out, _ = run(capfdbinary, "stat", "zram0")
+    text = out.decode()
+    assert rc == 0
+    assert "  disksize          1048576  (1M)\n" in text
+    assert "  orig_data_size     20480  (20K)\n" in text
+    assert "  same_pages         1\n" in text
+    assert "  compression ratio  0.8333\n" in text  # 20K of data in a 5-page zspage + a huge page
+    assert "  mm_stat" in text and "  comp_algorithm    [lzo] lz4 lz4hc zstd deflate" in text
+    histogram = text.split("stored object sizes (bytes)\n")[1].splitlines()
+    assert histogram[-2].split()[:2] == ["same-filled", "1"]
+    assert histogram[-1].split()[:3] == ["raw", "(huge)", "1"]

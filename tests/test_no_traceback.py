@@ -1,0 +1,253 @@
+"""No input makes zramctl print a Python traceback: every failure is one ``zramctl: ...`` line.
+
+A corpus of bad inputs (sizes, columns, devices, files, corrupt images, a root
+that is a file, bytes that are not UTF-8), plus Ctrl-C, a closed or full
+stdout and a file-size limit, each run through the installed command.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ZRAMCTL = str(Path(sys.executable).with_name("zramctl"))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """zram0 set up with data, zram1 not set up, zram2 garbage, zram3 an empty file."""
+    root = tmp_path_factory.mktemp("corpus")
+    env = dict(os.environ, ZRAMCTL_ROOT=str(root))
+    for args in (["-f", "-s", "4M"], ["hot-add"], ["hot-add"], ["hot-add"]):
+        subprocess.run([ZRAMCTL, *args], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [ZRAMCTL, "write", "zram0"], input=os.urandom(64 << 10) + bytes(64 << 10), env=env, check=True
+    )
+    (root / "zram2.img").write_bytes(b"not an image at all " * 500)
+    (root / "zram3.img").write_bytes(b"")
+    (root / "notes.txt").write_text("not a device\n")
+    return root
+
+
+def env_for(root: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, ZRAMCTL_ROOT=str(root))
+    env.update(extra)
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def assert_clean(proc: subprocess.CompletedProcess, rc: int | None = 1) -> None:
+    err = proc.stderr.decode(errors="replace")
+    assert "Traceback" not in err and "internal error" not in err, err
+    if rc is not None:
+        assert proc.returncode == rc, (proc.args, proc.returncode, err)
+    for line in err.splitlines():
+        assert line.startswith(("zramctl: ", "Try 'zramctl")), (proc.args, err)
+
+
+CORPUS = [
+    # sizes and numbers
+    ["-s", "abc", "zram0"],
+    ["-s", "-1", "zram0"],
+    ["-s", "1.5", "zram0"],
+    ["-s", "99999999999999999999", "zram0"],
+    ["-s", "1Z", "zram0"],
+    ["-s", "1 ", "zram0"],
+    ["-t", "x"],
+    ["-t", "-5"],
+    ["zram1", "-s", "1M", "-t", "99999999999"],
+    ["write", "zram0", "--offset", "lots"],
+    ["write", "zram0", "--offset", "99999999999999999999999"],
+    ["read", "zram0", "--length", "-1"],
+    ["read", "zram0", "--offset", "1E"],
+    ["discard", "zram0", "--length", "1Q"],
+    ["read", "zram0", "--offset", "5M"],
+    ["discard", "zram0", "--offset", "3M", "--length", "2M"],
+    # columns
+    ["-o", "FOO"],
+    ["-o", ""],
+    ["-o", "NAME,"],
+    ["-o", ",,"],
+    ["-o", "+"],
+    ["-o", "NAME" + ",NAME" * 40],
+    # options
+    ["--bogus"],
+    ["-Z"],
+    ["-o"],
+    ["--output-all=1"],
+    ["-f", "-r"],
+    ["--compat", "9.9", "-s", "1M", "zram1"],
+    ["--root"],
+    ["--root", ""],
+    ["write"],
+    ["attr", "zram0"],
+    ["stat"],
+    ["hot-add", "extra"],
+    ["stat", "zram0", "--bogus"],
+    ["write", "zram0", "a", "b"],
+    # devices that do not exist, or are not names
+    ["zram9"],
+    ["/dev/sda"],
+    ["../zram0"],
+    ["zram-1"],
+    ["zram00"],
+    ["notes"],
+    ["stat", "zram9"],
+    ["read", "zram9"],
+    ["write", "zram9"],
+    ["discard", "zram9"],
+    ["attr", "zram9", "disksize"],
+    ["compact", "zram9"],
+    ["check", "zram9"],
+    ["hot-remove", "zram9"],
+    ["-s", "1M", "zram9"],
+    # attributes
+    ["attr", "zram0", "nosuch"],
+    ["attr", "zram0", "reset"],
+    ["attr", "zram0", "mm_stat", "1"],
+    ["attr", "zram0", "disksize", "1G"],
+    ["attr", "zram0", "comp_algorithm", "842"],
+    ["attr", "zram1", "compact", "1"],
+    ["attr", "zram0", "../../etc/passwd"],
+    ["attr", "zram0", "max_comp_streams", "-3"],
+    # unreadable input, devices not set up
+    ["write", "zram0", "/nonexistent/file"],
+    ["write", "zram0", "/"],
+    ["write", "zram1"],
+    ["read", "zram1"],
+    ["compact", "zram1"],
+    ["write", "zram0", "/dev/zero"],
+    # corrupt and truncated images
+    ["zram2"],
+    ["--output-all", "zram3"],
+    ["stat", "zram2"],
+    ["read", "zram2"],
+    ["write", "zram3"],
+    ["attr", "zram2", "mm_stat"],
+    ["compact", "zram3"],
+    ["zram2", "-s", "1M"],
+    ["-f"],
+    [],
+    # bytes that are not UTF-8
+    [b"\xff\xfe".decode("utf-8", "surrogateescape")],
+    ["-o", b"NAME,\xff".decode("utf-8", "surrogateescape")],
+]
+
+
+@pytest.mark.parametrize(
+    "args", CORPUS, ids=lambda a: " ".join(a).encode("ascii", "replace").decode() or "status"
+)
+def test_bad_input_is_one_line_of_words(root, args):
+    proc = subprocess.run(
+        [ZRAMCTL, *args], env=env_for(root), capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    if args in (["-f"], []):  # -f hot-adds past the broken images; the listing warns about them
+        assert_clean(proc, rc=None)
+        return
+    assert_clean(proc)
+    silent = args[:1] == ["-o"] and args[1:] in (
+        [""],
+        [",,"],
+        ["+"],
+        ["NAME" + ",NAME" * 40],
+    )  # util-linux: exit 1
+    assert bool(proc.stderr) != silent, args
+
+
+def test_check_reports_corrupt_and_empty_images(root):
+    for dev in ("zram2", "zram3"):
+        proc = subprocess.run([ZRAMCTL, "check", dev], env=env_for(root), capture_output=True, timeout=60)
+        assert_clean(proc)
+        assert proc.stdout.decode().startswith(f"{dev}: ")
+
+
+def test_root_that_is_a_file(root):
+    env = env_for(root, ZRAMCTL_ROOT=str(root / "notes.txt"))
+    for args in ([], ["-f"], ["hot-add"], ["stat", "zram0"], ["-r", "zram0"], ["zram0", "-s", "1M"]):
+        proc = subprocess.run([ZRAMCTL, *args], env=env, capture_output=True, timeout=60)
+        assert_clean(proc)
+
+
+def test_ctrl_c_while_reading_a_pipe_exits_130_quietly(root):
+    proc = subprocess.Popen(
+        [ZRAMCTL, "write", "zram0"], env=env_for(root), stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdin.write(b"x" * 1000)
+    proc.stdin.flush()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == b""
+
+
+def test_ctrl_c_while_waiting_for_a_lock_exits_130_quietly(root):
+    with open(root / "zram1.img", "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([ZRAMCTL, "zram1", "-s", "1M"], env=env_for(root), stderr=subprocess.PIPE)
+        time.sleep(0.7)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err == b""
+
+
+def test_closed_pipe_on_stdout_stops_quietly(root):
+    proc = subprocess.Popen(
+        [ZRAMCTL, "read", "zram0"], env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert len(proc.stdout.read(100)) == 100
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=30) == 141 and err == b""
+    for args in (["--output-all", "zram0"], ["-h"], ["stat", "zram0"], ["write", "--help"], ["hot-add"]):
+        r, w = os.pipe()
+        os.close(r)  # no reader at all: the first write fails with EPIPE
+        proc = subprocess.run(
+            [ZRAMCTL, *args], env=env_for(root), stdout=w, stderr=subprocess.PIPE, timeout=60
+        )
+        os.close(w)
+        assert proc.stderr == b"" and proc.returncode == 141, args
+
+
+def test_closed_and_full_stdout_say_write_error(root):
+    proc = subprocess.run(
+        ["sh", "-c", f"'{ZRAMCTL}' --output-all zram0 >&-"],
+        env=env_for(root),
+        capture_output=True,
+        timeout=60,
+    )
+    assert_clean(proc)
+    assert proc.stderr == b"zramctl: write error: Bad file descriptor\n"
+    with open("/dev/full", "wb") as full:
+        for args in (["--output-all", "zram0"], ["read", "zram0"], ["stat", "zram0", "--json"]):
+            proc = subprocess.run([ZRAMCTL, *args], env=env_for(root), stdout=full, stderr=subprocess.PIPE)
+            assert_clean(proc)
+            assert proc.stderr == b"zramctl: write error: No space left on device\n"
+
+
+def test_file_size_limit_is_an_error_not_a_signal(tmp_path):
+    env = env_for(tmp_path / "root")
+    subprocess.run([ZRAMCTL, "-f", "-s", "4M"], env=env, check=True, capture_output=True)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    proc = subprocess.run(
+        [ZRAMCTL, "write", "zram0"],
+        input=os.urandom(1 << 20),
+        env=env,
+        capture_output=True,
+        preexec_fn=limit,
+        timeout=60,
+    )
+    assert_clean(proc)
+    assert proc.stderr.startswith(b"zramctl: zram0: write: File too large (")
+    proc = subprocess.run([ZRAMCTL, "check", "zram0"], env=env, capture_output=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, b"")  # the last commit is intact

@@ -1,0 +1,495 @@
+"""The ``zramctl`` command line: util-linux ``zramctl`` syntax, plus verbs.
+
+``main(argv)`` decides between two grammars.  If the first word that is not a
+global option (``--root DIR``, ``--compat VERSION``) names a verb (``write``,
+``read``, ``stat``, ...), the rest goes to the typer application in
+``verbs.py``.  Everything else is util-linux's grammar, parsed here the way
+glibc's ``getopt_long`` parses it for util-linux's ``sys-utils/zramctl.c``
+(``cli_getopt.py``): options handled in the order they are met (so ``-h
+--bogus`` prints help), the same checks in the same order, the same messages,
+the same exit codes.  ``cli_status.py`` carries out the four util-linux actions
+(status, find, create, reset).
+
+Every failure reaches the user as one ``zramctl: ...`` line and exit 1: code
+raises ``Failure`` (worded) or lets an OSError/ZramError through
+(``device_failure`` words those), and ``main`` prints it; ``main`` also catches
+everything else (Ctrl-C, a closed pipe, a full disk, a bug), so no Python
+traceback is ever printed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .cli_getopt import LONG_OPTIONS, GetoptError, getopt_long, long_option
+
+PROG = "zramctl"
+VERBS = ("write", "read", "discard", "attr", "stat", "compact", "hot-add", "hot-remove", "check")
+GLOBAL_KEYS = ("root", "compat")
+"""Options that may come before a verb (``zramctl --root DIR stat zram0``)."""
+
+# --- errors ---------------------------------------------------------------------
+
+
+class Failure(Exception):
+    """An error already worded for the user.
+
+    ``main`` prints ``zramctl: <message>`` (nothing when message is None) and
+    exits with ``code``; ``usage`` adds util-linux's "Try 'zramctl --help'" line.
+    """
+
+    def __init__(self, message: str | None, code: int = 1, usage: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.usage = usage
+        """The command whose --help the "Try" line names (``zramctl``, ``zramctl write``)."""
+
+
+def error_words(exc: BaseException) -> str:
+    """The system's words for an OSError (``strerror``) plus its detail, if it has one."""
+    if isinstance(exc, OSError):
+        words = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+        detail = detail_words(exc, words)
+        return f"{words} ({detail})" if detail else words
+    return str(exc)
+
+
+def detail_words(exc: BaseException, words: str) -> str | None:
+    """ZramError.detail without repeating the system's words (``no such device``, ``...: File too large``)."""
+    detail = getattr(exc, "detail", None)
+    if not detail or detail.lower() == words.lower():
+        return None
+    return detail.removesuffix(f": {words}")
+
+
+def device_failure(device: str, exc: BaseException, doing: str | None = None) -> Failure:
+    """``<device>: <doing or what failed>: <strerror> (<detail>)``: the one shape of a device error.
+
+    ``doing`` is util-linux's phrase ("failed to set algorithm"); without it the
+    failing attribute or operation (ZramError.what) is named.  A ``what`` equal
+    to the device name itself (a missing device) is not repeated.
+    """
+    if doing is None:
+        what = getattr(exc, "what", None)
+        doing = what if what and what != device else None
+    parts = [device] + ([doing] if doing else []) + [error_words(exc)]
+    return Failure(": ".join(parts))
+
+
+def warn(message: str) -> None:
+    """``zramctl: <message>`` on stderr (for failures that do not stop the command)."""
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+# --- the util-linux options -----------------------------------------------------------
+
+# util-linux's excl[]: options of one group may not be combined.  Each letter is
+# shown by its long name in the message.
+EXCLUSIVE = (("f", "o", "r"), ("o", "r", "s"))
+_LONG_NAME = {o.key: o.name for o in reversed(LONG_OPTIONS)}
+
+
+@dataclass
+class Options:
+    """What the util-linux grammar asked for."""
+
+    algorithm: str | None = None
+    params: str | None = None
+    inbytes: bool = False
+    find: bool = False
+    outarg: str | None = None
+    output_all: bool = False
+    noheadings: bool = False
+    raw: bool = False
+    reset: bool = False
+    size: int | None = None
+    streams: int = 0
+    """0 means "not given", as in util-linux (``-t 0`` is accepted and ignored)."""
+    json: bool = False
+    compat: str | None = None
+    root: str | None = None
+    devices: list[str] = field(default_factory=list)
+
+    @property
+    def action(self) -> str:
+        if self.reset:
+            return "reset"
+        if self.size is not None:
+            return "create"
+        return "find" if self.find else "status"
+
+
+def _check_exclusive(key: str, seen: list[str | None]) -> None:
+    """err_exclusive_options(): the first option of a group wins; another one is an error."""
+    for n, group in enumerate(EXCLUSIVE):
+        if key not in group:
+            continue
+        if seen[n] is None:
+            seen[n] = key
+        elif seen[n] != key:
+            names = " ".join(f"--{_LONG_NAME[k]}" for k in group)
+            raise Failure(f"mutually exclusive arguments: {names}")
+
+
+def _parse_size(text: str) -> int:
+    from .units import SizeError, parse_size
+
+    try:
+        return parse_size(text)
+    except SizeError as exc:
+        raise Failure(f"failed to parse size: '{text}': {os.strerror(exc.errno)}") from None
+
+
+def _parse_streams(text: str) -> int:
+    from .units import SizeError, parse_u64
+
+    try:
+        return parse_u64(text)
+    except SizeError as exc:
+        if exc.errno == errno.ERANGE:
+            raise Failure(f"failed to parse streams: '{text}': {os.strerror(exc.errno)}") from None
+        raise Failure(f"failed to parse streams: '{text}'") from None
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """util-linux's option loop and its checks after the loop, in the same order."""
+    opts = Options()
+    seen: list[str | None] = [None] * len(EXCLUSIVE)
+    options = getopt_long(argv, opts.devices)
+    while True:
+        try:
+            key, value = next(options)
+        except StopIteration:
+            break
+        except GetoptError as exc:
+            raise Failure(str(exc), usage=PROG) from None
+        _check_exclusive(key, seen)
+        if key == "a":
+            opts.algorithm = value
+        elif key == "b":
+            opts.inbytes = True
+        elif key == "f":
+            opts.find = True
+        elif key == "o":
+            opts.outarg = value
+        elif key == "output-all":
+            opts.output_all = True
+        elif key == "s":
+            opts.size = _parse_size(value or "")
+        elif key == "t":
+            opts.streams = _parse_streams(value or "")
+        elif key == "r":
+            opts.reset = True
+        elif key == "raw":
+            opts.raw = True
+        elif key == "n":
+            opts.noheadings = True
+        elif key == "p":
+            opts.params = value
+        elif key == "V":
+            sys.stdout.write(version_text())
+            raise SystemExit(0)
+        elif key == "h":
+            sys.stdout.write(help_text())
+            raise SystemExit(0)
+        elif key == "json":
+            opts.json = True
+        elif key == "root":
+            opts.root = value
+        elif key == "compat":
+            opts.compat = _check_compat(value or "")
+    if opts.find and opts.devices:
+        raise Failure("option --find is mutually exclusive with <device>")
+    if opts.action != "reset" and len(opts.devices) > 1:
+        raise Failure("only one <device> at a time is allowed")
+    if opts.action in ("status", "find"):
+        if opts.algorithm is not None or opts.params is not None or opts.streams:
+            raise Failure(
+                "options --algorithm, --algorithm-params, and --streams must be combined with --size"
+            )
+        if opts.compat is not None:
+            raise Failure("option --compat must be combined with --size")
+    return opts
+
+
+def _check_compat(value: str) -> str:
+    from .profiles import PROFILES
+
+    if value not in PROFILES:
+        raise Failure(f"unknown --compat version: '{value}' (known: {', '.join(PROFILES)})")
+    return value
+
+
+# --- help and version ---------------------------------------------------------------
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("zramctl")
+    except PackageNotFoundError:  # running from a source tree
+        ours = "unknown"
+    return f"{PROG} from zramctl {ours} (util-linux 2.42 compatible)\n"
+
+
+def help_text() -> str:
+    """util-linux's newest usage() text, with our algorithms and columns, then our extensions."""
+    from .columns import COLUMNS
+    from .compress import AVAILABLE, KERNEL_ORDER
+
+    missing = [a for a in KERNEL_ORDER if a not in AVAILABLE]
+    lines = [
+        "",
+        "Usage:",
+        f" {PROG} [options] <device>",
+        f" {PROG} -r <device> [...]",
+        f" {PROG} [options] -f | <device> -s <size>",
+        f" {PROG} [--root <dir>] <command> [<args>]",
+        "",
+        "Set up and control zram devices.",
+        "",
+        "Options:",
+        " -a, --algorithm <alg>     compression algorithm to use",
+        " -b, --bytes               print sizes in bytes, not in human-readable form",
+        " -f, --find                find a free device",
+        " -n, --noheadings          don't print headings",
+        " -o, --output <list>       columns to use for status output",
+        "     --output-all          output all columns",
+        " -p, --algorithm-params <parameter>...",
+        "                           algorithm parameters to use",
+        " -r, --reset <device>...   reset the specified zram devices",
+        "     --raw                 use raw status output format",
+        " -s, --size <size>         device size",
+        " -t, --streams <number>    number of compression streams",
+        "",
+        "     --json                print the status as JSON",
+        "     --root <dir>          directory that holds the device images",
+        "                           (default: $ZRAMCTL_ROOT or ~/.local/state/zramctl)",
+        "     --compat <version>    kernel to behave like, with --size: 3.11 or 6.18",
+        "",
+        " -h, --help                display this help",
+        " -V, --version             display version",
+        "",
+        "Arguments:",
+        " Values for <size> may be followed by a suffix: KiB, MiB,",
+        ' GiB, TiB, PiB, EiB, ZiB, or YiB (where the "iB" is optional).',
+        " <alg> is the name of an algorithm; supported are:",
+        "   " + ", ".join(AVAILABLE),
+        f"   ({' and '.join(missing)} cannot be used here: no user-space implementation.)"
+        if missing
+        else "   (The list is complete.)",
+        "",
+        "Commands:",
+        " write <device> [<file>|-] [--offset <bytes>]",
+        "                           store data (stdin by default) at an offset, like dd",
+        " read <device> [--offset <bytes>] [--length <bytes>]",
+        "                           copy data to stdout (by default to the end)",
+        " discard <device> [--offset <bytes>] [--length <bytes>]",
+        "                           free the whole pages in a range",
+        " attr <device> <name> [<value>]",
+        "                           show or set /sys/block/zramN/<name>",
+        " stat <device> [--json]    settings, counters, allocator classes, object sizes",
+        " compact <device>          compact the allocator's memory",
+        " hot-add                   add a device and print its name",
+        " hot-remove <device>       remove a device",
+        " check <device> [--data]   verify a device image",
+        " (<command> --help shows a command's options.)",
+        "",
+        "Available output columns:",
+    ]
+    lines += [" %11s  %s" % (col.name, col.help) for col in COLUMNS]  # noqa: UP031 - util-linux's format
+    lines += ["", "For more details see zramctl(8).", ""]
+    return "\n".join(lines)
+
+
+# --- dispatch -------------------------------------------------------------------------
+
+
+def split_globals(argv: Sequence[str]) -> tuple[dict[str, str], int]:
+    """The global options in front of the first word, and that word's index.
+
+    Long options are matched as getopt_long would match them (unique prefixes),
+    so ``zramctl --ro /x write ...`` is ``--root /x``.  Anything else stops
+    the scan: the util-linux grammar deals with it.
+    """
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            break
+        try:
+            opt, value = long_option(arg[2:])
+        except GetoptError:
+            break
+        if opt.key not in GLOBAL_KEYS:
+            break
+        if value is None:
+            if i + 1 >= len(argv):
+                break
+            value = argv[i + 1]
+            i += 1
+        found[opt.key] = value
+        i += 1
+    return found, i
+
+
+def _root(option: str | None) -> str | None:
+    """--root, else $ZRAMCTL_ROOT, else None (the store's default).  An empty --root is a mistake
+    (an unset shell variable, most likely), not a request for the default devices."""
+    if option == "":
+        raise Failure("option --root needs a directory name, not ''")
+    return option if option is not None else (os.environ.get("ZRAMCTL_ROOT") or None)
+
+
+def _dispatch(argv: list[str]) -> int:
+    found, first = split_globals(argv)
+    if first < len(argv) and argv[first] in VERBS:
+        if "compat" in found:
+            raise Failure("option --compat must be combined with --size")
+        from .verbs import run_verb
+
+        return run_verb(argv[first:], _root(found.get("root")))
+    opts = parse_options(argv)
+    from . import cli_status
+
+    return cli_status.run(opts, _root(opts.root))
+
+
+def _discard_stdout() -> None:
+    """Point fd 1 at /dev/null, so that Python's final flush of stdout cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``| head``): stop quietly, as ``cat`` killed by SIGPIPE does."""
+    _discard_stdout()
+    return 128 + signal.SIGPIPE
+
+
+class StdoutError(Exception):
+    """Writing to stdout failed (not EPIPE): util-linux's close_stdout() says "write error"."""
+
+    def __init__(self, original: OSError) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class PipeClosed(Exception):
+    """stdout's reader went away (EPIPE).  Not an OSError, so that nothing on the way (typer,
+    a device's error handling) takes it for something else; main() stops quietly."""
+
+
+class _Guarded:
+    """stdout (text or binary) whose write failures are StdoutError, so they are never
+    mistaken for a device's errors; a closed fd 1 (``zramctl >&-``) fails with EBADF."""
+
+    def __init__(self, stream: object | None) -> None:
+        self._stream = stream
+
+    def _call(self, method: str, *args: object) -> object:
+        if self._stream is None:
+            raise StdoutError(OSError(errno.EBADF, os.strerror(errno.EBADF)))
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise PipeClosed() from None
+        except OSError as exc:
+            raise StdoutError(exc) from None
+
+    def write(self, data: object) -> object:
+        return self._call("write", data)
+
+    def writelines(self, lines: object) -> object:
+        return self._call("writelines", lines)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._call("flush")
+
+    def isatty(self) -> bool:
+        return bool(self._stream is not None and self._stream.isatty())  # type: ignore[attr-defined]
+
+    @property
+    def buffer(self) -> _Guarded:
+        return _Guarded(getattr(self._stream, "buffer", None))
+
+    def __getattr__(self, name: str) -> object:
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
+def _prepare_streams() -> None:
+    if not isinstance(sys.stdout, _Guarded):
+        sys.stdout = _Guarded(sys.stdout)  # type: ignore[assignment]
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    try:  # print argv bytes that are not UTF-8 back as the same bytes, as C does
+        sys.stderr.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
+def _run(args: list[str]) -> int:
+    """Dispatch and turn a Failure into its message and exit status."""
+    try:
+        return _dispatch(args)
+    except Failure as exc:
+        sys.stdout.flush()  # what was printed before the failure comes first
+        if exc.message is not None:
+            warn(exc.message)
+        if exc.usage:
+            sys.stderr.write(f"Try '{exc.usage} --help' for more information.\n")
+        return exc.code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one zramctl command; return its exit status (never raise, never print a traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file size limit becomes EFBIG
+    saved = sys.stdout
+    try:
+        _prepare_streams()
+        code = _run(args)
+        sys.stdout.flush()
+        return code
+    except StdoutError as exc:  # util-linux's close_stdout(): "write error"
+        _discard_stdout()
+        warn(f"write error: {error_words(exc.original)}")
+        return 1
+    except KeyboardInterrupt:
+        _discard_stdout()
+        return 128 + signal.SIGINT
+    except (BrokenPipeError, PipeClosed):
+        return _quiet_broken_pipe()
+    except OSError as exc:
+        where = getattr(exc, "filename", None)
+        warn(f"{where}: {error_words(exc)}" if where else error_words(exc))
+        return 1
+    except Exception as exc:  # the last line of defence: a bug, said in one line
+        warn(f"internal error: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        sys.stdout = saved
+
+
+def entry() -> None:
+    """``python -m zramctl``."""
+    sys.exit(main())
