@@ -71,7 +71,7 @@ def _lz4(level: int | None, hc: bool) -> Backend:
             return lz4.block.compress(page, mode="fast", acceleration=accel, store_size=False)
 
     def decompress(data: bytes) -> bytes:
-        return lz4.block.decompress(data, uncompressed_size=PAGE_SIZE)
+        return lz4.block.decompress(data, PAGE_SIZE)  # uncompressed_size, positional: faster
 
     return Backend("lz4hc" if hc else "lz4", compress, decompress)
 

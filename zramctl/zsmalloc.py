@@ -35,6 +35,7 @@ How it works here, beside mm/zsmalloc.c:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,6 +60,10 @@ OBJ_INDEX_MASK = (1 << OBJ_INDEX_BITS) - 1
 # link_free value that ends a zspage's free chain.
 FREE_END = (1 << 63) - 1
 NO_ZSPAGE = -1
+# Link words and handle headers are little-endian 64-bit words inside the frames.
+_WORD = struct.Struct("<Q")
+_unpack_word = _WORD.unpack_from
+_pack_word = _WORD.pack_into
 
 
 class ZsError(Exception):
@@ -92,17 +97,21 @@ class FrameStore(Protocol):
 
 
 class MemoryFrames:
-    """A FrameStore in process memory: one bytearray per frame."""
+    """A FrameStore in process memory: one bytearray per frame, handed out as a memoryview.
+
+    The same memoryview is returned every time (no per-call object): callers
+    must not ``release()`` it.
+    """
 
     def __init__(self) -> None:
-        self._frames: dict[int, bytearray] = {}
+        self._frames: dict[int, memoryview] = {}
         self._next = 0
 
     def alloc(self, count: int) -> int:
         first = self._next
         self._next += count
         for n in range(first, first + count):
-            self._frames[n] = bytearray(PAGE_SIZE)
+            self._frames[n] = memoryview(bytearray(PAGE_SIZE))
         return first
 
     def free(self, first: int, count: int) -> None:
@@ -110,7 +119,7 @@ class MemoryFrames:
             del self._frames[n]
 
     def view(self, frame: int) -> memoryview:
-        return memoryview(self._frames[frame])
+        return self._frames[frame]
 
     mutable = view
 
@@ -354,6 +363,19 @@ class Pool:
             lo = self.classes[pos - 1].index + 1 if pos else 0
             for i in range(lo, c.index + 1):
                 self._by_index[i] = pos
+        # Size (handle header included) -> class, for every size zs_malloc can be asked.
+        self._class_by_size: list[SizeClass] = [
+            self.class_for(size) for size in range(ZS_MAX_ALLOC_SIZE + profile.handle_size + 1)
+        ]
+        # find_get_zspage()'s lists, in the order it looks at them.
+        self._alloc_lists = tuple(self._list_of[g] for g in self.fullness.alloc_order)
+        # Group -> list index (None: counted, not listed), and per class inuse -> group.
+        self._list_index: list[int | None] = [self._list_of.get(g) for g in range(self.fullness.ngroups)]
+        self._groups: list[list[int]] = [
+            [self.fullness.group(n, c.objs_per_zspage) for n in range(c.objs_per_zspage + 1)]
+            for c in self.classes
+        ]
+        self._handle_size = profile.handle_size
         self.frames: FrameStore = frames if frames is not None else MemoryFrames()
         self.zspages: MutableMapping[int, ZsPage] = zspages if zspages is not None else {}
         self.relocate = relocate
@@ -377,7 +399,7 @@ class Pool:
         """insert_zspage(): count it in group ``fg`` and, if that group is listed, put it at the head."""
         zspage.fullness = fg
         cls.zspages[fg] += 1
-        li = self._list_of.get(fg)
+        li = self._list_index[fg]
         if li is None:
             return
         head = cls.heads[li]
@@ -391,7 +413,7 @@ class Pool:
         """remove_zspage(): take it off its group's list and count."""
         fg = zspage.fullness
         cls.zspages[fg] -= 1
-        li = self._list_of.get(fg)
+        li = self._list_index[fg]
         if li is None:
             return
         if zspage.prev != NO_ZSPAGE:
@@ -404,7 +426,7 @@ class Pool:
 
     def _fix_fullness_group(self, cls: SizeClass, zspage: ZsPage) -> int:
         """Move a zspage to the list its use now calls for; keep its place if unchanged."""
-        fg = self.fullness.group(zspage.inuse, cls.objs_per_zspage)
+        fg = self._groups[zspage.cls][zspage.inuse]
         if fg != zspage.fullness:
             self._remove_zspage(cls, zspage)
             self._insert_zspage(cls, zspage, fg)
@@ -427,18 +449,21 @@ class Pool:
 
     def _read_word(self, cls: SizeClass, first: int, idx: int) -> int:
         frame, off = self._slot_place(cls, first, idx)
-        return int.from_bytes(self.frames.view(frame)[off : off + 8], "little")
+        return _unpack_word(self.frames.view(frame), off)[0]
 
     def _write_word(self, cls: SizeClass, first: int, idx: int, value: int) -> None:
         frame, off = self._slot_place(cls, first, idx)
-        self.frames.mutable(frame)[off : off + 8] = value.to_bytes(8, "little")
+        _pack_word(self.frames.mutable(frame), off, value)
 
     def _init_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
         """init_zspage(): chain every object slot into the free list, 0 -> 1 -> ... -> end."""
-        n = cls.objs_per_zspage
+        n, size, first = cls.objs_per_zspage, cls.size, zspage.first
+        mutable = self.frames.mutable
+        views = [mutable(first + k) for k in range(cls.pages_per_zspage)]
         for idx in range(n):
             nxt = idx + 1 if idx + 1 < n else FREE_END
-            self._write_word(cls, zspage.first, idx, nxt << OBJ_TAG_BITS)
+            off = idx * size
+            _pack_word(views[off >> 12], off & (PAGE_SIZE - 1), nxt << OBJ_TAG_BITS)
         zspage.freeobj = 0
 
     def _alloc_zspage(self, cls: SizeClass) -> ZsPage:
@@ -461,18 +486,24 @@ class Pool:
     def _obj_malloc(self, cls: SizeClass, zspage: ZsPage, owner: int) -> int:
         """Pop the free chain's head; mark it allocated with its owner.  Returns the index."""
         idx = zspage.freeobj
-        link = self._read_word(cls, zspage.first, idx)
-        zspage.freeobj = link >> OBJ_TAG_BITS
+        off = idx * cls.size
+        frame, o = zspage.first + (off >> 12), off & (PAGE_SIZE - 1)
+        zspage.freeobj = _unpack_word(self.frames.view(frame), o)[0] >> OBJ_TAG_BITS
         zspage.inuse += 1
         if cls.huge:
             zspage.owner = owner
-        elif self.profile.handle_size:
-            self._write_word(cls, zspage.first, idx, owner << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG)
+        elif self._handle_size:
+            _pack_word(self.frames.mutable(frame), o, owner << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG)
         return idx
 
     def _obj_free(self, cls: SizeClass, zspage: ZsPage, idx: int) -> None:
         """Push a slot onto its zspage's free chain (LIFO)."""
-        self._write_word(cls, zspage.first, idx, zspage.freeobj << OBJ_TAG_BITS)
+        off = idx * cls.size
+        _pack_word(
+            self.frames.mutable(zspage.first + (off >> 12)),
+            off & (PAGE_SIZE - 1),
+            zspage.freeobj << OBJ_TAG_BITS,
+        )
         zspage.freeobj = idx
         zspage.inuse -= 1
         if cls.huge:
@@ -490,8 +521,13 @@ class Pool:
             raise ZsError(22, "zs_malloc: size 0")
         if size > ZS_MAX_ALLOC_SIZE:
             raise ZsError(28, "zs_malloc: larger than a page")
-        cls = self.class_for(size + self.profile.handle_size)
-        zspage = self._find_get_zspage(cls)
+        cls = self._class_by_size[size + self._handle_size]
+        heads = cls.heads
+        zspage = None
+        for li in self._alloc_lists:  # find_get_zspage()
+            if heads[li] != NO_ZSPAGE:
+                zspage = self.zspages[heads[li]]
+                break
         if zspage is None:
             zspage = self._alloc_zspage(cls)
             idx = self._obj_malloc(cls, zspage, owner)
@@ -500,7 +536,7 @@ class Pool:
             idx = self._obj_malloc(cls, zspage, owner)
             self._fix_fullness_group(cls, zspage)
         cls.objs_inuse += 1
-        return encode_handle(zspage.first, idx)
+        return zspage.first << OBJ_INDEX_BITS | idx
 
     def zs_free(self, handle: int) -> None:
         first, idx = decode_handle(handle)
@@ -522,12 +558,27 @@ class Pool:
 
     def zs_obj_write(self, handle: int, data: bytes | memoryview) -> None:
         """Copy ``data`` into the object, across a frame boundary if it spans one."""
-        _, first, off = self._payload_place(handle)
-        self._write_span(first, off, data)
+        first = handle >> OBJ_INDEX_BITS
+        cls = self.classes[self.zspages[first].cls]
+        off = (handle & OBJ_INDEX_MASK) * cls.size
+        if not cls.huge:
+            off += self._handle_size
+        o = off & (PAGE_SIZE - 1)
+        if o + len(data) <= PAGE_SIZE:
+            self.frames.mutable(first + (off >> 12))[o : o + len(data)] = data
+        else:
+            self._write_span(first, off, data)
 
     def zs_obj_read(self, handle: int, length: int) -> bytes:
         """The first ``length`` bytes of the object's data."""
-        _, first, off = self._payload_place(handle)
+        first = handle >> OBJ_INDEX_BITS
+        cls = self.classes[self.zspages[first].cls]
+        off = (handle & OBJ_INDEX_MASK) * cls.size
+        if not cls.huge:
+            off += self._handle_size
+        o = off & (PAGE_SIZE - 1)
+        if o + length <= PAGE_SIZE:
+            return self.frames.view(first + (off >> 12))[o : o + length].tobytes()
         return self._read_span(first, off, length)
 
     def _read_span(self, first: int, off: int, length: int) -> bytes:

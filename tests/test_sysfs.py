@@ -1,0 +1,271 @@
+"""Every sysfs attribute of each profile: its exact text (kernel-zram.md §3, §6) and the
+kernel's errno for each bad write."""
+
+from __future__ import annotations
+
+import errno
+import random
+
+import pytest
+
+from zramctl import sysfs
+from zramctl.device import Zram, ZramConfig, ZramError
+from zramctl.profiles import PAGE_SIZE
+
+PAGE = PAGE_SIZE
+
+MODERN_NAMES = {
+    "disksize",
+    "initstate",
+    "reset",
+    "max_comp_streams",
+    "compat",
+    "comp_algorithm",
+    "algorithm_params",
+    "mm_stat",
+    "io_stat",
+    "debug_stat",
+    "mem_limit",
+    "mem_used_max",
+    "compact",
+}
+LEGACY_NAMES = {
+    "disksize",
+    "initstate",
+    "reset",
+    "max_comp_streams",
+    "compat",
+    "num_reads",
+    "num_writes",
+    "invalid_io",
+    "notify_free",
+    "zero_pages",
+    "orig_data_size",
+    "compr_data_size",
+    "mem_used_total",
+}
+WRITE_ONLY = {"reset", "algorithm_params", "mem_limit", "mem_used_max", "compact"}
+
+
+def device(compat: str = "6.18", size: str = "1M") -> Zram:
+    z = Zram(ZramConfig(compat=compat))
+    sysfs.store(z, "disksize", size)
+    return z
+
+
+def errno_of(z: Zram, name: str, value: str | None = None) -> int:
+    with pytest.raises(ZramError) as e:
+        if value is None:
+            sysfs.show(z, name)
+        else:
+            sysfs.store(z, name, value)
+    assert e.value.what == name
+    return e.value.errno
+
+
+# --------------------------------------------------------------------------
+# The attribute sets
+
+
+def test_attribute_sets_per_profile():
+    assert set(sysfs.attributes(Zram(ZramConfig(compat="6.18")))) == MODERN_NAMES
+    assert set(sysfs.attributes(Zram(ZramConfig(compat="3.11")))) == LEGACY_NAMES
+
+
+@pytest.mark.parametrize("compat", ["6.18", "3.11"])
+def test_every_readable_attribute_reads_before_and_after_init(compat):
+    z = Zram(ZramConfig(compat=compat))
+    for name, attr in sysfs.attributes(z).items():
+        if attr.show is not None:
+            assert sysfs.show(z, name).endswith("\n")
+    sysfs.store(z, "disksize", "64K")
+    z.write(0, b"".join(random.Random(i).randbytes(PAGE // 2) * 2 for i in range(4)))
+    for name, attr in sysfs.attributes(z).items():
+        if attr.show is not None:
+            assert sysfs.show(z, name).endswith("\n")
+
+
+# --------------------------------------------------------------------------
+# Exact texts
+
+
+def test_mm_stat_format():
+    z = Zram()
+    assert sysfs.show(z, "mm_stat") == " ".join(["       0"] * 9) + "\n"
+    sysfs.store(z, "disksize", "64M")
+    sysfs.store(z, "mem_limit", "1G")
+    z.write(0, random.Random(0).randbytes(PAGE) + b"q" * PAGE)
+    fmt = "%8d %8d %8d %8d %8d %8d %8d %8d %8d\n"  # the kernel's mm_stat_show() format
+    expected = fmt % (2 * PAGE, PAGE, PAGE, 1 << 30, PAGE, 1, 0, 1, 1)  # noqa: UP031
+    assert sysfs.show(z, "mm_stat") == expected
+    assert (
+        sysfs.show(z, "mm_stat")
+        == "    8192     4096     4096 1073741824     4096        1        0        1        1\n"
+    )
+
+
+def test_io_stat_format_has_a_literal_zero():
+    z = device()
+    assert sysfs.show(z, "io_stat") == "       0        0 0        0\n"
+    z.discard(0, 3 * PAGE)
+    z.stats.failed_reads, z.stats.failed_writes = 12, 123456789
+    assert sysfs.show(z, "io_stat") == "      12 123456789 0        3\n"
+
+
+def test_debug_stat_format():
+    z = device()
+    assert sysfs.show(z, "debug_stat") == "version: 1\n0        0\n"
+    z.stats.miss_free = 7
+    assert sysfs.show(z, "debug_stat") == "version: 1\n0        7\n"
+
+
+def test_comp_algorithm_brackets_and_trailing_space():
+    z = Zram()
+    assert sysfs.show(z, "comp_algorithm") == "[lzo] lz4 lz4hc zstd deflate \n"
+    sysfs.store(z, "comp_algorithm", "lz4\n")
+    assert sysfs.show(z, "comp_algorithm") == "lzo [lz4] lz4hc zstd deflate \n"
+    sysfs.store(z, "comp_algorithm", "deflate")
+    assert sysfs.show(z, "comp_algorithm") == "lzo lz4 lz4hc zstd [deflate] \n"
+
+
+def test_disksize_initstate_texts():
+    z = Zram()
+    assert (sysfs.show(z, "disksize"), sysfs.show(z, "initstate")) == ("0\n", "0\n")
+    sysfs.store(z, "disksize", "4097")
+    assert (sysfs.show(z, "disksize"), sysfs.show(z, "initstate")) == ("8192\n", "1\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "pages"),
+    [("0", 0), ("1", 1), ("4096", 1), ("4097", 2), ("1M", 256), ("2m\n", 512), ("0x2000", 2)],
+)
+def test_mem_limit_is_memparsed_and_page_aligned(text, pages):
+    z = device()
+    sysfs.store(z, "mem_limit", text)
+    assert z.config.limit_pages == pages
+    assert int(sysfs.show(z, "mm_stat").split()[3]) == pages * PAGE
+
+
+def test_legacy_per_value_files():
+    z = device("3.11")
+    for name in ("num_reads", "num_writes", "invalid_io", "notify_free", "zero_pages"):
+        assert sysfs.show(z, name) == "0\n"
+    z.write(0, bytes(PAGE) + b"ab" * (PAGE // 2) + random.Random(2).randbytes(PAGE))
+    z.read(0, 10)
+    z.discard(2 * PAGE, PAGE)
+    texts = {n: sysfs.show(z, n) for n in LEGACY_NAMES - {"reset"}}
+    assert texts["num_writes"] == "3\n" and texts["num_reads"] == "1\n"
+    assert texts["zero_pages"] == "1\n" and texts["notify_free"] == "1\n"
+    assert texts["orig_data_size"] == f"{PAGE}\n"  # the zero page is not stored
+    assert texts["compr_data_size"] == f"{z.stats.compr_data_size}\n"
+    assert texts["mem_used_total"] == f"{z.mem_used_pages() * PAGE}\n"
+    assert texts["disksize"] == f"{1 << 20}\n" and texts["initstate"] == "1\n"
+    assert texts["compat"] == "3.11\n" and texts["max_comp_streams"] == "1\n"
+
+
+def test_reset_through_sysfs():
+    z = device()
+    z.write(0, b"x" * 10)
+    sysfs.store(z, "reset", "1\n")
+    assert sysfs.show(z, "disksize") == "0\n"
+    assert sysfs.show(z, "mm_stat") == " ".join(["       0"] * 9) + "\n"
+
+
+def test_compact_through_sysfs():
+    z = device()
+    for i in range(40):
+        z.write(i * PAGE, random.Random(i).randbytes(900) + bytes(PAGE - 900))
+    z.discard(0, 20 * PAGE)
+    sysfs.store(z, "compact", "1")
+    assert int(sysfs.show(z, "mm_stat").split()[6]) == z.pool.pages_compacted > 0
+
+
+def test_max_comp_streams_and_compat():
+    z = Zram()
+    sysfs.store(z, "max_comp_streams", "4")
+    assert sysfs.show(z, "max_comp_streams") == "4\n"
+    sysfs.store(z, "compat", "3.11")
+    assert sysfs.show(z, "compat") == "3.11\n"
+    sysfs.store(z, "disksize", "1M")
+    assert errno_of(z, "compat", "6.18") == errno.EBUSY
+    sysfs.store(z, "reset", "1")
+    assert sysfs.show(z, "max_comp_streams") == "4\n"  # kept across reset, like the stream count
+
+
+def test_algorithm_params_level():
+    z = Zram()
+    sysfs.store(z, "comp_algorithm", "zstd")
+    sysfs.store(z, "algorithm_params", "algo=zstd level=9")
+    assert z.config.algorithm_level == 9
+    sysfs.store(z, "disksize", "1M")
+    assert errno_of(z, "algorithm_params", "level=3") == errno.EBUSY
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+def test_einval():
+    z = Zram()
+    assert errno_of(z, "disksize", "0") == errno.EINVAL
+    assert errno_of(z, "disksize", "abc") == errno.EINVAL
+    assert errno_of(z, "comp_algorithm", "nope") == errno.EINVAL
+    assert errno_of(z, "comp_algorithm", "lzo-rle") == errno.EINVAL
+    assert errno_of(z, "comp_algorithm", "842") == errno.EINVAL
+    assert errno_of(z, "reset", "0") == errno.EINVAL
+    assert errno_of(z, "reset", "yes") == errno.EINVAL
+    assert errno_of(z, "mem_limit", "lots") == errno.EINVAL
+    assert errno_of(z, "mem_used_max", "5") == errno.EINVAL
+    assert errno_of(z, "compact", "1") == errno.EINVAL  # not initialised
+    assert errno_of(z, "max_comp_streams", "0") == errno.EINVAL
+    assert errno_of(z, "algorithm_params", "level") == errno.EINVAL
+    assert errno_of(z, "algorithm_params", "level=x") == errno.EINVAL
+    assert errno_of(z, "compat", "2.6") == errno.EINVAL
+
+
+def test_ebusy_when_initialised():
+    z = device()
+    assert errno_of(z, "disksize", "2M") == errno.EBUSY
+    assert errno_of(z, "comp_algorithm", "lz4") == errno.EBUSY
+    # An unknown name is EINVAL before the busy check, as in __comp_algorithm_store.
+    assert errno_of(z, "comp_algorithm", "nope") == errno.EINVAL
+    assert z.config.comp_algorithm == "lzo" and z.config.disksize == 1 << 20
+
+
+def test_e2big_for_a_long_algorithm_name():
+    z = Zram()
+    assert errno_of(z, "comp_algorithm", "x" * 128) == errno.E2BIG
+    assert errno_of(z, "comp_algorithm", "x" * 127) == errno.EINVAL
+
+
+@pytest.mark.parametrize("compat", ["6.18", "3.11"])
+def test_wrong_direction_is_eacces_and_unknown_is_enoent(compat):
+    z = device(compat)
+    for name, attr in sysfs.attributes(z).items():
+        if attr.show is None:
+            assert errno_of(z, name) == errno.EACCES
+        if attr.store is None:
+            assert errno_of(z, name, "1") == errno.EACCES
+    assert {n for n, a in sysfs.attributes(z).items() if a.show is None} <= WRITE_ONLY
+    assert errno_of(z, "no_such_file") == errno.ENOENT
+    assert errno_of(z, "no_such_file", "1") == errno.ENOENT
+    other = "num_reads" if compat == "6.18" else "mm_stat"
+    assert errno_of(z, other) == errno.ENOENT
+    assert sysfs.read_or_none(z, other) is None and sysfs.read_or_none(z, "reset") is None
+
+
+def test_legacy_has_no_compaction_or_limits():
+    z = device("3.11")
+    assert errno_of(z, "compact", "1") == errno.ENOENT
+    assert errno_of(z, "mem_limit", "1M") == errno.ENOENT
+    with pytest.raises(ZramError) as e:
+        z.compact()
+    assert e.value.errno == errno.ENOENT
+
+
+def test_memparse():
+    assert sysfs.memparse("1K") == (1024, 2)
+    assert sysfs.memparse("0x10") == (16, 4)
+    assert sysfs.memparse("010") == (8, 3)
+    assert sysfs.memparse("12junk") == (12, 2)
+    assert sysfs.memparse("junk")[1] == 0
