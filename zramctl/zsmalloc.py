@@ -432,16 +432,6 @@ class Pool:
             self._insert_zspage(cls, zspage, fg)
         return fg
 
-    def _find_get_zspage(self, cls: SizeClass) -> ZsPage | None:
-        """The head of the fullest non-empty list (modern: 99% .. 10%; 2013: ALMOST_FULL, ALMOST_EMPTY)."""
-        for fg in self.fullness.alloc_order:
-            head = cls.heads[self._list_of[fg]]
-            if head != NO_ZSPAGE:
-                return self.zspages[head]
-        return None
-
-    # --- object slots ---------------------------------------------------
-
     def _slot_place(self, cls: SizeClass, first: int, idx: int) -> tuple[int, int]:
         """(frame, offset in frame) where object ``idx`` of a zspage starts."""
         off = idx * cls.size
@@ -450,10 +440,6 @@ class Pool:
     def _read_word(self, cls: SizeClass, first: int, idx: int) -> int:
         frame, off = self._slot_place(cls, first, idx)
         return _unpack_word(self.frames.view(frame), off)[0]
-
-    def _write_word(self, cls: SizeClass, first: int, idx: int, value: int) -> None:
-        frame, off = self._slot_place(cls, first, idx)
-        _pack_word(self.frames.mutable(frame), off, value)
 
     def _init_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
         """init_zspage(): chain every object slot into the free list, 0 -> 1 -> ... -> end."""
@@ -546,15 +532,6 @@ class Pool:
         cls.objs_inuse -= 1
         if self._fix_fullness_group(cls, zspage) == self.fullness.empty:
             self._free_zspage(cls, zspage)
-
-    def _payload_place(self, handle: int) -> tuple[SizeClass, int, int]:
-        """(class, first frame, byte offset in the zspage) of an object's data."""
-        first, idx = decode_handle(handle)
-        cls = self.classes[self.zspages[first].cls]
-        off = idx * cls.size
-        if not cls.huge:
-            off += self.profile.handle_size
-        return cls, first, off
 
     def zs_obj_write(self, handle: int, data: bytes | memoryview) -> None:
         """Copy ``data`` into the object, across a frame boundary if it spans one."""
