@@ -40,21 +40,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from zramctl import sysfs  # noqa: E402
 from zramctl.compress import get_backend  # noqa: E402
 from zramctl.device import Zram, ZramConfig  # noqa: E402
+from zramctl.sysfs import MM_STAT_FIELDS  # noqa: E402
 
 PAGE = 4096
 MAKE_CORPUS = ROOT.parent / "shared" / "tools" / "make-corpus"
 CACHED = {"memory": Path("/tmp/mem.bin"), "files": Path("/tmp/files.bin")}
-MM_FIELDS = (
-    "orig_data_size",
-    "compr_data_size",
-    "mem_used_total",
-    "mem_limit",
-    "mem_used_max",
-    "same_pages",
-    "pages_compacted",
-    "huge_pages",
-    "huge_pages_since",
-)
 
 
 def parse_size(text: str) -> int:
@@ -245,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, alg, ours, theirs, replay in mm_rows:
         print(f"\n{kind} {alg}")
         print(f"  {'field':<18} {'engine':>12} {'kernel':>12} {'engine/kernel':>14}")
-        for i, name in enumerate(MM_FIELDS):
+        for i, name in enumerate(MM_STAT_FIELDS):
             k = "-" if theirs is None else theirs[i]
             ratio = "" if theirs is None or not theirs[i] else f"{ours[i] / theirs[i]:.4f}"
             print(f"  {name:<18} {ours[i]:>12} {k:>12} {ratio:>14}")

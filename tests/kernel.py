@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from zramctl.sysfs import IO_STAT_FIELDS, MM_STAT_FIELDS
+
 PAGE = 4096
 ROOT = Path(__file__).resolve().parent.parent
 ORACLE = ROOT.parent / "shared" / "tools" / "kernel-oracle"
@@ -40,18 +42,8 @@ SYS = Path("/sys/block/zram0")
 DEV = Path("/dev/zram0")
 DEFAULT_DISKSIZE = 64 << 20
 
-MM_FIELDS = (
-    "orig_data_size",
-    "compr_data_size",
-    "mem_used_total",
-    "mem_limit",
-    "mem_used_max",
-    "same_pages",
-    "pages_compacted",
-    "huge_pages",
-    "huge_pages_since",
-)
-IO_FIELDS = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
+MM_FIELDS = MM_STAT_FIELDS
+IO_FIELDS = IO_STAT_FIELDS
 
 
 class KernelUnavailable(Exception):

@@ -65,6 +65,21 @@ def kstrtoul(text: str, base: int = 10, bits: int = 64) -> int:
 
 # --- the modern attributes ------------------------------------------------
 
+MM_STAT_FIELDS = (
+    "orig_data_size",
+    "compr_data_size",
+    "mem_used_total",
+    "mem_limit",
+    "mem_used_max",
+    "same_pages",
+    "pages_compacted",
+    "huge_pages",
+    "huge_pages_since",
+)
+"""The fields of ``mm_stat``, in order (Documentation/admin-guide/blockdev/zram.rst)."""
+IO_STAT_FIELDS = ("failed_reads", "failed_writes", "invalid_io", "notify_free")
+"""The fields of ``io_stat``, in order (invalid_io is a literal 0 since 6.4)."""
+
 
 def _mm_stat(z: Zram) -> str:
     st = z.stats
