@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .device import Entry, ZramError
 from .image_format import (
@@ -157,6 +158,63 @@ class Radix:
             node.dirty = False
 
 
+class LeafTree:
+    """What the two lazy maps share: a Radix of leaf blocks and a cache of decoded leaves.
+
+    ``_leaf(n)`` returns leaf ``n`` from the cache, else reads and decodes its
+    block, else (``create``) starts a new one in a fresh metadata block.
+    Subclasses say how a leaf is decoded and made, and which cached leaves may
+    be dropped to make room.
+    """
+
+    leaves: dict[int, Any]
+
+    def __init__(self, state: ImageState, header: Header) -> None:
+        self.state = state
+        self.load(header)
+
+    def load(self, header: Header) -> None:
+        """Start from the tree the header names (also how reset() empties the map)."""
+        roots, depth, count = self._tree_in(header)
+        self.radix = Radix(self.state, roots, depth)
+        self.leaves = {}
+        self.count = count
+
+    def _tree_in(self, header: Header) -> tuple[list[int], int, int]:
+        raise NotImplementedError
+
+    def _read_leaf(self, n: int, block: int) -> Any:
+        raise NotImplementedError
+
+    def _new_leaf(self, block: int) -> Any:
+        raise NotImplementedError
+
+    def _make_room(self) -> None:
+        raise NotImplementedError
+
+    def _leaf(self, n: int, create: bool) -> Any:
+        leaf = self.leaves.get(n)
+        if leaf is not None:
+            return leaf
+        block = self.radix.lookup(n)
+        if block:
+            leaf = self._read_leaf(n, block)
+        elif create:
+            leaf = self._new_leaf(self.state.alloc_meta_block())
+            self.radix.insert(n, leaf.block)
+        else:
+            return None
+        self._make_room()  # before: the new leaf must stay
+        self.leaves[n] = leaf
+        return leaf
+
+    def clear(self) -> None:
+        self.state.clear()
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class TableLeaf:
     block: int
@@ -164,34 +222,22 @@ class TableLeaf:
     dirty: bool = False
 
 
-class TableMap(MutableMapping[int, Entry]):
+class TableMap(LeafTree, MutableMapping[int, Entry]):
     """The page table: page index -> Entry, in leaves of 341 entries."""
 
-    def __init__(self, state: ImageState, header: Header) -> None:
-        self.state = state
-        self.load(header)
+    leaves: dict[int, TableLeaf]
 
-    def load(self, header: Header) -> None:
-        """Start from the tree the header names (also how reset() empties the table)."""
-        self.radix = Radix(self.state, header.table_roots, header.table_depth)
-        self.leaves: dict[int, TableLeaf] = {}
-        self.count = header.table_entries
+    def _tree_in(self, header: Header) -> tuple[list[int], int, int]:
+        return header.table_roots, header.table_depth, header.table_entries
 
-    def _leaf(self, n: int, create: bool) -> TableLeaf | None:
-        leaf = self.leaves.get(n)
-        if leaf is not None:
-            return leaf
-        block = self.radix.lookup(n)
-        if block:
-            leaf = TableLeaf(block, decode_table(block, self.state.file.read(block), self.state.extent_count))
-        elif create:
-            leaf = TableLeaf(self.state.alloc_meta_block(), [None] * ENTRIES_PER_BLOCK, dirty=True)
-            self.radix.insert(n, leaf.block)
-        else:
-            return None
-        self.state.trim(self.leaves, lambda x: not x.dirty)  # before: the new leaf must stay
-        self.leaves[n] = leaf
-        return leaf
+    def _read_leaf(self, n: int, block: int) -> TableLeaf:
+        return TableLeaf(block, decode_table(block, self.state.file.read(block), self.state.extent_count))
+
+    def _new_leaf(self, block: int) -> TableLeaf:
+        return TableLeaf(block, [None] * ENTRIES_PER_BLOCK, dirty=True)
+
+    def _make_room(self) -> None:
+        self.state.trim(self.leaves, lambda x: not x.dirty)
 
     def __getitem__(self, index: int) -> Entry:
         n, i = divmod(index, ENTRIES_PER_BLOCK)
@@ -236,9 +282,6 @@ class TableMap(MutableMapping[int, Entry]):
     def __contains__(self, index: object) -> bool:
         return isinstance(index, int) and self.get(index) is not None
 
-    def __len__(self) -> int:
-        return self.count
-
     def __iter__(self) -> Iterator[int]:
         for n, _ in self.radix.leaves():
             leaf = self._leaf(n, False)
@@ -246,9 +289,6 @@ class TableMap(MutableMapping[int, Entry]):
             for i, e in enumerate(leaf.entries):
                 if e is not None:
                     yield n * ENTRIES_PER_BLOCK + i
-
-    def clear(self) -> None:
-        self.state.clear()
 
     def dirty(self) -> Iterator[tuple[int, bytes]]:
         yield from self.radix.dirty()
@@ -270,45 +310,33 @@ class ZsLeaf:
     """The bytes this leaf was read from (or last committed as); None for a new leaf."""
 
 
-class ZsMap(MutableMapping[int, ZsPage]):
+class ZsMap(LeafTree, MutableMapping[int, ZsPage]):
     """Zspage records by first frame; one slot per extent, which doubles as the extent map."""
 
-    def __init__(self, state: ImageState, header: Header) -> None:
-        self.state = state
-        self.load(header)
+    leaves: dict[int, ZsLeaf]
 
-    def load(self, header: Header) -> None:
-        """Start from the tree the header names (also how reset() empties the map)."""
-        self.radix = Radix(self.state, header.zsmap_roots, header.zsmap_depth)
-        self.leaves: dict[int, ZsLeaf] = {}
-        self.count = header.zspage_count
+    def _tree_in(self, header: Header) -> tuple[list[int], int, int]:
+        return header.zsmap_roots, header.zsmap_depth, header.zspage_count
 
-    def _leaf(self, n: int, create: bool) -> ZsLeaf | None:
-        leaf = self.leaves.get(n)
-        if leaf is not None:
-            return leaf
-        block = self.radix.lookup(n)
-        if block:
-            classes = self.state.classes()
-            data = self.state.file.read(block)
-            slots = decode_records(
-                block,
-                data,
-                n * RECORDS_PER_BLOCK,
-                [c.huge for c in classes],
-                [c.objs_per_zspage for c in classes],
-                len(classes[0].zspages) if classes else 0,
-            )
-            leaf = ZsLeaf(block, slots, data)
-        elif create:
-            leaf = ZsLeaf(self.state.alloc_meta_block(), empty_records(), None)
-            self.radix.insert(n, leaf.block)
-        else:
-            return None
+    def _read_leaf(self, n: int, block: int) -> ZsLeaf:
+        classes = self.state.classes()
+        data = self.state.file.read(block)
+        slots = decode_records(
+            block,
+            data,
+            n * RECORDS_PER_BLOCK,
+            [c.huge for c in classes],
+            [c.objs_per_zspage for c in classes],
+            len(classes[0].zspages) if classes else 0,
+        )
+        return ZsLeaf(block, slots, data)
+
+    def _new_leaf(self, block: int) -> ZsLeaf:
+        return ZsLeaf(block, empty_records(), None)
+
+    def _make_room(self) -> None:
         if not self.state.writable:  # a writer's records change in place: kept until commit
             self.state.trim(self.leaves, lambda x: True)
-        self.leaves[n] = leaf
-        return leaf
 
     def slot(self, extent: int) -> Slot:
         n, i = divmod(extent, RECORDS_PER_BLOCK)
@@ -345,9 +373,6 @@ class ZsMap(MutableMapping[int, ZsPage]):
     def __contains__(self, first: object) -> bool:
         return isinstance(first, int) and isinstance(self.slot(first // EXTENT_BLOCKS), ZsPage)
 
-    def __len__(self) -> int:
-        return self.count
-
     def __iter__(self) -> Iterator[int]:
         for n, _ in self.radix.leaves():
             leaf = self._leaf(n, False)
@@ -355,9 +380,6 @@ class ZsMap(MutableMapping[int, ZsPage]):
             for s in leaf.slots:
                 if isinstance(s, ZsPage):
                     yield s.first
-
-    def clear(self) -> None:
-        self.state.clear()
 
     def dirty(self) -> Iterator[tuple[int, bytes]]:
         yield from self.radix.dirty()
