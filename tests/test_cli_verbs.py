@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from zramctl import cli, verbs
+from zramctl.device import Zram
 from zramctl.store import DeviceHandle
 
 PAGE = 4096
@@ -139,3 +140,34 @@ def test_stat_plain_text_layout(root, capfdbinary):
     histogram = text.split("stored object sizes (bytes)\n")[1].splitlines()
     assert histogram[-2].split()[:2] == ["same-filled", "1"]
     assert histogram[-1].split()[:3] == ["raw", "(huge)", "1"]
+
+
+def test_ctrl_c_keeps_and_reports_what_was_written(root, capfdbinary, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a write: what is stored is committed, and the message says how much."""
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(2).randbytes(100 * PAGE)
+    src = tmp_path / "data"
+    src.write_bytes(data)
+    capfdbinary.readouterr()
+
+
+    real_write = Zram.write
+    calls = [0]
+
+    def interrupted_write(self, offset, chunk):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real_write(self, offset, chunk)
+
+    monkeypatch.setattr(Zram, "write", interrupted_write)
+    rc, _, err = run(capfdbinary, "write", "zram0", str(src))
+    monkeypatch.setattr(Zram, "write", real_write)
+    stored = 2 * verbs.CHUNK
+    assert rc == 130
+    note = f"{stored} of {len(data)} bytes written and committed"
+    assert err == f"zramctl: zram0: write: interrupted ({note})\n"
+    rc, out, _ = run(capfdbinary, "read", "zram0", "--length", str(stored))
+    assert rc == 0 and out == data[:stored]
+    rc, out, _ = run(capfdbinary, "attr", "zram0", "mm_stat")
+    assert int(out.split()[0]) == stored

@@ -284,6 +284,15 @@ def _write_into(handle, name: str, data: BinaryIO, offset: int, length: int) -> 
         raise _partial(name, exc, committed, length) from None
     except OSError as exc:
         raise _partial(name, exc, committed, length) from None
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what is stored (as dd leaves what it wrote), and say how much that is.
+        try:
+            handle.commit()
+            committed = done
+        except OSError:
+            pass
+        raise Failure(f"{name}: write: interrupted ({committed} of {length} bytes written and committed)",
+                      code=130) from None
 
 
 def _partial(name: str, exc: OSError, committed: int, length: int) -> Failure:
