@@ -22,6 +22,7 @@ demo: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" sh tools/demo
 
 test: $(STAMP)
+	@sh tools/ensure-test-tools
 	@$(BIN)/ruff check zramctl tests benchmarks
 	@$(BIN)/python -m pytest -p no:cacheprovider; rc=$$?; [ $$rc -eq 5 ] && { echo "pytest ran no tests" >&2; exit 1; }; exit $$rc
 
