@@ -315,3 +315,22 @@ def test_long_write_shows_progress_on_a_terminal_stderr(env, tmp_path):
     assert "write zram0" in text and "MiB" in text
     # and no progress at all when stderr is not a terminal
     assert err(env, "read", "zram0", "--length", "1M", rc=0) == ""
+
+
+def test_a_failed_commit_names_the_device_and_keeps_the_last_commit(env):
+    """A commit that the host refuses (here: a file-size limit) is worded like every device error."""
+    import resource
+
+    assert out(env, "hot-add") == "zram0\n"
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run(
+        [ZRAMCTL, "attr", "zram0", "disksize", "1G"],
+        capture_output=True, env=env, timeout=120, preexec_fn=small_files,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.decode().startswith("zramctl: zram0: commit: File too large")
+    assert out(env, "attr", "zram0", "disksize") == "0\n"
+    zramctl(env, "check", "zram0")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -28,6 +28,9 @@ from . import sysfs
 from .cli import PROG, Failure, detail_words, device_failure, error_words
 from .cli_status import LOCK_WAIT, device_name, resolve
 from .device import ZramError
+
+if TYPE_CHECKING:
+    from .store import DeviceHandle
 
 CHUNK = 4 << 20
 """Bytes moved per engine call: memory stays bounded whatever the transfer's size."""
@@ -104,10 +107,22 @@ def _size(text: str, what: str) -> int:
         raise Failure(f"failed to parse {what}: '{text}': {os.strerror(exc.errno)}") from None
 
 
-def _open(store, number: int, name: str, *, write: bool):
+@contextmanager
+def _open(store, number: int, name: str, *, write: bool) -> Iterator[DeviceHandle]:
+    """One verb's hold on a device.
+
+    Any ZramError from the body, or from the commit that closing a writer makes,
+    is worded here as ``zramctl: zramN: what: strerror`` (after the handle has
+    closed without committing a failed body), so verbs need no handler of their own.
+    """
     try:
-        return store.open(number, write=write, timeout=LOCK_WAIT)
+        handle = store.open(number, write=write, timeout=LOCK_WAIT)
     except OSError as exc:
+        raise device_failure(name, exc) from None
+    try:
+        with handle:
+            yield handle
+    except ZramError as exc:
         raise device_failure(name, exc) from None
 
 
@@ -348,7 +363,7 @@ def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: 
         except ZramError as exc:
             if done or exc.done:
                 exc.detail = f"{exc.detail + '; ' if exc.detail else ''}{done + exc.done} bytes read before"
-            raise device_failure(name, exc) from None
+            raise
     out.flush()
 
 
@@ -363,10 +378,7 @@ def discard_cmd(device: Device, offset: Offset = "0", length: Length = None, roo
         zram = handle.zram
         if want is None:
             want = max(zram.config.disksize - start, 0)
-        try:
-            zram.discard(start, want)
-        except ZramError as exc:
-            raise device_failure(name, exc) from None
+        zram.discard(start, want)
 
 
 @app.command("attr", help="Read or write an attribute, as [i]cat[/i] or [i]echo >[/i] /sys/block/zramN/NAME.")
@@ -383,13 +395,10 @@ def attr_cmd(
     store = _store(root)
     number, dev = resolve(store, device)
     with _open(store, number, dev, write=value is not None) as handle:
-        try:
-            if value is None:
-                sys.stdout.write(sysfs.show(handle.zram, name))
-            else:
-                sysfs.store(handle.zram, name, value if value.endswith("\n") else value + "\n")
-        except ZramError as exc:
-            raise device_failure(dev, exc) from None
+        if value is None:
+            sys.stdout.write(sysfs.show(handle.zram, name))
+        else:
+            sysfs.store(handle.zram, name, value if value.endswith("\n") else value + "\n")
 
 
 @app.command("stat", help="All the kernel shows about DEVICE: settings, counters, classes, object sizes.")
@@ -405,10 +414,7 @@ def stat_cmd(
     store = _store(root)
     number, name = resolve(store, device)
     with _open(store, number, name, write=False) as handle:
-        try:
-            report = device_report(handle.zram)
-        except ZramError as exc:
-            raise device_failure(name, exc) from None
+        report = device_report(handle.zram)
     print_report(name, report, as_json=json)
 
 
@@ -418,10 +424,7 @@ def compact_cmd(device: Device, root: Root = None) -> None:
     store = _store(root)
     number, name = resolve(store, device)
     with _open(store, number, name, write=True) as handle:
-        try:
-            handle.zram.compact()
-        except ZramError as exc:
-            raise device_failure(name, exc) from None
+        handle.zram.compact()
 
 
 @app.command("hot-add", help="Add a device and print its name ([i]cat /sys/class/zram-control/hot_add[/i]).")
