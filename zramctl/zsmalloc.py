@@ -533,13 +533,18 @@ class Pool:
         if self._fix_fullness_group(cls, zspage) == self.fullness.empty:
             self._free_zspage(cls, zspage)
 
-    def zs_obj_write(self, handle: int, data: bytes | memoryview) -> None:
-        """Copy ``data`` into the object, across a frame boundary if it spans one."""
+    def _payload(self, handle: int) -> tuple[int, int]:
+        """(first frame, byte offset in the zspage) of an object's data: past the handle header if any."""
         first = handle >> OBJ_INDEX_BITS
         cls = self.classes[self.zspages[first].cls]
         off = (handle & OBJ_INDEX_MASK) * cls.size
         if not cls.huge:
             off += self._handle_size
+        return first, off
+
+    def zs_obj_write(self, handle: int, data: bytes | memoryview) -> None:
+        """Copy ``data`` into the object, across a frame boundary if it spans one."""
+        first, off = self._payload(handle)
         o = off & (PAGE_SIZE - 1)
         if o + len(data) <= PAGE_SIZE:
             self.frames.mutable(first + (off >> 12))[o : o + len(data)] = data
@@ -548,11 +553,7 @@ class Pool:
 
     def zs_obj_read(self, handle: int, length: int) -> bytes:
         """The first ``length`` bytes of the object's data."""
-        first = handle >> OBJ_INDEX_BITS
-        cls = self.classes[self.zspages[first].cls]
-        off = (handle & OBJ_INDEX_MASK) * cls.size
-        if not cls.huge:
-            off += self._handle_size
+        first, off = self._payload(handle)
         o = off & (PAGE_SIZE - 1)
         if o + length <= PAGE_SIZE:
             return self.frames.view(first + (off >> 12))[o : o + length].tobytes()
