@@ -1,0 +1,675 @@
+/*
+ * _kcomp: the Linux kernel's own page compressors, byte for byte, and a checked LZO1X decoder.
+ *
+ * Written for zramctl from the format and the kernel's parameters (see zramctl/kcomp_ref.py, the
+ * readable reference this file is tested equal to, page by page).  No code is taken from the
+ * kernel, liblzo2 or liblz4.
+ *
+ *   lzo1x_1_compress(page)          the kernel's lzo: LZO1X-1 with a 2^13-entry dictionary
+ *   lzorle1x_1_compress(page)       the kernel's lzo-rle: the same, bitstream version 1
+ *   lzo_decompress(data, max_out)   LZO1X, version 0 or 1; every read and write bounds-checked
+ *   lz4_compress(page, acceleration=1)
+ *                                   LZ4 1.7.3's LZ4_compress_fast for inputs under 64 KiB
+ *                                   (16-bit table of 2^13 entries, 4-byte hash)
+ *
+ * Each call copies nothing: it holds the caller's buffer (Py_buffer) and releases the GIL for the
+ * work on it, so pages compress in parallel on several threads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- little-endian loads, unaligned-safe ------------------------------------------------ */
+
+static inline uint32_t
+le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    return v;
+}
+
+static inline uint64_t
+le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* ---- LZO1X-1 compressor (kernel lib/lzo parameters) ------------------------------------- */
+
+#define LZO_D_BITS 13
+#define LZO_D_SIZE (1u << LZO_D_BITS)
+#define LZO_MAX_INPUT 49152u /* one kernel chunk: the kernel splits longer inputs */
+#define M2_MAX_LEN 8
+#define M3_MAX_LEN 33
+#define M4_MAX_LEN 9
+#define M2_MAX_OFFSET 0x0800
+#define M3_MAX_OFFSET 0x4000
+#define M3_MARKER 32
+#define M4_MARKER 16
+#define MIN_ZERO_RUN 4
+#define MAX_ZERO_RUN (2047 + 4)
+
+/* Worst case: every byte a literal, plus run-length bytes, header and end marker. */
+static size_t
+lzo_bound(size_t n)
+{
+    return n + n / 16 + 64 + 3 + 2;
+}
+
+/* Emit a literal run of t bytes from src.  A run of at most 3 bytes goes into the low two bits
+ * of the byte `state_back` bytes before the end of the output (the previous instruction). */
+static uint8_t *
+lzo_literals(uint8_t *op, size_t state_back, const uint8_t *src, size_t t)
+{
+    if (t <= 3) {
+        op[-(ptrdiff_t)state_back] |= (uint8_t)t;
+    } else if (t <= 18) {
+        *op++ = (uint8_t)(t - 3);
+    } else {
+        size_t tt = t - 18;
+        *op++ = 0;
+        while (tt > 255) {
+            tt -= 255;
+            *op++ = 0;
+        }
+        *op++ = (uint8_t)tt;
+    }
+    memcpy(op, src, t);
+    return op + t;
+}
+
+/* Compress n <= LZO_MAX_INPUT bytes into out (lzo_bound(n) bytes); returns the length. */
+static size_t
+lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, int rle, uint16_t *dict)
+{
+    uint8_t *op = out;
+    size_t state_back = 2;
+    size_t t;
+    if (rle) {
+        *op++ = 17;
+        *op++ = 1;
+    }
+    uint8_t *const data_start = op;
+
+    if (n > 20) {
+        const size_t ip_end = n - 20;
+        size_t ii = 0, ip = 4;
+        int advance = 1;
+        memset(dict, 0, LZO_D_SIZE * sizeof *dict);
+        for (;;) {
+            size_t m_pos = 0, run = 0;
+            if (advance)
+                ip += 1 + ((ip - ii) >> 5);
+            advance = 1;
+            if (ip >= ip_end)
+                break;
+            uint32_t dv = le32(in + ip);
+            if (dv == 0 && rle) {
+                size_t limit = ip + MAX_ZERO_RUN + 1;
+                if (limit > ip_end)
+                    limit = ip_end;
+                size_t ir = ip + 4;
+                while (ir < limit && in[ir] == 0)
+                    ir++;
+                run = ir - ip;
+                if (run > MAX_ZERO_RUN)
+                    run = MAX_ZERO_RUN;
+            } else {
+                uint32_t h = ((uint32_t)(dv * 0x1824429du) >> (32 - LZO_D_BITS)) & (LZO_D_SIZE - 1);
+                m_pos = dict[h];
+                dict[h] = (uint16_t)ip;
+                if (dv != le32(in + m_pos))
+                    continue;
+            }
+            t = ip - ii;
+            if (t)
+                op = lzo_literals(op, state_back, in + ii, t);
+            if (run) {
+                uint32_t r = (uint32_t)(run - MIN_ZERO_RUN);
+                uint32_t w = (r << 21) | 0xfffc18u | (r & 7);
+                op[0] = (uint8_t)w;
+                op[1] = (uint8_t)(w >> 8);
+                op[2] = (uint8_t)(w >> 16);
+                op[3] = (uint8_t)(w >> 24);
+                op += 4;
+                ip += run;
+                state_back = 3;
+                ii = ip;
+                advance = 0;
+                continue;
+            }
+            size_t m_len = 4;
+            uint64_t v = le64(in + ip + m_len) ^ le64(in + m_pos + m_len);
+            int capped = 0;
+            if (v == 0) {
+                for (;;) {
+                    m_len += 8;
+                    v = le64(in + ip + m_len) ^ le64(in + m_pos + m_len);
+                    if (ip + m_len >= ip_end) {
+                        capped = 1;
+                        break;
+                    }
+                    if (v)
+                        break;
+                }
+            }
+            if (!capped)
+                m_len += (size_t)__builtin_ctzll(v) >> 3;
+            size_t m_off = ip - m_pos;
+            ip += m_len;
+            if (m_len <= M2_MAX_LEN && m_off <= M2_MAX_OFFSET) {
+                m_off -= 1;
+                *op++ = (uint8_t)(((m_len - 1) << 5) | ((m_off & 7) << 2));
+                *op++ = (uint8_t)(m_off >> 3);
+            } else {
+                uint8_t marker;
+                size_t maxl;
+                if (m_off <= M3_MAX_OFFSET) {
+                    m_off -= 1;
+                    marker = M3_MARKER;
+                    maxl = M3_MAX_LEN;
+                } else {
+                    m_off -= 0x4000;
+                    marker = (uint8_t)(M4_MARKER | ((m_off >> 11) & 8));
+                    maxl = M4_MAX_LEN;
+                }
+                if (m_len <= maxl) {
+                    *op++ = (uint8_t)(marker | (m_len - 2));
+                } else {
+                    m_len -= maxl;
+                    *op++ = marker;
+                    while (m_len > 255) {
+                        m_len -= 255;
+                        *op++ = 0;
+                    }
+                    *op++ = (uint8_t)m_len;
+                }
+                *op++ = (uint8_t)(m_off << 2);
+                *op++ = (uint8_t)(m_off >> 6);
+            }
+            state_back = 2;
+            ii = ip;
+            advance = 0;
+        }
+        t = n - ii;
+    } else {
+        t = n;
+    }
+    if (t > 0) {
+        const uint8_t *ii = in + n - t;
+        if (op == data_start && t <= 238) {
+            *op++ = (uint8_t)(17 + t);
+            memcpy(op, ii, t);
+            op += t;
+        } else {
+            op = lzo_literals(op, state_back, ii, t);
+        }
+    }
+    *op++ = 17;
+    *op++ = 0;
+    *op++ = 0;
+    return (size_t)(op - out);
+}
+
+/* ---- LZO1X decoder, versions 0 and 1, every bound checked ------------------------------- */
+
+enum {
+    DEC_OK = 0,
+    DEC_INPUT_OVERRUN,
+    DEC_OUTPUT_OVERRUN,
+    DEC_LOOKBEHIND,
+    DEC_TRAILING,
+    DEC_BAD_END,
+};
+
+static const char *const dec_errors[] = {
+    "ok",
+    "input overrun: the stream ends inside an instruction",
+    "output overrun: the stream decodes to more than the limit",
+    "lookbehind overrun: a match reaches before the start of the output",
+    "trailing bytes after the end marker",
+    "malformed end marker",
+};
+
+/* Read a length that continues in zero bytes (255 each) and a final non-zero byte. */
+static int
+lzo_ext_len(const uint8_t *in, size_t in_len, size_t *ip, size_t base, size_t *len)
+{
+    size_t p = *ip, zeros = 0;
+    while (p < in_len && in[p] == 0) {
+        p++;
+        zeros++;
+    }
+    if (p >= in_len)
+        return DEC_INPUT_OVERRUN;
+    *len = base + zeros * 255 + in[p];
+    *ip = p + 1;
+    return DEC_OK;
+}
+
+#define NEED_IN(k)                        \
+    do {                                  \
+        if (in_len - ip < (size_t)(k))    \
+            return DEC_INPUT_OVERRUN;     \
+    } while (0)
+#define NEED_OUT(k)                       \
+    do {                                  \
+        if (out_cap - op < (size_t)(k))   \
+            return DEC_OUTPUT_OVERRUN;    \
+    } while (0)
+
+static int
+lzo_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len)
+{
+    size_t ip = 0, op = 0, t, m_len, dist;
+    unsigned version = 0, state = 0, next;
+    int rc;
+
+    if (in_len >= 5 && in[0] == 17) {
+        version = in[1];
+        ip = 2;
+    }
+    NEED_IN(1);
+    if (in[ip] > 17) {
+        t = (size_t)in[ip++] - 17;
+        NEED_IN(t);
+        NEED_OUT(t);
+        memcpy(out + op, in + ip, t);
+        ip += t;
+        op += t;
+        state = t < 4 ? (unsigned)t : 4;
+    }
+    for (;;) {
+        NEED_IN(1);
+        t = in[ip++];
+        if (t < 16) {
+            if (state == 0) {
+                if (t == 0 && (rc = lzo_ext_len(in, in_len, &ip, 15, &t)) != DEC_OK)
+                    return rc;
+                t += 3;
+                NEED_IN(t);
+                NEED_OUT(t);
+                memcpy(out + op, in + ip, t);
+                ip += t;
+                op += t;
+                state = 4;
+                continue;
+            }
+            NEED_IN(1);
+            if (state != 4) {
+                dist = 1 + (t >> 2) + ((size_t)in[ip] << 2);
+                m_len = 2;
+            } else {
+                dist = 1 + 0x800 + (t >> 2) + ((size_t)in[ip] << 2);
+                m_len = 3;
+            }
+            ip++;
+            next = t & 3;
+        } else if (t >= 64) {
+            NEED_IN(1);
+            dist = 1 + ((t >> 2) & 7) + ((size_t)in[ip] << 3);
+            ip++;
+            m_len = (t >> 5) + 1;
+            next = t & 3;
+        } else if (t >= 32) {
+            m_len = (t & 31) + 2;
+            if (m_len == 2 && (rc = lzo_ext_len(in, in_len, &ip, 31 + 2, &m_len)) != DEC_OK)
+                return rc;
+            NEED_IN(2);
+            unsigned v = in[ip] | (unsigned)in[ip + 1] << 8;
+            ip += 2;
+            dist = 1 + (v >> 2);
+            next = v & 3;
+        } else {
+            NEED_IN(2);
+            unsigned v = in[ip] | (unsigned)in[ip + 1] << 8;
+            if (version && (t & 0xf8) == 0x18 && (v & 0xfffc) == 0xfffc) {
+                /* lzo-rle: a run of 4..2051 zero bytes. */
+                NEED_IN(3);
+                size_t run = ((t & 7) | ((size_t)in[ip + 2] << 3)) + MIN_ZERO_RUN;
+                NEED_OUT(run);
+                memset(out + op, 0, run);
+                op += run;
+                ip += 3;
+                m_len = 0;
+                dist = 0;
+                next = v & 3;
+            } else {
+                size_t high = (t & 8) << 11;
+                m_len = (t & 7) + 2;
+                if (m_len == 2) {
+                    if ((rc = lzo_ext_len(in, in_len, &ip, 7 + 2, &m_len)) != DEC_OK)
+                        return rc;
+                    NEED_IN(2);
+                    v = in[ip] | (unsigned)in[ip + 1] << 8;
+                }
+                ip += 2;
+                dist = high + (v >> 2);
+                next = v & 3;
+                if (dist == 0) {
+                    /* The end marker: 0x11 0x00 0x00 (the kernel accepts any low 2 bits). */
+                    if (m_len != 3)
+                        return DEC_BAD_END;
+                    if (ip != in_len)
+                        return DEC_TRAILING;
+                    *out_len = op;
+                    return DEC_OK;
+                }
+                dist += 0x4000;
+            }
+        }
+        if (m_len) {
+            if (dist > op)
+                return DEC_LOOKBEHIND;
+            NEED_OUT(m_len);
+            uint8_t *d = out + op;
+            const uint8_t *s = d - dist;
+            if (dist >= m_len) {
+                memcpy(d, s, m_len);
+            } else {
+                for (size_t k = 0; k < m_len; k++)
+                    d[k] = s[k];
+            }
+            op += m_len;
+        }
+        state = next;
+        NEED_IN(next);
+        NEED_OUT(next);
+        for (unsigned k = 0; k < next; k++)
+            out[op + k] = in[ip + k];
+        ip += next;
+        op += next;
+    }
+}
+
+#undef NEED_IN
+#undef NEED_OUT
+
+/* ---- LZ4 1.7.3 LZ4_compress_fast, byU16 table ------------------------------------------- */
+
+#define LZ4_HASH_LOG 13
+#define LZ4_MAX_INPUT 65535u
+#define LZ4_MIN_LENGTH 13 /* MFLIMIT + 1 */
+
+static inline uint32_t
+lz4_hash(const uint8_t *p)
+{
+    return (uint32_t)(le32(p) * 2654435761u) >> (32 - LZ4_HASH_LOG);
+}
+
+static size_t
+lz4_bound(size_t n)
+{
+    return n + n / 255 + 16;
+}
+
+static uint8_t *
+lz4_length(uint8_t *op, size_t len)
+{
+    while (len >= 255) {
+        *op++ = 255;
+        len -= 255;
+    }
+    *op++ = (uint8_t)len;
+    return op;
+}
+
+static size_t
+lz4_compress_core(const uint8_t *src, size_t n, uint8_t *out, unsigned accel, uint16_t *tab)
+{
+    uint8_t *op = out;
+    size_t anchor = 0;
+
+    if (n >= LZ4_MIN_LENGTH) {
+        const size_t mflimit = n - 12, matchlimit = n - 5;
+        size_t ip, match = 0;
+        uint32_t fh;
+        int done = 0;
+        memset(tab, 0, ((size_t)1 << LZ4_HASH_LOG) * sizeof *tab);
+        tab[lz4_hash(src)] = 0;
+        ip = 1;
+        fh = lz4_hash(src + ip);
+        while (!done) {
+            /* Search for a 4-byte match, skipping faster the longer nothing is found. */
+            size_t fwd = ip, step = 1;
+            unsigned nb = accel << 6;
+            for (;;) {
+                uint32_t hh = fh;
+                ip = fwd;
+                fwd += step;
+                step = nb >> 6;
+                nb++;
+                if (fwd > mflimit) {
+                    done = 1;
+                    break;
+                }
+                match = tab[hh];
+                fh = lz4_hash(src + fwd);
+                tab[hh] = (uint16_t)ip;
+                if (le32(src + match) == le32(src + ip))
+                    break;
+            }
+            if (done)
+                break;
+            while (ip > anchor && match > 0 && src[ip - 1] == src[match - 1]) {
+                ip--;
+                match--;
+            }
+            size_t lit = ip - anchor;
+            uint8_t *token = op++;
+            if (lit >= 15) {
+                *token = 0xf0;
+                op = lz4_length(op, lit - 15);
+            } else {
+                *token = (uint8_t)(lit << 4);
+            }
+            memcpy(op, src + anchor, lit);
+            op += lit;
+            for (;;) {
+                size_t off = ip - match;
+                *op++ = (uint8_t)off;
+                *op++ = (uint8_t)(off >> 8);
+                size_t a = ip + 4, b = match + 4;
+                while (a + 8 <= matchlimit) {
+                    uint64_t x = le64(src + a) ^ le64(src + b);
+                    if (x) {
+                        a += (size_t)__builtin_ctzll(x) >> 3;
+                        goto counted;
+                    }
+                    a += 8;
+                    b += 8;
+                }
+                while (a < matchlimit && src[a] == src[b]) {
+                    a++;
+                    b++;
+                }
+            counted:;
+                size_t mc = a - (ip + 4);
+                ip = a;
+                if (mc >= 15) {
+                    *token += 15;
+                    op = lz4_length(op, mc - 15);
+                } else {
+                    *token += (uint8_t)mc;
+                }
+                anchor = ip;
+                if (ip > mflimit) {
+                    done = 1;
+                    break;
+                }
+                tab[lz4_hash(src + ip - 2)] = (uint16_t)(ip - 2);
+                uint32_t hh = lz4_hash(src + ip);
+                match = tab[hh];
+                tab[hh] = (uint16_t)ip;
+                if (match + 65535 >= ip && le32(src + match) == le32(src + ip)) {
+                    token = op++;
+                    *token = 0;
+                    continue;
+                }
+                ip++;
+                fh = lz4_hash(src + ip);
+                break;
+            }
+        }
+    }
+    size_t last = n - anchor;
+    if (last >= 15) {
+        *op++ = 0xf0;
+        op = lz4_length(op, last - 15);
+    } else {
+        *op++ = (uint8_t)(last << 4);
+    }
+    memcpy(op, src + anchor, last);
+    op += last;
+    return (size_t)(op - out);
+}
+
+/* ---- Python bindings -------------------------------------------------------------------- */
+
+static PyObject *
+compress_lzo(PyObject *arg, int rle)
+{
+    Py_buffer view;
+    uint16_t dict[LZO_D_SIZE];
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if ((size_t)view.len > LZO_MAX_INPUT) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "input of %zd bytes: at most %u", view.len, LZO_MAX_INPUT);
+        return NULL;
+    }
+    size_t cap = lzo_bound((size_t)view.len);
+    uint8_t *out = PyMem_RawMalloc(cap);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    size_t len;
+    Py_BEGIN_ALLOW_THREADS
+    len = lzo_compress_core(view.buf, (size_t)view.len, out, rle, dict);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
+    PyMem_RawFree(out);
+    return res;
+}
+
+static PyObject *
+py_lzo1x_1_compress(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    return compress_lzo(arg, 0);
+}
+
+static PyObject *
+py_lzorle1x_1_compress(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    return compress_lzo(arg, 1);
+}
+
+static PyObject *
+py_lzo_decompress(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t max_out;
+    if (!PyArg_ParseTuple(args, "y*n:lzo_decompress", &view, &max_out))
+        return NULL;
+    if (max_out < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "max_out must not be negative");
+        return NULL;
+    }
+    uint8_t *out = PyMem_RawMalloc(max_out ? (size_t)max_out : 1);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    size_t len = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = lzo_decode(view.buf, (size_t)view.len, out, (size_t)max_out, &len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *res = NULL;
+    if (rc == DEC_OK)
+        res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
+    else
+        PyErr_Format(PyExc_ValueError, "lzo: %s", dec_errors[rc]);
+    PyMem_RawFree(out);
+    return res;
+}
+
+static PyObject *
+py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    static char *kwlist[] = {"page", "acceleration", NULL};
+    Py_buffer view;
+    int accel = 1;
+    uint16_t tab[1u << LZ4_HASH_LOG];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|i:lz4_compress", kwlist, &view, &accel))
+        return NULL;
+    if ((size_t)view.len > LZ4_MAX_INPUT) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "input of %zd bytes: at most %u", view.len, LZ4_MAX_INPUT);
+        return NULL;
+    }
+    /* LZ4 1.7.3: acceleration below 1 is 1; the kernel passes its level unchecked. */
+    if (accel < 1)
+        accel = 1;
+    if (accel > 65537)
+        accel = 65537; /* LZ4_ACCELERATION_MAX of later versions; keeps nb from overflowing */
+    size_t cap = lz4_bound((size_t)view.len);
+    uint8_t *out = PyMem_RawMalloc(cap);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    size_t len;
+    Py_BEGIN_ALLOW_THREADS
+    len = lz4_compress_core(view.buf, (size_t)view.len, out, (unsigned)accel, tab);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
+    PyMem_RawFree(out);
+    return res;
+}
+
+static PyMethodDef methods[] = {
+    {"lzo1x_1_compress", py_lzo1x_1_compress, METH_O,
+     "lzo1x_1_compress(data) -> bytes: the kernel's lzo (LZO1X-1, 2^13 dictionary), up to 48 KiB."},
+    {"lzorle1x_1_compress", py_lzorle1x_1_compress, METH_O,
+     "lzorle1x_1_compress(data) -> bytes: the kernel's lzo-rle (bitstream version 1), up to 48 KiB."},
+    {"lzo_decompress", py_lzo_decompress, METH_VARARGS,
+     "lzo_decompress(data, max_out) -> bytes: LZO1X, version 0 or 1; ValueError if malformed."},
+    {"lz4_compress", (PyCFunction)(void (*)(void))py_lz4_compress, METH_VARARGS | METH_KEYWORDS,
+     "lz4_compress(data, acceleration=1) -> bytes: LZ4 1.7.3 block (byU16 table), under 64 KiB."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kcomp",
+    "The kernel's lzo, lzo-rle and lz4 page compressors, and a checked LZO1X decoder.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__kcomp(void)
+{
+    return PyModule_Create(&module);
+}
