@@ -269,3 +269,74 @@ def test_memparse():
     assert sysfs.memparse("010") == (8, 3)
     assert sysfs.memparse("12junk") == (12, 2)
     assert sysfs.memparse("junk")[1] == 0
+
+
+# --------------------------------------------------------------------------
+# Garbage: any text written to any attribute is refused with an errno, or accepted
+
+
+HUGE = "9" * 5000
+GARBAGE = [
+    "",
+    "\n",
+    " ",
+    "   \n",
+    "\t1",
+    "1 ",
+    "-1",
+    "-0",
+    "+",
+    "+5",
+    "0x",
+    "0xg",
+    "08",
+    HUGE,
+    "-" + HUGE,
+    HUGE + "K",
+    "0x" + "f" * 5000,
+    "0" * 5000 + "1",
+    "1" * 20,
+    "18446744073709551616",
+    "2147483648",
+    "65536",
+    "é",
+    "١٢٣",  # Arabic-Indic digits: Python's int() takes them, the kernel does not
+    "1_000",
+    "level=" + HUGE,
+    "priority=" + HUGE,
+    "level=",
+    "=",
+    "x" * 100_000,
+    "lzo\n\n",
+]
+
+
+@pytest.mark.parametrize("compat", ["6.18", "3.11"])
+@pytest.mark.parametrize("initialised", [False, True])
+def test_every_attribute_takes_every_garbage_as_an_errno(compat, initialised):
+    for name in sorted(sysfs.attributes(Zram(ZramConfig(compat=compat)))):
+        for value in GARBAGE:
+            z = device(compat) if initialised else Zram(ZramConfig(compat=compat))
+            try:
+                sysfs.store(z, name, value)
+            except ZramError as exc:
+                assert exc.what == name and exc.errno in errno.errorcode, (name, value[:20], exc)
+
+
+def test_numbers_of_any_length():
+    z = Zram()
+    # kstrtoul: past the type's range is ERANGE, however many digits.
+    assert errno_of(z, "max_comp_streams", HUGE) == errno.ERANGE
+    assert errno_of(z, "max_comp_streams", "2147483648") == errno.ERANGE
+    assert errno_of(z, "reset", HUGE) == errno.ERANGE
+    assert errno_of(z, "reset", "65536") == errno.ERANGE
+    assert errno_of(z, "mem_used_max", HUGE) == errno.EINVAL
+    assert errno_of(z, "max_comp_streams", "١٢") == errno.EINVAL
+    sysfs.store(z, "max_comp_streams", "0" * 5000 + "7")
+    assert z.config.max_comp_streams == 7
+    # memparse wraps modulo 2**64, as simple_strtoull does.
+    value, used = sysfs.memparse(HUGE)
+    assert used == 5000 and value == (10**5000 - 1) % 2**64
+    assert sysfs.memparse("0x" + "f" * 40 + "K") == (((16**40 - 1) << 10) % 2**64, 43)
+    sysfs.store(z, "mem_limit", HUGE)
+    assert z.config.limit_pages == -(-((10**5000 - 1) % 2**64) // PAGE)

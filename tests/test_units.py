@@ -272,3 +272,32 @@ def test_size_error_carries_text() -> None:
     with pytest.raises(SizeError) as info:
         parse_size("1.5")
     assert info.value.text == "1.5"
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    "text", [HUGE, HUGE + "K", "1." + HUGE + "K", "0x" + "f" * 5000, "0" + "7" * 5000, " +" + HUGE + "MiB"]
+)
+def test_parse_size_numbers_of_any_length_are_out_of_range(text: str) -> None:
+    with pytest.raises(SizeError) as info:
+        parse_size(text)
+    assert info.value.errno == errno.ERANGE
+
+
+def test_parse_size_leading_zeros_of_any_length() -> None:
+    assert parse_size("0" * 5000 + "1K") == 1024  # octal, as strtoumax reads it
+    assert parse_size("0x" + "0" * 5000 + "10") == 16
+
+
+@pytest.mark.parametrize("text", [HUGE, "-" + HUGE, HUGE + "x", "-" + HUGE + "x"])
+def test_parse_u64_numbers_of_any_length_are_out_of_range(text: str) -> None:
+    with pytest.raises(SizeError) as info:
+        parse_u64(text)
+    assert info.value.errno == errno.ERANGE
+
+
+def test_parse_u64_leading_zeros_of_any_length() -> None:
+    assert parse_u64("0" * 5000 + "3") == 3
+    assert parse_u64("-" + "0" * 5000) == 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .compress import AVAILABLE, UNAVAILABLE, check_algorithm
 from .device import Zram, ZramError
 from .profiles import PAGE_SHIFT, PAGE_SIZE, PROFILES
+from .units import U64_MAX, digits_mod_u64, digits_value
 
 # CRYPTO_MAX_ALG_NAME: a longer algorithm name is refused with E2BIG.
 CRYPTO_MAX_ALG_NAME = 128
@@ -42,12 +43,12 @@ def memparse(text: str) -> tuple[int, int]:
         i += 1
     if i == start and base != 8:
         return 0, 0
-    value = int(s[start:i], base) if i > start else 0
+    value = digits_mod_u64(s[start:i], base)  # simple_strtoull wraps, however long the number
     shift = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}.get(s[i : i + 1].lower())
     if shift is not None:
         value <<= shift
         i += 1
-    return value & (2**64 - 1), i
+    return value & U64_MAX, i
 
 
 def kstrtoul(text: str, base: int = 10, bits: int = 64) -> int:
@@ -57,8 +58,8 @@ def kstrtoul(text: str, base: int = 10, bits: int = 64) -> int:
         s = s[1:]
     if not s or not s.isdigit() or not s.isascii():
         raise ValueError(errno.EINVAL)
-    value = int(s, base)
-    if value >= 1 << bits:
+    value = digits_value(s, base, (1 << bits) - 1)
+    if value is None:
         raise ValueError(errno.ERANGE)
     return value
 

@@ -33,6 +33,39 @@ _SUFFIXES = "KMGTPEZY"
 """Suffix letters; the index + 1 is the power of the base (K = base**1 ... Y = base**8)."""
 
 
+def digits_value(digits: str, base: int, limit: int = U64_MAX) -> int | None:
+    """``int(digits, base)`` for ASCII digits of ``base``, or None when the value exceeds ``limit``.
+
+    A number of any length is judged by its count of significant digits first, so a
+    5,000-digit argument is "out of range", not Python's refusal to convert it (its
+    int() stops at 4,300 decimal digits) nor a quadratic conversion.
+    """
+    significant = digits.lstrip("0")
+    if len(significant) > _digit_count(limit, base):
+        return None
+    value = int(significant or "0", base)
+    return value if value <= limit else None
+
+
+def digits_mod_u64(digits: str, base: int) -> int:
+    """``int(digits, base) % 2**64`` for a digit string of any length: what a C loop that
+    multiplies and adds in 64-bit arithmetic (the kernel's simple_strtoull) computes."""
+    step = 1000
+    value = 0
+    for i in range(0, len(digits), step):
+        chunk = digits[i : i + step]
+        value = (value * pow(base, len(chunk), 1 << 64) + int(chunk, base)) & U64_MAX
+    return value
+
+
+def _digit_count(n: int, base: int) -> int:
+    count = 1
+    while n >= base:
+        n //= base
+        count += 1
+    return count
+
+
 class SizeError(ValueError):
     """A size or number argument that util-linux would refuse.
 
@@ -123,8 +156,8 @@ def _strtoumax(s: str, pos: int, base: int) -> tuple[int, int, bool]:
         i += 1
     if i == start:
         return 0, pos, False
-    value = int(s[start:i], base)
-    if value > U64_MAX:
+    value = digits_value(s[start:i], base)
+    if value is None:
         return U64_MAX, i, True
     if negative:
         value = (-value) & U64_MAX
@@ -262,7 +295,7 @@ def parse_u64(text: str) -> int:
         j = digits_at
         while j < len(text) and text[j] in "0123456789":
             j += 1
-        if j > digits_at and int(text[digits_at:j]) != 0:
+        if text[digits_at:j].strip("0"):
             raise SizeError(errno.ERANGE, text)  # strtoimax() gave a negative number
     value, end, overflow = _strtoumax(text, 0, 10)
     if overflow:
