@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Engine throughput beside its bound, and the engine's mm_stat beside the kernel's.
 
-For each corpus (``make-corpus memory`` and ``files``, 64 MiB by default) and each
-algorithm (lzo, lz4):
+For each corpus (``tools/make-corpus memory`` and ``files``, 64 MiB by default, made
+afresh in a temporary directory) and each algorithm (lzo, lz4):
 
 - write MB/s: one in-memory ``Zram`` takes the whole file, in ``--chunk`` writes
   (4 MiB, as ``zramctl write`` does);
@@ -10,7 +10,7 @@ algorithm (lzo, lz4):
   then checked against the file;
 - the bound: a loop that only compresses (or decompresses) the same 4 KiB pages
   with the same library — what the engine would reach with zero overhead;
-- when the kernel's zram0 is usable (``../shared/tools/kernel-oracle``), every
+- when the kernel's zram0 is usable (``tools/kernel-oracle``), every
   mm_stat field of the engine beside the kernel's after the same file is written
   at offset 0 (the oracle's ``w:0:FILE`` op).
 
@@ -43,8 +43,7 @@ from zramctl.device import Zram, ZramConfig  # noqa: E402
 from zramctl.sysfs import MM_STAT_FIELDS  # noqa: E402
 
 PAGE = 4096
-MAKE_CORPUS = ROOT.parent / "shared" / "tools" / "make-corpus"
-CACHED = {"memory": Path("/tmp/mem.bin"), "files": Path("/tmp/files.bin")}
+MAKE_CORPUS = ROOT / "tools" / "make-corpus"
 
 
 def parse_size(text: str) -> int:
@@ -54,10 +53,7 @@ def parse_size(text: str) -> int:
 
 
 def corpus(kind: str, size: int, tmp: str) -> Path:
-    """The corpus file: /tmp/mem.bin or /tmp/files.bin when of the right size, else made now."""
-    cached = CACHED.get(kind)
-    if cached is not None and cached.is_file() and cached.stat().st_size == size:
-        return cached
+    """A corpus file of ``kind`` (any of make-corpus's kinds), made now in ``tmp``."""
     path = Path(tmp) / f"{kind}.bin"
     subprocess.run([sys.executable, str(MAKE_CORPUS), kind, str(size), str(path)], check=True)
     return path

@@ -5,7 +5,7 @@ What it measures (MB = 10^6 bytes, KiB/MiB/GiB = powers of 1024):
 
 - empty device: apparent size and disk usage (st_blocks) of an initialised,
   empty 1 TiB device;
-- the corpus (``make-corpus memory``, 64 MiB by default) written to a device:
+- the corpus (``tools/make-corpus memory 64M``, or ``--corpus FILE``) written to a device:
   metadata bytes per stored page (page-table blocks, pointer blocks included)
   and per zspage (zspage-record blocks), disk usage beside mem_used_total,
   write throughput through the image (commits every 64 MiB, as the CLI);
@@ -60,14 +60,14 @@ def size_arg(text: str) -> int:
 
 
 def corpus(path: str | None) -> bytes:
+    """``path``'s bytes, or 64 MiB of a Python process's memory made now by tools/make-corpus."""
     if path:
         return Path(path).read_bytes()
-    if Path("/tmp/mem.bin").exists():
-        return Path("/tmp/mem.bin").read_bytes()
-    out = Path(tempfile.mkdtemp()) / "mem.bin"
-    tool = ROOT.parent / "shared" / "tools" / "make-corpus"
-    subprocess.run([sys.executable, str(tool), "memory", "64M", str(out)], check=True)
-    return out.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="zram-bench-corpus-") as tmp:
+        out = Path(tmp) / "memory.bin"
+        tool = ROOT / "tools" / "make-corpus"
+        subprocess.run([sys.executable, str(tool), "memory", "64M", str(out)], check=True)
+        return out.read_bytes()
 
 
 def new_device(store: Store, size: int) -> int:
