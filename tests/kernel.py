@@ -2,7 +2,7 @@
 
 Two ways to use the real device:
 
-- ``run_oracle(ops, algorithm)`` runs ``../shared/tools/kernel-oracle`` (which
+- ``run_oracle(ops, algorithm)`` runs the project's ``tools/kernel-oracle`` (which
   takes the lock, sets zram0 up and always resets it) and returns one ``Step``
   per op: the kernel's ``mm_stat`` and ``io_stat`` after it.  ``run_engine``
   returns the same steps from our ``Zram`` for the same ops, so a test compares
@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +37,8 @@ from zramctl.sysfs import IO_STAT_FIELDS, MM_STAT_FIELDS
 
 PAGE = 4096
 ROOT = Path(__file__).resolve().parent.parent
-ORACLE = ROOT.parent / "shared" / "tools" / "kernel-oracle"
+ORACLE = ROOT / "tools" / "kernel-oracle"
+MAKE_CORPUS = ROOT / "tools" / "make-corpus"
 LOCK = "/tmp/kernel-oracle.lock"
 SYS = Path("/sys/block/zram0")
 DEV = Path("/dev/zram0")
@@ -145,7 +147,7 @@ def kernel_available() -> bool:
     """Whether this machine has a kernel zram0 we may drive (the device, and root to write its attributes).
 
     It may still be busy: ``run_oracle`` and ``kernel_zram0`` raise
-    KernelUnavailable then (and ``run_oracle`` also when the oracle tool is missing).
+    KernelUnavailable then.
     """
     return DEV.exists() and (SYS / "reset").exists() and os.access(SYS / "reset", os.W_OK)
 
@@ -170,8 +172,6 @@ def run_oracle(
     KernelUnavailable when the oracle exits 2 (no device, or zram0 in use),
     RuntimeError for any other failure.  The oracle resets zram0 on exit.
     """
-    if not ORACLE.is_file():
-        raise KernelUnavailable(f"{ORACLE} is missing")
     with tempfile.TemporaryDirectory(prefix="kernel-oracle-") as tmp:
         files: dict[bytes, str] = {}
         args = []
@@ -189,7 +189,7 @@ def run_oracle(
             else:
                 args.append("c")
         proc = subprocess.run(
-            [str(ORACLE), "-a", algorithm, "-s", str(disksize), *args],
+            [sys.executable, str(ORACLE), "-a", algorithm, "-s", str(disksize), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -206,6 +206,57 @@ def run_oracle(
         _, mm, io = line.split("\t")
         steps.append(Step(op.label, *parse_counters(mm, io)))
     return steps
+
+
+@dataclass(frozen=True)
+class PageSize:
+    """What the kernel stored for one page: ``size`` bytes (4096 when huge, 0 when same-filled)."""
+
+    size: int
+    kind: str  # "obj", "huge" or "same"
+
+
+def kernel_page_sizes(data: bytes, algorithm: str = "lzo", timeout: float = 600) -> list[PageSize]:
+    """The kernel's object size for each page of ``data`` (padded to pages), from one oracle ``p`` op.
+
+    Each page goes to its own offset of a fresh device, so each size is that
+    page's alone.  Raises KernelUnavailable where there is no usable zram0 or
+    the kernel lacks ``algorithm``, RuntimeError for any other failure.
+    """
+    pages = -(-len(data) // PAGE)
+    with tempfile.NamedTemporaryFile(prefix="kernel-oracle-", suffix=".bin") as f:
+        f.write(data)
+        f.flush()
+        disksize = max(DEFAULT_DISKSIZE, pages * PAGE)
+        proc = subprocess.run(
+            [sys.executable, str(ORACLE), "-a", algorithm, "-s", str(disksize), f"p:0:{f.name}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if proc.returncode == 2:
+        raise KernelUnavailable(proc.stderr.strip() or "kernel-oracle exited 2")
+    if proc.returncode != 0:
+        raise RuntimeError(f"kernel-oracle failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    out = []
+    for line in proc.stdout.splitlines()[:-1]:  # the last line is the op's counters
+        word, n, size, kind = line.split()
+        if word != "page" or int(n) != len(out):
+            raise RuntimeError(f"kernel-oracle: unexpected line {line!r}")
+        out.append(PageSize(int(size), kind))
+    if len(out) != pages:
+        raise RuntimeError(f"kernel-oracle reported {len(out)} pages for {pages}")
+    return out
+
+
+def make_corpus(kind: str, size: int, path: Path | str) -> Path:
+    """Write ``size`` bytes of real data of ``kind`` (files, binaries, text, memory, mixed) to ``path``."""
+    proc = subprocess.run(
+        [sys.executable, str(MAKE_CORPUS), kind, str(size), str(path)], capture_output=True, text=True
+    )
+    if proc.returncode:
+        raise RuntimeError(f"make-corpus {kind} failed: {proc.stderr.strip()}")
+    return Path(path)
 
 
 @contextmanager
