@@ -84,8 +84,11 @@ def device_failure(device: str, exc: BaseException, doing: str | None = None) ->
 
 def warn(message: str) -> None:
     """``zramctl: <message>`` on stderr (for failures that do not stop the command)."""
-    sys.stderr.write(f"{PROG}: {message}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"{PROG}: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed or gone (a hung-up terminal): nowhere to say it
+        pass
 
 
 # --- the util-linux options -----------------------------------------------------------
@@ -342,12 +345,28 @@ def split_globals(argv: Sequence[str]) -> tuple[dict[str, str], int]:
     return found, i
 
 
-def _root(option: str | None) -> str | None:
-    """--root, else $ZRAMCTL_ROOT, else None (the store's default).  An empty --root is a mistake
-    (an unset shell variable, most likely), not a request for the default devices."""
-    if option == "":
-        raise Failure("option --root needs a directory name, not ''")
-    return option if option is not None else (os.environ.get("ZRAMCTL_ROOT") or None)
+def _root(option: str | None) -> str:
+    """The store's directory: store.choose_root() decides (--root, $ZRAMCTL_ROOT, the default;
+    an empty --root or ZRAMCTL_ROOT is refused alike), its refusal said in one line."""
+    from .store import RootError, choose_root
+
+    try:
+        return str(choose_root(option))
+    except RootError as exc:
+        raise Failure(str(exc)) from None
+
+
+def open_store(root: str | None):
+    """The Store for ``root`` (as _root() decides), its directory checked now if it exists, so
+    that a bad root is said in its own words (``<dir>: bad permissions: ...``) before any device's."""
+    from .store import RootError, Store
+
+    store = Store(_root(root))
+    try:
+        store.dir_fd()
+    except RootError as exc:
+        raise Failure(str(exc)) from None
+    return store
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -474,9 +493,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         warn(f"write error: {error_words(exc.original)}")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal interrupts.Deferred let stop the command
         _discard_stdout()
-        return 128 + signal.SIGINT
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except (BrokenPipeError, PipeClosed):
         return _quiet_broken_pipe()
     except OSError as exc:

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
-from . import sysfs
+from . import interrupts, sysfs
 from .cli import PROG, Failure, detail_words, device_failure, error_words
 from .cli_status import LOCK_WAIT, device_name, resolve
 from .device import ZramError
+from .interrupts import Deferred
+from .profiles import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .store import DeviceHandle
@@ -40,6 +42,9 @@ SPOOL_IN_MEMORY = 64 << 20
 """Piped input is spooled (to know its length before writing); beyond this, to a temporary file."""
 LONG_TRANSFER = 32 << 20
 """Transfers at least this long show a progress bar (when stderr is a terminal)."""
+PIECE = 256 << 10
+"""A write looks for a pending signal (Ctrl-C) after at most this many bytes, at a page boundary
+of the device: often enough to stop within milliseconds, seldom enough to cost nothing measurable."""
 
 app = typer.Typer(
     name=PROG,
@@ -93,9 +98,9 @@ def _verb(func: Callable[..., int | None]) -> Callable[..., int | None]:
 
 
 def _store(root: str | None):
-    from .store import Store
+    from .cli import open_store
 
-    return Store(root if root is not None else _state["root"])
+    return open_store(root if root is not None else _state["root"])
 
 
 def _size(text: str, what: str) -> int:
@@ -108,22 +113,49 @@ def _size(text: str, what: str) -> int:
 
 
 @contextmanager
-def _open(store, number: int, name: str, *, write: bool) -> Iterator[DeviceHandle]:
+def _open(
+    store, number: int, name: str, *, write: bool, what: str = "", signals: Deferred | None = None
+) -> Iterator[DeviceHandle]:
     """One verb's hold on a device.
 
     Any ZramError from the body, or from the commit that closing a writer makes,
     is worded here as ``zramctl: zramN: what: strerror`` (after the handle has
     closed without committing a failed body), so verbs need no handler of their own.
+
+    From the moment the device is open until it is closed (its last commit
+    made), SIGINT/SIGTERM/SIGHUP are only recorded (``signals``, see
+    interrupts.py): a body that can stop early looks at ``signals.received``
+    between pages; one that cannot runs to its end.  A signal that was recorded
+    and not already acted on by the body ends the command after the close, with
+    ``<what>: interrupted`` and exit 128 + the signal.
     """
-    try:
-        handle = store.open(number, write=write, timeout=LOCK_WAIT)
-    except OSError as exc:
-        raise device_failure(name, exc) from None
-    try:
-        with handle:
-            yield handle
-    except ZramError as exc:
-        raise device_failure(name, exc) from None
+    if signals is None:
+        signals = Deferred() if write else _NotDeferred()
+    with signals:
+        with signals.allowed():  # waiting for the lock, recovering, loading: a signal stops at once
+            try:
+                handle = store.open(number, write=write, timeout=LOCK_WAIT)
+            except OSError as exc:
+                raise device_failure(name, exc) from None
+        try:
+            with handle:
+                yield handle
+        except ZramError as exc:
+            raise device_failure(name, exc) from None
+    if signals.received is not None:
+        said = interrupts.words(signals.received)
+        kept = "committed" if write else "done"
+        raise Failure(
+            f"{name}: {what or 'command'}: {said} (after it had finished; {kept})",
+            code=interrupts.exit_code(signals.received),
+        )
+
+
+class _NotDeferred(Deferred):
+    """For readers that change nothing: signals keep their usual effect (exit 128 + signal, quietly)."""
+
+    def __enter__(self) -> Deferred:
+        return self
 
 
 # --- progress -----------------------------------------------------------------------
@@ -190,10 +222,20 @@ def _past_end(end: int, disksize: int) -> ZramError:
     )
 
 
+STDIN_IS_DIRECTORY = "ZRAMCTL_STDIN_IS_DIRECTORY"
+"""Set (to 1) by the ``zramctl`` launcher when it found stdin a directory, which Python itself
+refuses to start with; it then runs us with stdin on /dev/null (see zramctl/launcher.sh)."""
+
+
 @contextmanager
-def _source(path: str) -> Iterator[BinaryIO]:
+def _source(path: str, name: str) -> Iterator[BinaryIO]:
     if path == "-":
-        yield sys.stdin.buffer
+        if os.environ.get(STDIN_IS_DIRECTORY) == "1":
+            raise Failure(f"{name}: write: stdin: {os.strerror(errno.EISDIR)}")
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:  # fd 0 closed (zramctl write zram0 <&-): Python gives no sys.stdin
+            raise Failure(f"{name}: write: stdin: {os.strerror(errno.EBADF)}")
+        yield stdin
         return
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
@@ -221,8 +263,11 @@ def _spool(f: BinaryIO, room: int, offset: int, disksize: int) -> tuple[BinaryIO
     """Read a stream whole (it must fit in ``room`` bytes) so that nothing is written if it does not."""
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - returned
     total = 0
+    # read1: one read(2) at a time, so that a short read from a terminal is not retried and one
+    # ^D (a read of nothing) ends the input, as it does for cat.
+    read = getattr(f, "read1", f.read)
     while True:
-        block = f.read(min(CHUNK, room + 1 - total))
+        block = read(min(CHUNK, room + 1 - total))
         if not block:
             break
         spool.write(block)
@@ -243,9 +288,9 @@ def _spool(f: BinaryIO, room: int, offset: int, disksize: int) -> tuple[BinaryIO
 
 def do_write(store, device: str, path: str, offset: int) -> None:
     number, name = resolve(store, device)
-    with _open(store, number, name, write=False) as handle:
+    with _open(store, number, name, write=False, what="write") as handle:
         disksize = handle.zram.config.disksize
-    with _source(path) as f:
+    with _source(path, name) as f:
         length = _regular_length(f)
         if length is None:
             try:
@@ -255,8 +300,9 @@ def do_write(store, device: str, path: str, offset: int) -> None:
         else:
             data = f
         with data if data is not f else _nothing():
-            with _open(store, number, name, write=True) as handle:
-                _write_into(handle, name, data, offset, length)
+            signals = Deferred()
+            with _open(store, number, name, write=True, what="write", signals=signals) as handle:
+                _write_into(handle, name, data, offset, length, signals)
 
 
 @contextmanager
@@ -264,8 +310,27 @@ def _nothing() -> Iterator[None]:
     yield None
 
 
-def _write_into(handle, name: str, data: BinaryIO, offset: int, length: int) -> None:
-    """Check the range first (ENOSPC, nothing written), then copy in chunks, committing as we go."""
+class _CommitFailed(Exception):
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _commit(handle) -> None:
+    try:
+        handle.commit()
+    except OSError as exc:
+        raise _CommitFailed(exc) from None
+
+
+def _write_into(handle, name: str, data: BinaryIO, offset: int, length: int, signals: Deferred) -> None:
+    """Check the range first (ENOSPC, nothing written), then copy in chunks, committing as we go.
+
+    A signal (Ctrl-C) is acted on only between pieces of at most PIECE bytes:
+    what is stored by then is committed, and the message gives that count,
+    which is exact: the device holds the first N bytes of the input and, past
+    them, what it held before.
+    """
     zram = handle.zram
     disksize = zram.config.disksize
     if not zram.initialized or offset + length > disksize:
@@ -276,45 +341,81 @@ def _write_into(handle, name: str, data: BinaryIO, offset: int, length: int) -> 
     view = memoryview(buf)
     try:
         with progress(length, f"write {name}", _ratio(zram)) as advance:
-            while done < length:
+            while done < length and signals.received is None:
                 n = data.readinto(view[: min(CHUNK, length - done)])
                 if not n:
                     break  # the file shrank under us: what was there is written
-                zram.write(offset + done, view[:n])
-                done += n
-                since_commit += n
-                advance(n)
-                if since_commit >= COMMIT_EVERY:
-                    handle.commit()
+                pos = 0
+                while pos < n and signals.received is None:
+                    at = offset + done
+                    step = min(n - pos, PIECE - at % PAGE_SIZE)
+                    zram.write(at, view[pos : pos + step])
+                    pos += step
+                    done += step
+                    since_commit += step
+                    advance(step)
+                if since_commit >= COMMIT_EVERY and signals.received is None:
+                    _commit(handle)
                     committed, since_commit = done, 0
-            handle.commit()
+            _commit(handle)
             committed = done
+    except _CommitFailed as exc:
+        raise _commit_failure(name, exc.error, done, committed, length) from None
     except ZramError as exc:
         done += exc.done
         try:
-            handle.commit()  # what the device stored before the failure stays stored
-            committed = done
-        except OSError:
-            pass
-        raise _partial(name, exc, committed, length) from None
-    except OSError as exc:
-        raise _partial(name, exc, committed, length) from None
-    except KeyboardInterrupt:
-        # Ctrl-C: keep what is stored (as dd leaves what it wrote), and say how much that is.
+            _commit(handle)  # what the device stored before the failure stays stored
+        except _CommitFailed as failed:
+            raise _commit_failure(name, failed.error, done, committed, length, first=exc) from None
+        raise _partial(name, exc, done, length) from None
+    except OSError as exc:  # reading the input failed
         try:
-            handle.commit()
-            committed = done
-        except OSError:
-            pass
-        raise Failure(f"{name}: write: interrupted ({committed} of {length} bytes written and committed)",
-                      code=130) from None
+            _commit(handle)
+        except _CommitFailed as failed:
+            raise _commit_failure(name, failed.error, done, committed, length, first=exc) from None
+        raise _partial(name, exc, done, length) from None
+    if signals.received is not None:
+        # Ctrl-C: keep what is stored (as dd leaves what it wrote), and say exactly how much that is.
+        raise Failure(
+            f"{name}: write: {interrupts.words(signals.received)} "
+            f"({committed} of {length} bytes written and committed)",
+            code=interrupts.exit_code(signals.received),
+        )
 
 
 def _partial(name: str, exc: OSError, committed: int, length: int) -> Failure:
+    """A write that failed midway, after what was stored before the failure was committed."""
     words = exc.strerror or os.strerror(exc.errno or errno.EIO)
     detail = detail_words(exc, words)
     note = f"{committed} of {length} bytes written and committed"
     return Failure(f"{name}: write: {words} ({detail + '; ' if detail else ''}{note})")
+
+
+def _words(exc: OSError) -> tuple[str, str | None]:
+    words = exc.strerror or os.strerror(exc.errno or errno.EIO)
+    return words, detail_words(exc, words)
+
+
+def _commit_failure(
+    name: str, exc: OSError, done: int, committed: int, length: int, first: OSError | None = None
+) -> Failure:
+    """A commit that failed: what it was committing, why (the image's words), and what the
+    device keeps for certain: the first ``committed`` bytes, held by the last commit that succeeded.
+
+    ``first`` is the failure that came before it (a page that could not be stored), if any.
+    """
+    parts = []
+    if first is not None:
+        words, detail = _words(first)
+        if detail:
+            parts.append(detail)
+        commit_words, commit_detail = _words(exc)
+        why: str | None = f"{commit_words}{', ' + commit_detail if commit_detail else ''}"
+    else:
+        words, why = _words(exc)
+    parts.append(f"committing the first {done} of {length} bytes failed{': ' + why if why else ''}")
+    parts.append(f"the last commit holds the first {committed} bytes" if committed else "no commit holds any")
+    return Failure(f"{name}: write: {words} ({'; '.join(parts)})")
 
 
 def _write_all(out: BinaryIO, data: bytes) -> None:
@@ -347,7 +448,8 @@ def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: 
     want = None if length is None else _size(length, "length")
     number, name = resolve(store, device)
     out = sys.stdout.buffer
-    with _open(store, number, name, write=False) as handle:
+    signals = Deferred()
+    with _open(store, number, name, write=False, what="read", signals=signals) as handle:
         zram = handle.zram
         if want is None:
             want = max(zram.config.disksize - start, 0)
@@ -355,16 +457,24 @@ def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: 
         try:
             zram.read(start, 0) if want == 0 else None  # the range checks, also for an empty read
             with progress(want, f"read {name}", _ratio(zram)) as advance:
-                while done < want:
+                while done < want and signals.received is None:
                     n = min(CHUNK, want - done)
-                    _write_all(out, zram.read(start + done, n))
+                    block = zram.read(start + done, n)
+                    with signals.allowed():  # a reader that does not read must not hold up Ctrl-C
+                        _write_all(out, block)
                     done += n
                     advance(n)
         except ZramError as exc:
             if done or exc.done:
                 exc.detail = f"{exc.detail + '; ' if exc.detail else ''}{done + exc.done} bytes read before"
             raise
-    out.flush()
+        with signals.allowed(stop_now=False):
+            out.flush()
+        if signals.received is not None:
+            raise Failure(
+                f"{name}: read: {interrupts.words(signals.received)} ({done} of {want} bytes copied)",
+                code=interrupts.exit_code(signals.received),
+            )
 
 
 @app.command("discard", help="Free the whole pages of a range of DEVICE ([i]blkdiscard[/i]).")
@@ -374,7 +484,7 @@ def discard_cmd(device: Device, offset: Offset = "0", length: Length = None, roo
     start = _size(offset, "offset")
     want = None if length is None else _size(length, "length")
     number, name = resolve(store, device)
-    with _open(store, number, name, write=True) as handle:
+    with _open(store, number, name, write=True, what="discard") as handle:
         zram = handle.zram
         if want is None:
             want = max(zram.config.disksize - start, 0)
@@ -394,7 +504,7 @@ def attr_cmd(
 ) -> None:
     store = _store(root)
     number, dev = resolve(store, device)
-    with _open(store, number, dev, write=value is not None) as handle:
+    with _open(store, number, dev, write=value is not None, what=name) as handle:
         if value is None:
             sys.stdout.write(sysfs.show(handle.zram, name))
         else:
@@ -413,7 +523,7 @@ def stat_cmd(
 
     store = _store(root)
     number, name = resolve(store, device)
-    with _open(store, number, name, write=False) as handle:
+    with _open(store, number, name, write=False, what="stat") as handle:
         report = device_report(handle.zram)
     print_report(name, report, as_json=json)
 
@@ -423,7 +533,7 @@ def stat_cmd(
 def compact_cmd(device: Device, root: Root = None) -> None:
     store = _store(root)
     number, name = resolve(store, device)
-    with _open(store, number, name, write=True) as handle:
+    with _open(store, number, name, write=True, what="compact") as handle:
         handle.zram.compact()
 
 
@@ -431,11 +541,13 @@ def compact_cmd(device: Device, root: Root = None) -> None:
 @_verb
 def hot_add_cmd(root: Root = None) -> None:
     store = _store(root)
-    try:
-        number = store.hot_add()
-    except OSError as exc:
-        raise Failure(f"hot_add: {error_words(exc)}") from None
+    with Deferred() as signals:  # a device is added whole, or not at all
+        try:
+            number = store.hot_add()
+        except OSError as exc:
+            raise Failure(f"hot_add: {error_words(exc)}") from None
     sys.stdout.write(f"{device_name(number)}\n")
+    signals.check()
 
 
 @app.command("hot-remove", help="Remove a device and its image ([i]echo N > zram-control/hot_remove[/i]).")
@@ -443,10 +555,12 @@ def hot_add_cmd(root: Root = None) -> None:
 def hot_remove_cmd(device: Device, root: Root = None) -> None:
     store = _store(root)
     number, name = resolve(store, device)
-    try:
-        store.hot_remove(number)
-    except OSError as exc:
-        raise device_failure(name, exc, "hot_remove") from None
+    with Deferred() as signals:
+        try:
+            store.hot_remove(number)
+        except OSError as exc:
+            raise device_failure(name, exc, "hot_remove") from None
+    signals.check()
 
 
 @app.command("check", help="Verify DEVICE's image; print each problem on a line; exit 1 if there is any.")
