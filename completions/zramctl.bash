@@ -58,7 +58,7 @@ _zramctl_module()
 {
 	local cur prev i word verb="" first=0 nargs=0 atfirst=1
 	local VERBS="write read discard attr stat compact hot-add hot-remove check"
-	local ALGORITHMS="lzo lz4 lz4hc zstd deflate"
+	local ALGORITHMS="lzo-rle lzo lz4 lz4hc zstd deflate"
 	local COLUMNS="NAME DISKSIZE DATA COMPR ALGORITHM STREAMS ZERO-PAGES TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT"
 	local ATTRIBUTES="disksize initstate reset max_comp_streams compat comp_algorithm algorithm_params mm_stat io_stat debug_stat mem_limit mem_used_max compact num_reads num_writes invalid_io notify_free zero_pages orig_data_size compr_data_size mem_used_total"
 	local COMPATS="3.11 6.18"

@@ -108,7 +108,7 @@ end
 complete -c zramctl -f
 
 # util-linux zramctl's options (no verb)
-complete -c zramctl -n __zramctl_no_verb -s a -l algorithm -x -a 'lzo lz4 lz4hc zstd deflate' -d 'compression algorithm to use'
+complete -c zramctl -n __zramctl_no_verb -s a -l algorithm -x -a 'lzo-rle lzo lz4 lz4hc zstd deflate' -d 'compression algorithm to use'
 complete -c zramctl -n __zramctl_no_verb -s p -l algorithm-params -x -d 'algorithm parameters to use'
 complete -c zramctl -n __zramctl_no_verb -s b -l bytes -d 'print sizes in bytes, not in human-readable form'
 complete -c zramctl -n __zramctl_no_verb -s f -l find -d 'find a free device'

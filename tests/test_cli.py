@@ -197,10 +197,10 @@ def test_named_uninitialised_device_gets_a_row(root, capsys):
     assert (rc, out) == (
         0,
         "NAME  ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT\n"
-        "zram0 lzo             0B   0B    0B    0B       1 \n",
+        "zram0 lzo-rle         0B   0B    0B    0B       1 \n",
     )
     assert run(capsys, "/dev/zram0", "--raw", "-b")[1] == (
-        "NAME ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT\nzram0 lzo 0 0 0 0 1 \n"
+        "NAME ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT\nzram0 lzo-rle 0 0 0 0 1 \n"
     )
 
 
@@ -219,7 +219,7 @@ def test_find_hot_adds_and_sets_up(root, capsys):
     assert run(capsys, "--find", "--size", "1M") == (0, "zram0\n", "")
     assert run(capsys, "-f", "-s", "2M", "-a", "zstd", "-t", "3") == (0, "zram1\n", "")
     rc, out, _ = run(capsys, "-b", "--raw", "-n", "-o", "NAME,DISKSIZE,ALGORITHM,STREAMS")
-    assert out == "zram0 1048576 lzo 1\nzram1 2097152 zstd 3\n"
+    assert out == "zram0 1048576 lzo-rle 1\nzram1 2097152 zstd 3\n"
 
 
 def test_find_reports_when_no_device_can_be_added(tmp_path, capsys, monkeypatch):

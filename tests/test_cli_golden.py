@@ -143,7 +143,7 @@ zram3 8388608 40960 40960  1 5 40960    1.0000 $
 """),
     ("zram2",): g("""\
 NAME  ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT$
-zram2 lzo             0B   0B    0B    0B       1 $
+zram2 lzo-rle         0B   0B    0B    0B       1 $
 """),
     ("/dev/zram0", "-o", "NAME,NAME,MIGRATED"): g("""\
 NAME  NAME  MIGRATED$

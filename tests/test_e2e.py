@@ -185,7 +185,7 @@ def test_read_range_errors(env):
 def test_attr_reads_and_writes_like_sysfs(env):
     out(env, "-f", "-s", "8M", "-a", "zstd")
     assert out(env, "attr", "zram0", "disksize") == f"{8 << 20}\n"
-    assert out(env, "attr", "zram0", "comp_algorithm") == "lzo lz4 lz4hc [zstd] deflate \n"
+    assert out(env, "attr", "zram0", "comp_algorithm") == "lzo-rle lzo lz4 lz4hc [zstd] deflate \n"
     assert out(env, "attr", "zram0", "initstate") == "1\n"
     busy = "zramctl: zram0: disksize: Device or resource busy\n"
     assert err(env, "attr", "zram0", "disksize", "1G") == busy

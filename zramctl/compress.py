@@ -2,11 +2,29 @@
 
 Each backend is a pure function of the page (no shared state), so a write can
 later compress pages on several workers while allocation stays in order.
-Libraries, not hand-written code: python-lzo (LZO1X-1, the kernel's ``lzo``),
-lz4 (block format, no size prefix), zstandard, and zlib for raw deflate.
-The kernel also names ``lzo-rle`` and ``842``; there is no Python
-implementation of either that matches the kernel's bytes, so selecting them
-fails with EINVAL and says why.
+
+Which bytes each gives, against the kernel's (the lengths decide every counter):
+
+* ``lzo-rle``, ``lzo``, ``lz4``: the compiled module ``zramctl._kcomp``, written here
+  to emit exactly the kernel's bytes (``kcomp_ref.py`` is its readable reference).
+  lzo and lzo-rle are decoded by its bounds-checked decoder, lz4 by the lz4 package.
+  Images written by the earlier python-lzo / lz4.block compressors still read: any
+  valid stream decodes.
+* ``zstd``: zstandard >= 0.24 (zstd 1.5.7, as kernels >= 6.15) at the kernel's
+  default level 3 with the content size written: the kernel's bytes.
+* ``deflate``: zlib, raw, level 6, a 2^11 window and memLevel 9 (backend_deflate):
+  the kernel's bytes with zlib itself (a Python linked to zlib-ng would differ).
+* ``lz4hc``: the lz4 package at level 9: about 0.05% smaller than the kernel's
+  LZ4 1.7.3 HC on real data, not exact.
+* ``842``: refused; there is no user-space implementation.
+
+There is no fallback: if the compiled module is missing, choosing one of its
+algorithms fails and says how to build it.
+
+Levels (``algorithm_params level=``) are checked when the device is set up, as
+the kernel's backends do it: lz4 takes any level as its acceleration (below 1
+is 1); lz4hc clamps to its range; zstd clamps, as ``zstd_get_params`` does; deflate
+refuses anything outside -1..9, as ``zlib_deflateInit2`` does (EINVAL on disksize).
 """
 
 from __future__ import annotations
@@ -21,9 +39,19 @@ from .profiles import PAGE_SIZE
 # Every algorithm the kernel's zcomp knows, in backends[] order.
 KERNEL_ORDER = ("lzo-rle", "lzo", "lz4", "lz4hc", "zstd", "deflate", "842")
 UNAVAILABLE = {
-    "lzo-rle": "lzo-rle has no user-space implementation; lzo is the same without run-length encoding",
     "842": "842 has no user-space implementation",
 }
+
+# zstd clamps a level into [ZSTD_minCLevel(), ZSTD_maxCLevel()] (ZSTD_getCParams).
+ZSTD_MIN_LEVEL, ZSTD_MAX_LEVEL, ZSTD_DEFAULT_LEVEL = -(1 << 17), 22, 3
+# zlib: Z_DEFAULT_COMPRESSION (-1, meaning 6) and 0..9; deflateInit2 refuses the rest.
+DEFLATE_LEVELS = range(-1, 10)
+DEFLATE_DEFAULT_LEVEL, DEFLATE_WINBITS, DEFLATE_MEMLEVEL = 6, 11, 9
+# LZ4HC 1.7.3: below 1 means the default 9; the lz4 package's HC stops at 12.
+LZ4HC_DEFAULT_LEVEL, LZ4HC_MAX_LEVEL = 9, 12
+# LZ4 acceleration: below 1 is 1; any value from 4096 up skips a whole page at the
+# second probe, so clamping keeps the bytes while the C code's counter cannot overflow.
+LZ4_MAX_ACCELERATION = 65537
 
 
 class CompressionError(Exception):
@@ -43,32 +71,49 @@ class Backend:
     decompress: Callable[[bytes], bytes]
 
 
-def _lzo(level: int | None) -> Backend:
-    import lzo
+def _kcomp():  # noqa: ANN202 - a C module
+    """The compiled module, or a clear error: never a silent, inexact stand-in."""
+    try:
+        from . import _kcomp
+    except ImportError as exc:
+        raise ImportError(
+            "zramctl._kcomp (the kernel's lzo, lzo-rle and lz4) is not built: "
+            "reinstall zramctl with a C compiler (pip install .)"
+        ) from exc
+    return _kcomp
 
-    def compress(page: bytes) -> bytes:
-        return lzo.compress(page, 1, False)
+
+def _lzo(level: int | None, rle: bool) -> Backend:
+    k = _kcomp()
+    compress = k.lzorle1x_1_compress if rle else k.lzo1x_1_compress
+    decode = k.lzo_decompress
 
     def decompress(data: bytes) -> bytes:
-        return lzo.decompress(data, False, PAGE_SIZE)
+        return decode(data, PAGE_SIZE)
 
-    return Backend("lzo", compress, decompress)
+    return Backend("lzo-rle" if rle else "lzo", compress, decompress)
 
 
 def _lz4(level: int | None, hc: bool) -> Backend:
     import lz4.block
 
     if hc:
-        lvl = 9 if level is None else level  # LZ4HC_DEFAULT_CLEVEL
+        lvl = LZ4HC_DEFAULT_LEVEL if level is None or level < 1 else min(level, LZ4HC_MAX_LEVEL)
 
         def compress(page: bytes) -> bytes:
             return lz4.block.compress(page, mode="high_compression", compression=lvl, store_size=False)
 
     else:
-        accel = 1 if level is None else max(1, level)  # the kernel passes level as acceleration
+        k = _kcomp()
+        # backend_lz4 passes the level as LZ4_compress_fast's acceleration.
+        accel = 1 if level is None else max(1, min(level, LZ4_MAX_ACCELERATION))
+        kernel_lz4 = k.lz4_compress
+        if accel == 1:
+            compress = kernel_lz4
+        else:
 
-        def compress(page: bytes) -> bytes:
-            return lz4.block.compress(page, mode="fast", acceleration=accel, store_size=False)
+            def compress(page: bytes) -> bytes:
+                return kernel_lz4(page, accel)
 
     def decompress(data: bytes) -> bytes:
         return lz4.block.decompress(data, PAGE_SIZE)  # uncompressed_size, positional: faster
@@ -79,7 +124,8 @@ def _lz4(level: int | None, hc: bool) -> Backend:
 def _zstd(level: int | None) -> Backend:
     import zstandard
 
-    cctx = zstandard.ZstdCompressor(level=3 if level is None else level, write_content_size=True)
+    lvl = ZSTD_DEFAULT_LEVEL if level is None else max(ZSTD_MIN_LEVEL, min(level, ZSTD_MAX_LEVEL))
+    cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=True)
     dctx = zstandard.ZstdDecompressor()
 
     def compress(page: bytes) -> bytes:
@@ -92,21 +138,24 @@ def _zstd(level: int | None) -> Backend:
 
 
 def _deflate(level: int | None) -> Backend:
-    # backend_deflate: Z_DEFAULT_COMPRESSION, raw stream, 2^11 window, memLevel 9.
-    lvl = -1 if level is None else level
+    # backend_deflate: Z_DEFAULT_COMPRESSION (= 6), raw stream, 2^11 window, memLevel 9.
+    lvl = DEFLATE_DEFAULT_LEVEL if level is None or level == -1 else level
+    if lvl not in DEFLATE_LEVELS:
+        raise CompressionError(errno.EINVAL, f"deflate level {level} is not in -1..9")
 
     def compress(page: bytes) -> bytes:
-        c = zlib.compressobj(lvl, zlib.DEFLATED, -11, 9)
+        c = zlib.compressobj(lvl, zlib.DEFLATED, -DEFLATE_WINBITS, DEFLATE_MEMLEVEL)
         return c.compress(page) + c.flush()
 
     def decompress(data: bytes) -> bytes:
-        return zlib.decompress(data, -11, PAGE_SIZE)
+        return zlib.decompress(data, -DEFLATE_WINBITS, PAGE_SIZE)
 
     return Backend("deflate", compress, decompress)
 
 
 _FACTORIES: dict[str, Callable[[int | None], Backend]] = {
-    "lzo": _lzo,
+    "lzo-rle": lambda level: _lzo(level, True),
+    "lzo": lambda level: _lzo(level, False),
     "lz4": lambda level: _lz4(level, False),
     "lz4hc": lambda level: _lz4(level, True),
     "zstd": _zstd,
@@ -126,7 +175,7 @@ def check_algorithm(name: str) -> None:
 
 
 def get_backend(name: str, level: int | None = None) -> Backend:
-    """A ready backend for ``name`` (EINVAL for unknown or unavailable ones)."""
+    """A ready backend for ``name`` (EINVAL for unknown or unavailable ones, or a level it refuses)."""
     check_algorithm(name)
     return _FACTORIES[name](level)
 

@@ -74,7 +74,8 @@ class ZramConfig:
     compat: str = DEFAULT_PROFILE
     disksize: int = 0
     """Bytes, page aligned; 0 = not initialised."""
-    comp_algorithm: str = "lzo"
+    comp_algorithm: str = get_profile(DEFAULT_PROFILE).default_algorithm
+    """A fresh device's is its profile's default (sysfs' compat store sets it again)."""
     algorithm_level: int | None = None
     """``level=`` from algorithm_params, applied at the next init."""
     limit_pages: int = 0
@@ -186,6 +187,10 @@ class Zram:
         if self.initialized:
             raise ZramError(errno.EBUSY, "disksize")
         check_algorithm(self.config.comp_algorithm)
+        try:  # a level the backend refuses fails here, as zcomp_create does, never at a write
+            get_backend(self.config.comp_algorithm, self.config.algorithm_level)
+        except CompressionError as exc:
+            raise ZramError(exc.errno, "disksize", str(exc)) from None
         self.config.disksize = -(-disksize // PAGE_SIZE) * PAGE_SIZE
         self._backend = None
         self._create_pool()
@@ -406,14 +411,26 @@ class Zram:
                 return 0
             n -= PAGE_SIZE - in_page
             index += 1
-        count = 0
-        while n >= PAGE_SIZE:
-            self._free_page(index)
-            self.stats.notify_free += 1
-            count += 1
-            index += 1
-            n -= PAGE_SIZE
+        count = n // PAGE_SIZE
+        for i in self._stored_in(index, index + count):
+            self._free_page(i)
+        self.stats.notify_free += count
         return count
+
+    def _stored_in(self, first: int, end: int) -> list[int]:
+        """Indices ``first <= i < end`` that hold an entry, ascending: what discard must free.
+
+        O(what is stored there), not O(end - first), so that discarding a whole
+        16 TiB device is instant: an image's table walks only the leaves that
+        exist (``present``); a dict is filtered by whichever side is smaller.
+        """
+        table = self.table
+        present = getattr(table, "present", None)
+        if present is not None:
+            return present(first, end)
+        if len(table) < end - first:
+            return sorted(i for i in table if first <= i < end)
+        return [i for i in range(first, end) if i in table]
 
     def compact(self) -> int:
         """zs_compact() through the ``compact`` attribute; pages freed."""

@@ -92,7 +92,7 @@ def _match_length(src: bytes, ip: int, m_pos: int, ip_end: int) -> int:
                 return m_len
             if v:
                 break
-    return m_len + ((((v & -v).bit_length() - 1)) >> 3)
+    return m_len + (((v & -v).bit_length() - 1) >> 3)
 
 
 def _emit_match(out: bytearray, m_len: int, m_off: int) -> None:

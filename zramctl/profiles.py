@@ -46,6 +46,10 @@ class Profile:
     mem_limit: bool
     """mem_limit and mem_used_max exist (3.18+): checked after each allocation."""
     default_algorithm: str
+    """The algorithm a fresh device starts with.  6.18: ``lzo-rle``, the Kconfig default
+    (CONFIG_ZRAM_DEF_COMP_LZORLE) since 5.1.  3.11: ``lzo``; the 2013 driver calls
+    ``lzo1x_1_compress``, which is byte for byte today's ``lzo`` (same LZO1X-1, 2^13 dictionary;
+    only lzo-rle was added beside it), so a 3.11 device uses the very same compressor."""
 
     @property
     def max_zpage_size(self) -> int:
@@ -80,7 +84,7 @@ MODERN = Profile(
     free_old_first=False,
     compaction=True,
     mem_limit=True,
-    default_algorithm="lzo",
+    default_algorithm="lzo-rle",
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (LEGACY, MODERN)}

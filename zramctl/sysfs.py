@@ -64,6 +64,23 @@ def kstrtoul(text: str, base: int = 10, bits: int = 64) -> int:
     return value
 
 
+def _kstrtoint(text: str) -> int:
+    """kstrtoint(): a signed 32-bit decimal; EINVAL if not a number, ERANGE if out of range."""
+    s = text[:-1] if text.endswith("\n") else text
+    negative = s.startswith("-")
+    digits = s[1:] if negative else s
+    try:
+        if digits.startswith("+" if negative else "\n") or digits.endswith("\n"):
+            raise ValueError(errno.EINVAL)  # "-+5" and a second newline: kstrtoll refuses them
+        value = kstrtoul(digits, bits=32)
+    except ValueError as exc:
+        raise ZramError(exc.args[0], "algorithm_params", "level must be a 32-bit integer") from None
+    value = -value if negative else value
+    if not -(1 << 31) <= value < (1 << 31):
+        raise ZramError(errno.ERANGE, "algorithm_params", "level must be a 32-bit integer")
+    return value
+
+
 # --- the modern attributes ------------------------------------------------
 
 MM_STAT_FIELDS = (
@@ -173,7 +190,7 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
             raise ZramError(errno.EINVAL, "algorithm_params", f"{token!r} needs a value")
         try:
             if key == "level":
-                level = int(val)
+                level = _kstrtoint(val)
             elif key == "priority":
                 if int(val) != 0:
                     raise ZramError(
@@ -208,8 +225,7 @@ def _store_compat(z: Zram, value: str) -> None:
     if z.initialized:
         raise ZramError(errno.EBUSY, "compat")
     z.config.compat = name
-    if name == "3.11":
-        z.config.comp_algorithm = "lzo"
+    z.config.comp_algorithm = PROFILES[name].default_algorithm
 
 
 # --- the 2013 per-value files ---------------------------------------------
