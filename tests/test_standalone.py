@@ -100,6 +100,16 @@ def test_no_file_refers_to_a_directory_beside_the_repository():
     assert not found, "the project must not use the workspace beside it:\n" + "\n".join(found)
 
 
+def test_the_python_tools_are_ruff_clean():
+    """``make test`` lints zramctl, tests and benchmarks; the tools, scripts without .py, are named here."""
+    pytest.importorskip("ruff")
+    tools = [REPO / "tools" / name for name in ("corpus.py", "kernel-oracle", "make-corpus")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", *map(str, tools)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --------------------------------------------------------------------------
 # make-corpus
 
