@@ -478,12 +478,21 @@ def _run(args: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one zramctl command; return its exit status (never raise, never print a traceback)."""
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
+    """Run one zramctl command; return its exit status (never raise, never print a traceback).
+
+    ``exiting``: the process ends when this returns (the installed command).  Then
+    SIGINT/SIGTERM/SIGHUP are blocked on the way out instead of given back their handlers,
+    so that one arriving after the work is done cannot turn a finished command into one
+    killed by the signal (Python sets them to SIG_DFL while it shuts down).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file size limit becomes EFBIG
+    from .interrupts import block_signals, restore_handlers, saved_handlers
+
     saved = sys.stdout
+    handlers = saved_handlers()
     try:
         _prepare_streams()
         code = _run(args)
@@ -507,8 +516,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         sys.stdout = saved
+        if exiting:
+            block_signals()
+        else:
+            restore_handlers(handlers)
 
 
 def entry() -> None:
-    """``python -m zramctl``."""
-    sys.exit(main())
+    """The installed ``zramctl`` command and ``python -m zramctl``."""
+    try:
+        code = main(exiting=True)
+    except KeyboardInterrupt:  # in the instant before main() blocked the signals
+        code = 128 + signal.SIGINT
+    sys.exit(code)

@@ -53,9 +53,13 @@ def words(signum: int) -> str:
 class Deferred:
     """Record SIGINT/SIGTERM/SIGHUP while entered; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, linger: bool = False) -> None:
         self.received: int | None = None
         """The first signal that arrived, or None."""
+        self.linger = linger
+        """Leave the recording handlers in place after a clean exit: for a command whose work is
+        done and committed, a signal in its last moments must not make it look interrupted.
+        ``saved_handlers``/``restore_handlers`` around the whole command put them back."""
         self._raising = False
         self._saved: dict[int, Any] = {}
 
@@ -77,6 +81,9 @@ class Deferred:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self.linger and self.received is None:
+            self._saved = {}
+            return
         self._restore()
 
     def _restore(self) -> None:
@@ -110,3 +117,27 @@ class Deferred:
         """Stop now (``Interrupted``) if a signal was received: for points where nothing is pending."""
         if self.received is not None:
             raise Interrupted(self.received)
+
+
+def saved_handlers() -> dict[int, Any]:
+    """The current handlers of SIGNALS, for ``restore_handlers`` when the command ends."""
+    try:
+        return {sig: signal.getsignal(sig) for sig in SIGNALS}
+    except ValueError:
+        return {}
+
+
+def restore_handlers(saved: dict[int, Any]) -> None:
+    for sig, handler in saved.items():
+        try:
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        except ValueError:  # not the main thread
+            return
+
+
+def block_signals() -> None:
+    """Block SIGNALS for the rest of the process (one arriving is discarded when it exits)."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    except (AttributeError, OSError, ValueError):  # a platform without it
+        pass

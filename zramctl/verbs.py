@@ -127,10 +127,12 @@ def _open(
     interrupts.py): a body that can stop early looks at ``signals.received``
     between pages; one that cannot runs to its end.  A signal that was recorded
     and not already acted on by the body ends the command after the close, with
-    ``<what>: interrupted`` and exit 128 + the signal.
+    ``<what>: interrupted`` and exit 128 + the signal (except for ``write``, whose
+    body reports a signal with its count; one arriving after that has nothing
+    left to stop).
     """
     if signals is None:
-        signals = Deferred() if write else _NotDeferred()
+        signals = Deferred(linger=True) if write else _NotDeferred()
     with signals:
         with signals.allowed():  # waiting for the lock, recovering, loading: a signal stops at once
             try:
@@ -142,7 +144,7 @@ def _open(
                 yield handle
         except ZramError as exc:
             raise device_failure(name, exc) from None
-    if signals.received is not None:
+    if signals.received is not None and what != "write":  # write says it itself, with its count
         said = interrupts.words(signals.received)
         kept = "committed" if write else "done"
         raise Failure(
@@ -300,7 +302,7 @@ def do_write(store, device: str, path: str, offset: int) -> None:
         else:
             data = f
         with data if data is not f else _nothing():
-            signals = Deferred()
+            signals = Deferred(linger=True)
             with _open(store, number, name, write=True, what="write", signals=signals) as handle:
                 _write_into(handle, name, data, offset, length, signals)
 
