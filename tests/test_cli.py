@@ -226,7 +226,11 @@ def test_find_reports_when_no_device_can_be_added(tmp_path, capsys, monkeypatch)
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("ZRAMCTL_ROOT", str(blocker / "root"))
-    assert run(capsys, "-f") == (1, "", "zramctl: no free zram device found\n")
+    # The root cannot be made: said as such, not as "no free zram device found" (issue 7).
+    message = f"zramctl: {blocker / 'root'}: cannot create the device directory: Not a directory\n"
+    assert run(capsys, "-f") == (1, "", message)
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(blocker))
+    assert run(capsys, "-f") == (1, "", f"zramctl: {blocker}: not a directory\n")
 
 
 def test_setup_order_is_reset_compat_streams_algorithm_params_disksize(root, capsys, monkeypatch):

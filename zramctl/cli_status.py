@@ -104,18 +104,56 @@ def _open(store, number: int, name: str, *, write: bool, doing: str | None = Non
 # --- find, create, reset ------------------------------------------------------------
 
 
+def _hot_add(store) -> int:
+    """hot_add for -f: a bad root in its own words; any other failure as util-linux words it."""
+    from .store import RootError
+
+    try:
+        return store.hot_add()
+    except RootError as exc:
+        raise Failure(str(exc)) from None
+    except OSError as exc:
+        raise Failure(f"no free zram device found ({error_words(exc)})") from None
+
+
 def find_free(store) -> int:
-    """find_free_zram(): the first device with disksize 0, hot-adding one where a number is missing."""
+    """find_free_zram(): the first device with disksize 0, hot-adding one where a number is missing.
+
+    Only a guess when another -f runs at the same time: ``claim_free`` is what set-up uses.
+    """
     number = 0
     while True:
         if not store.exists(number):
-            try:
-                number = store.hot_add()
-            except OSError:
-                raise Failure("no free zram device found") from None
+            number = _hot_add(store)
         with _open(store, number, device_name(number), write=False) as handle:
             if not handle.zram.initialized:
                 return number
+        number += 1
+
+
+def claim_free(store):
+    """The first free device (disksize 0), open for writing: (number, handle).
+
+    The choice is checked under the exclusive lock, so two concurrent ``-f``
+    never get the same device: whoever locks a device second finds it set up
+    and moves on to the next number.
+    """
+    number = 0
+    while True:
+        if not store.exists(number):
+            number = _hot_add(store)
+        name = device_name(number)
+        try:
+            handle = store.open(number, write=True, timeout=LOCK_WAIT)
+        except ZramError as exc:
+            if exc.errno == errno.ENODEV:  # removed since we looked: look again
+                continue
+            raise device_failure(name, exc, "failed to lock") from None
+        except OSError as exc:
+            raise device_failure(name, exc, "failed to lock") from None
+        if not handle.zram.initialized:
+            return number, handle
+        handle.close()
         number += 1
 
 
@@ -132,13 +170,14 @@ def create(store, opts: Options) -> int:
     """Set a device up: reset, (compat), streams, algorithm, params, disksize; the first failure stops."""
     assert opts.size is not None
     if opts.find:
-        number = find_free(store)
+        number, claimed = claim_free(store)
         name = device_name(number)
     elif not opts.devices:
         raise Failure("no device specified")
     else:
         number, name = resolve(store, opts.devices[0])
-    with _open(store, number, name, write=True, doing="failed to lock") as handle:
+        claimed = _open(store, number, name, write=True, doing="failed to lock")
+    with claimed as handle:
         zram = handle.zram
         try:
             _set(zram, name, "reset", "1", "failed to reset")
@@ -192,9 +231,9 @@ def reset(store, opts: Options) -> int:
 
 
 def run(opts: Options, root: str | None) -> int:
-    from .store import Store
+    from .cli import open_store
 
-    store = Store(root)
+    store = open_store(root)
     action = opts.action
     if action == "status":
         return status(store, opts)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 
 from .device import Backing, Zram, ZramConfig, ZramError, ZramStats
 from .image_format import (
@@ -71,7 +70,9 @@ from .image_io import (
     LogRecord,
     apply_records,
     clear_log,
+    hole_ranges,
     io_error,
+    punch_hole,
     recover,
     wal_pending,
     write_log,
@@ -136,11 +137,14 @@ def _restore_pool(pool: Pool, header: Header, records: list[ClassRecord]) -> Non
 class Image:
     """An open image: ``zram`` works on it lazily; ``commit()`` makes its changes durable.
 
-    Takes ownership of ``fd`` (already locked by the store); ``close()``
-    closes it, which releases the lock.
+    Takes ownership of ``fd`` (already locked by the store) and of ``wal``, the
+    open commit log (None for a reader where there is none); ``close()``
+    closes both, which releases the lock.
     """
 
-    def __init__(self, fd: int, wal: Path, *, writable: bool, crash: CrashPoints, name: str) -> None:
+    def __init__(self, fd: int, wal: int | None, *, writable: bool, crash: CrashPoints, name: str) -> None:
+        if writable and wal is None:
+            raise ValueError("a writable image needs its commit log")
         self.file = BlockFile(fd, crash)
         self.wal = wal
         self.name = name
@@ -164,7 +168,7 @@ class Image:
         return pool.classes if pool is not None else []
 
     @staticmethod
-    def recover(fd: int, wal: Path, crash: CrashPoints) -> bool:
+    def recover(fd: int, wal: int, crash: CrashPoints) -> bool:
         """Complete (or discard) an interrupted commit; the caller holds the exclusive lock."""
         return recover(fd, wal, crash)
 
@@ -235,8 +239,11 @@ class Image:
         records += [LogRecord(WAL_BLOCK, b, blocks[b]) for b in sorted(blocks)]
         records += [LogRecord(WAL_PUNCH, b) for b in punch]
         records.append(LogRecord(WAL_SHRINK, st.extent_count * EXTENT_SIZE))
+        assert self.wal is not None
+        reserved: list[tuple[int, int]] = []
+        size = self.file.size()
         try:
-            self._preallocate(sorted(blocks))
+            self._preallocate(sorted(blocks), reserved)
             write_log(self.wal, h.txid, records, self.file.crash)
         except OSError as exc:
             self.broken = "an earlier commit failed; reopen the device"
@@ -244,7 +251,9 @@ class Image:
                 clear_log(self.wal, self.file.crash)
             except OSError:
                 pass
-            raise io_error(exc, "commit", "nothing was committed; the last commit is intact") from None
+            self._give_back(reserved, size)
+            detail = "the last commit is intact; what came after it was not kept"
+            raise io_error(exc, "commit", detail) from None
         try:
             apply_records(self.file, records)
             clear_log(self.wal, self.file.crash)
@@ -253,20 +262,43 @@ class Image:
             raise io_error(exc, "commit", "committed to the log; completed at the next open") from None
         self._committed(h, blocks)
 
-    def _preallocate(self, blocks: list[int]) -> None:
+    def _preallocate(self, blocks: list[int], reserved: list[tuple[int, int]]) -> None:
         """Reserve the space of every block about to be written, before anything is committed.
 
         So ENOSPC and EFBIG (a file-size limit) come now, while the last commit
-        is intact, and never while blocks are being written in place.
+        is intact, and never while blocks are being written in place.  Each
+        hole of the committed file that is about to be reserved is added to
+        ``reserved`` (byte ranges) *before* the reservation, so that a failure
+        can give exactly those back (``_give_back``).
         """
+        size = self.file.size()
         start = prev = -2
         for b in blocks + [-1]:
             if b == prev + 1:
                 prev = b
                 continue
             if start >= 0:
+                lo, hi = start * BLOCK_SIZE, (prev + 1) * BLOCK_SIZE
+                if lo < size:
+                    reserved += hole_ranges(self.file.fd, lo, min(hi, size))
                 self.file.allocate(start, prev - start + 1)
             start = prev = b
+
+    def _give_back(self, reserved: list[tuple[int, int]], size: int) -> None:
+        """After a failed commit: free the space it reserved, so the device works once space returns.
+
+        The committed file is ``size`` bytes long: what lies past it is cut off;
+        the holes inside it that were reserved are punched again.  Neither holds
+        anything committed (a hole reads as zeros before and after).  Best
+        effort: the commit's own error is what the user is told.
+        """
+        try:
+            if self.file.size() > size:
+                os.ftruncate(self.file.fd, size)
+            for lo, hi in reserved:
+                punch_hole(self.file.fd, lo, hi - lo)
+        except OSError:
+            pass
 
     def _committed(self, h: Header, blocks: dict[int, bytes | bytearray]) -> None:
         st = self.state
@@ -285,6 +317,9 @@ class Image:
 
     def close(self) -> None:
         """Close the file (releasing the lock); uncommitted changes are dropped with it."""
+        if self.wal is not None:
+            wal, self.wal = self.wal, None
+            os.close(wal)
         if self.file.fd >= 0:
             fd, self.file.fd = self.file.fd, -1
             os.close(fd)

@@ -21,6 +21,7 @@ import ctypes.util
 import errno
 import os
 import signal
+import stat
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -46,6 +47,12 @@ WAL_COMMIT = 4
 """The transaction is complete: ``arg`` records precede this one."""
 # Records per write(2) while streaming the log: bounds memory at about 1 MiB.
 WAL_CHUNK = 256
+# Bytes per read(2) while streaming the log back (recovery): also about 1 MiB, whatever the log's length.
+WAL_READ = WAL_CHUNK * (WAL_RECORD.size + BLOCK_SIZE)
+
+Log = Path | int
+"""The commit log: an fd the store opened (relative to its directory, never through a symlink),
+or a path (tools and tests), which is then opened with O_NOFOLLOW."""
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -105,6 +112,68 @@ def io_error(exc: OSError, what: str, detail: str) -> ZramError:
     """A host I/O failure as a ZramError: ENOSPC/EFBIG/EIO keep their errno (strerror says it)."""
     code = exc.errno if exc.errno is not None else errno.EIO
     return ZramError(code, what, detail)
+
+
+def open_regular(name: str | Path, flags: int, *, dir_fd: int | None = None, what: str = "open") -> int:
+    """Open a store file without following a symlink, and only if it is a regular file.
+
+    ``name`` is relative to ``dir_fd`` (the store's directory) when given.  A
+    symbolic link, a FIFO, a device or a directory at the name is refused in
+    words: a file the store did not make is never read, written or truncated.
+    O_NONBLOCK keeps a planted FIFO from blocking the open; it is cleared after.
+    """
+    shown = os.fspath(name) if dir_fd is None else os.path.basename(name)
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ZramError(errno.ELOOP, what, f"{shown} is a symbolic link; refusing to follow it") from None
+        if exc.errno == errno.EISDIR:
+            words = f"{shown} is not a regular file; refusing to use it"
+            raise ZramError(errno.EISDIR, what, words) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ZramError(errno.EINVAL, what, f"{shown} is not a regular file; refusing to use it")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_log(log: Log, flags: int) -> tuple[int, bool]:
+    """(fd, whether we opened it and must close it)."""
+    if isinstance(log, int):
+        return log, False
+    return open_regular(log, flags), True
+
+
+def hole_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The byte ranges within [start, end) that are holes (SEEK_DATA/SEEK_HOLE).
+
+    Where the file system cannot tell, everything counts as data: no holes.
+    """
+    out: list[tuple[int, int]] = []
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no data after pos
+                return []
+            data = end
+        data = min(data, end)
+        if data > pos:
+            out.append((pos, data))
+        if data >= end:
+            break
+        try:
+            pos = os.lseek(fd, data, os.SEEK_HOLE)
+        except OSError:
+            break
+    return out
 
 
 class BlockFile:
@@ -181,22 +250,25 @@ def _record(kind: int, txid: int, arg: int, data: Buffer, prev: int) -> tuple[by
     return head + crc.to_bytes(4, "little"), crc
 
 
-def wal_pending(path: Path) -> bool:
+def wal_pending(log: Log | None) -> bool:
     """Whether a log is waiting to be replayed or discarded (a non-empty zramN.wal)."""
+    if log is None:
+        return False
     try:
-        return os.stat(path).st_size > 0
+        st = os.fstat(log) if isinstance(log, int) else os.stat(log, follow_symlinks=False)
     except FileNotFoundError:
         return False
+    return st.st_size > 0
 
 
-def write_log(path: Path, txid: int, records: Iterable[LogRecord], crash: CrashPoints) -> int:
+def write_log(log: Log, txid: int, records: Iterable[LogRecord], crash: CrashPoints) -> int:
     """Write a complete transaction to the log and fsync it: after this it is committed.
 
     Returns the log's length.  The log is written from offset 0 over whatever
     was there: the chain of CRCs makes any leftover of an older, longer log
     unreadable as part of this one.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    fd, own = _open_log(log, os.O_WRONLY | os.O_CREAT)
     try:
         offset = 0
         crc = 0
@@ -228,38 +300,89 @@ def write_log(path: Path, txid: int, records: Iterable[LogRecord], crash: CrashP
         os.fsync(fd)
         return offset
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
-def read_log(path: Path) -> Iterator[LogRecord] | None:
-    """The records of a complete log, or None when there is no complete transaction in it."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    records: list[LogRecord] = []
-    pos = 0
+def _walk(fd: int) -> Iterator[tuple[int, int, Buffer]]:
+    """The log's records (kind, arg, payload) in order, each checked, up to the first bad one.
+
+    Reads WAL_READ bytes at a time: memory stays bounded whatever the log's length.
+    """
+    size = WAL_RECORD.size
+    buf = b""
+    base = 0  # file offset of buf[0]
+    at = 0  # next record's offset in buf
     crc = 0
     txid = None
-    size = WAL_RECORD.size
-    while pos + size <= len(data):
-        magic, kind, tx, arg, length, stored = WAL_RECORD.unpack_from(data, pos)
-        if magic != WAL_MAGIC or length > BLOCK_SIZE or pos + size + length > len(data):
-            return None
+    while True:
+        if len(buf) - at < size + BLOCK_SIZE:
+            more = os.pread(fd, WAL_READ, base + len(buf))
+            buf, base, at = buf[at:] + more, base + at, 0
+        if len(buf) - at < size:
+            return
+        magic, kind, tx, arg, length, stored = WAL_RECORD.unpack_from(buf, at)
+        if magic != WAL_MAGIC or length > BLOCK_SIZE or at + size + length > len(buf):
+            return
         if txid is None:
             txid = tx
-        payload = memoryview(data)[pos + size : pos + size + length]
-        crc = zlib.crc32(payload, zlib.crc32(data[pos : pos + 28], crc))
+        payload = memoryview(buf)[at + size : at + size + length]
+        crc = zlib.crc32(payload, zlib.crc32(memoryview(buf)[at : at + 28], crc))
         if tx != txid or crc != stored:
-            return None
-        pos += size + length
+            return
+        at += size + length
+        yield kind, arg, payload
+
+
+def _complete(fd: int) -> bool:
+    """The first, streaming pass: is there a whole transaction, every record checked, in the log?"""
+    n = 0
+    for kind, arg, payload in _walk(fd):
         if kind == WAL_COMMIT:
-            return iter(records) if arg == len(records) else None
-        if kind == WAL_BLOCK and length != BLOCK_SIZE or kind not in (WAL_BLOCK, WAL_PUNCH, WAL_SHRINK):
+            return arg == n
+        if kind == WAL_BLOCK and len(payload) != BLOCK_SIZE or kind not in (WAL_BLOCK, WAL_PUNCH, WAL_SHRINK):
+            return False
+        n += 1
+    return False
+
+
+def _replay(fd: int, own: bool) -> Iterator[LogRecord]:
+    """The second pass: the records again, streamed; the first pass found them whole."""
+    try:
+        for kind, arg, payload in _walk(fd):
+            if kind == WAL_COMMIT:
+                return
+            yield LogRecord(kind, arg, payload if kind == WAL_BLOCK else None)
+    finally:
+        if own:
+            os.close(fd)
+
+
+def read_log(log: Log) -> Iterator[LogRecord] | None:
+    """The records of a complete log, streamed, or None when there is no complete transaction in it.
+
+    Two passes over the file, neither holding more than about a MiB: the first
+    checks every record's CRC up to the COMMIT record; only then does the
+    second hand the records out (the caller holds the exclusive lock, so the
+    log cannot change in between).
+    """
+    if isinstance(log, int):
+        return _replay(log, False) if _complete(log) else None
+    try:
+        fd = open_regular(log, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        if not _complete(fd):
             return None
-        records.append(LogRecord(kind, arg, payload if kind == WAL_BLOCK else None))
-    return None
+    finally:
+        os.close(fd)
+    path = log
+
+    def reopened() -> Iterator[LogRecord]:
+        yield from _replay(open_regular(path, os.O_RDONLY), True)
+
+    return reopened()
 
 
 def apply_records(file: BlockFile, records: Iterable[LogRecord]) -> None:
@@ -303,34 +426,35 @@ def apply_records(file: BlockFile, records: Iterable[LogRecord]) -> None:
     file.sync()
 
 
-def clear_log(path: Path, crash: CrashPoints) -> None:
+def clear_log(log: Log, crash: CrashPoints) -> None:
     """Empty the log once its transaction is in place (or found incomplete)."""
     try:
-        fd = os.open(path, os.O_WRONLY)
+        fd, own = _open_log(log, os.O_WRONLY)
     except FileNotFoundError:
         return
     try:
         crash.point()
         os.ftruncate(fd, 0)
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
-def recover(fd: int, path: Path, crash: CrashPoints) -> bool:
+def recover(fd: int, log: Log, crash: CrashPoints) -> bool:
     """Replay a complete log into the image, or discard an incomplete one.
 
     Called under the exclusive lock.  Returns whether a transaction was
     replayed.  Replaying is idempotent, so a crash during recovery is
     recovered the same way at the next open.
     """
-    if not wal_pending(path):
+    if not wal_pending(log):
         return False
     try:
-        records = read_log(path)
+        records = read_log(log)
         replayed = records is not None
         if records is not None:
             apply_records(BlockFile(fd, crash), records)
-        clear_log(path, crash)
+        clear_log(log, crash)
         return replayed
     except OSError as exc:
         raise io_error(exc, "open", "recovering the last commit from the log") from None
