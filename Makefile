@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test lint bench clean setup sanitize
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@$(BIN)/python benchmarks/engine.py
+
+# The compiled compressors under AddressSanitizer and UBSan (tests/test_compressors.py runs it).
+sanitize:
+	@sh tools/sanitize $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
 clean:
 	rm -rf $(VENV) build *.egg-info
