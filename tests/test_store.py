@@ -207,3 +207,31 @@ def test_removed_while_waiting(tmp_path: Path) -> None:
     out, _ = waiter.communicate(timeout=10)
     assert out.startswith(f"{errno.ENODEV} ")
     assert store.ids() == []
+
+
+def test_recovery_streams_a_long_log_in_bounded_memory(tmp_path: Path) -> None:
+    """A 16 MiB log is checked, then replayed, without ever holding more than about a MiB of it."""
+    import tracemalloc
+
+    from zramctl.image_io import WAL_BLOCK, WAL_READ, CrashPoints, LogRecord, write_log
+
+    store = Store(tmp_path)
+    store.hot_add()
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "disksize", "64M")
+        h.zram.write(0, bytes(range(256)) * 64)
+    image = store.image_path(0).read_bytes()
+    head = image[:4096]
+    records = [LogRecord(WAL_BLOCK, 0, head) for _ in range(4200)]
+    size = write_log(store.wal_path(0), 7, records, CrashPoints())
+    assert size > 16 << 20
+    tracemalloc.start()
+    try:
+        with Store(tmp_path).open(0, write=False) as h:
+            peak = tracemalloc.get_traced_memory()[1]
+            assert h.zram.stats.pages_stored == 4
+    finally:
+        tracemalloc.stop()
+    assert os.stat(store.wal_path(0)).st_size == 0  # replayed and cleared
+    assert store.image_path(0).read_bytes() == image
+    assert peak < 4 * WAL_READ, peak  # the whole log would be 16 MiB

@@ -65,7 +65,7 @@ class RootError(ZramError):
     """The store's directory cannot be used; ``str()`` is the whole one-line message."""
 
     def __init__(self, code: int, path: str | os.PathLike[str], words: str) -> None:
-        super().__init__(code, "root", words)
+        super().__init__(code, os.fspath(path) or "root", words)  # generic wordings name the path
         self.path = os.fspath(path)
 
     def __str__(self) -> str:
