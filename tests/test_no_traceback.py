@@ -53,6 +53,8 @@ def assert_clean(proc: subprocess.CompletedProcess, rc: int | None = 1) -> None:
         assert line.startswith(("zramctl: ", "Try 'zramctl")), (proc.args, err)
 
 
+HUGE = "9" * 5000
+
 CORPUS = [
     # sizes and numbers
     ["-s", "abc", "zram0"],
@@ -139,11 +141,48 @@ CORPUS = [
     # bytes that are not UTF-8
     [b"\xff\xfe".decode("utf-8", "surrogateescape")],
     ["-o", b"NAME,\xff".decode("utf-8", "surrogateescape")],
+    # numbers of any length (Python's int() refuses more than 4,300 digits)
+    ["-s", HUGE, "zram0"],
+    ["-s", HUGE + "M", "zram1"],
+    ["-s", "1." + HUGE + "K", "zram1"],
+    ["-s", "0x" + "f" * 5000, "zram1"],
+    ["-t", HUGE, "-s", "1M", "zram1"],
+    ["-t", "-" + HUGE, "-s", "1M", "zram1"],
+    ["zram" + HUGE],
+    ["stat", "zram" + HUGE],
+    ["-r", "zram" + HUGE],
+    ["write", "zram0", "--offset", HUGE],
+    ["read", "zram0", "--offset", HUGE],
+    ["read", "zram0", "--length", HUGE],
+    ["discard", "zram0", "--offset", HUGE],
+    ["discard", "zram0", "--length", HUGE],
+    ["attr", "zram0", "disksize", HUGE],
+    ["attr", "zram1", "disksize", HUGE],
+    ["attr", "zram1", "disksize", "18446744073709551615"],
+    ["attr", "zram0", "mem_used_max", HUGE],
+    ["attr", "zram0", "max_comp_streams", HUGE],
+    ["attr", "zram0", "reset", HUGE],
+    ["attr", "zram0", "algorithm_params", "level=" + HUGE],
+    ["attr", "zram0", "comp_algorithm", HUGE],
+    ["attr", "zram0", "compat", HUGE],
+    # garbage in attributes
+    ["attr", "zram0", "max_comp_streams", ""],
+    ["attr", "zram0", "max_comp_streams", "   "],
+    ["attr", "zram0", "max_comp_streams", "é"],
+    ["attr", "zram0", "reset", "\u0663"],
+    ["attr", "zram0", "reset", "x" * 100_000],
+    ["attr", "zram0", "mem_limit", "--", "-1"],
+    ["attr", "zram0", "mem_used_max", "1_0"],
+    ["attr", "zram1", "disksize", " "],
+    ["attr", "zram1", "comp_algorithm", ""],
+    ["attr", "zram1", "comp_algorithm", "x" * 100_000],
+    ["attr", "zram0", "", "1"],
+    ["attr", "zram0", "x" * 100_000],
 ]
 
 
 @pytest.mark.parametrize(
-    "args", CORPUS, ids=lambda a: " ".join(a).encode("ascii", "replace").decode() or "status"
+    "args", CORPUS, ids=lambda a: " ".join(a).encode("ascii", "replace").decode()[:60] or "status"
 )
 def test_bad_input_is_one_line_of_words(root, args):
     proc = subprocess.run(
@@ -160,6 +199,7 @@ def test_bad_input_is_one_line_of_words(root, args):
         ["NAME" + ",NAME" * 40],
     )  # util-linux: exit 1
     assert bool(proc.stderr) != silent, args
+    assert len(proc.stderr.splitlines()) <= 2, args  # the error, and perhaps "Try ... --help"
 
 
 def test_check_reports_corrupt_and_empty_images(root):
@@ -251,3 +291,73 @@ def test_file_size_limit_is_an_error_not_a_signal(tmp_path):
     assert proc.stderr.startswith(b"zramctl: zram0: write: File too large (")
     proc = subprocess.run([ZRAMCTL, "check", "zram0"], env=env, capture_output=True, timeout=60)
     assert (proc.returncode, proc.stdout) == (0, b"")  # the last commit is intact
+
+
+def _sh(root: Path, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["sh", "-c", script], env=env_for(root, Z=ZRAMCTL), capture_output=True, timeout=60
+    )
+
+
+def test_a_closed_stdin(root):
+    proc = _sh(root, '"$Z" write zram0 <&-')
+    assert_clean(proc)
+    assert proc.stderr == b"zramctl: zram0: write: stdin: Bad file descriptor\n"
+    proc = _sh(root, '"$Z" --output-all zram0 <&-')
+    assert_clean(proc, rc=0)
+
+
+def test_a_directory_as_stdin(root):
+    """Python itself refuses to start with a directory as stdin; the installed command does not."""
+    proc = _sh(root, '"$Z" --version < /')
+    assert_clean(proc, rc=0)
+    assert proc.stdout.startswith(b"zramctl from zramctl ")
+    proc = _sh(root, '"$Z" zram0 < /')
+    assert_clean(proc, rc=0)
+    assert proc.stdout.startswith(b"NAME ")
+    proc = _sh(root, '"$Z" stat zram0 < /')
+    assert_clean(proc, rc=0)
+    before = _sh(root, '"$Z" attr zram0 mm_stat').stdout
+    for script in ('"$Z" write zram0 < /', '"$Z" write zram0 - < /'):
+        proc = _sh(root, script)
+        assert_clean(proc)
+        assert proc.stderr == b"zramctl: zram0: write: stdin: Is a directory\n"
+    assert _sh(root, '"$Z" attr zram0 mm_stat').stdout == before
+
+
+def test_a_terminal_stdin_ends_at_one_ctrl_d(root):
+    """``write`` from a terminal: what is typed, up to one ^D at the start of a line."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [ZRAMCTL, "write", "zram0", "--offset", "3M"],
+            env=env_for(root),
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.close(slave)
+        slave = -1
+        os.write(master, b"typed line\n")
+        time.sleep(0.3)
+        os.write(master, b"\x04")  # one ^D
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("write still waited for input after one ^D")
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert (proc.returncode, err) == (0, b"")
+    back = subprocess.run(
+        [ZRAMCTL, "read", "zram0", "--offset", "3M", "--length", "11"],
+        env=env_for(root),
+        capture_output=True,
+        timeout=60,
+    )
+    assert back.stdout == b"typed line\n"

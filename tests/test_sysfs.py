@@ -343,3 +343,15 @@ def test_numbers_of_any_length():
     assert sysfs.memparse("0x" + "f" * 40 + "K") == (((16**40 - 1) << 10) % 2**64, 43)
     sysfs.store(z, "mem_limit", HUGE)
     assert z.config.limit_pages == -(-((10**5000 - 1) % 2**64) // PAGE)
+
+
+def test_a_disksize_that_rounds_past_64_bits_is_enomem():
+    for text in ("18446744073709551615", "0xfffffffffffff001", HUGE):
+        assert errno_of(Zram(), "disksize", text) == errno.ENOMEM
+    z = Zram()
+    sysfs.store(z, "disksize", "0xfffffffffffff000")
+    assert z.config.disksize == 2**64 - PAGE
+
+
+def test_an_initialised_device_says_busy_before_it_looks_at_the_size():
+    assert errno_of(device(), "disksize", "18446744073709551615") == errno.EBUSY

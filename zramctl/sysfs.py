@@ -146,6 +146,9 @@ def _store_disksize(z: Zram, value: str) -> None:
     size, _ = memparse(value)
     if not size:
         raise ZramError(errno.EINVAL, "disksize")
+    if size > U64_MAX - PAGE_SIZE + 1 and not z.initialized:  # (initialised: EBUSY, below)
+        # PAGE_ALIGN() wraps to 0 in the kernel and the table of 0 pages cannot be allocated.
+        raise ZramError(errno.ENOMEM, "disksize", "rounded up to whole pages, the size exceeds 64 bits")
     z.init(size)
 
 
