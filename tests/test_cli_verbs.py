@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from zramctl import cli, verbs
-from zramctl.device import Zram
+from zramctl.device import Zram, ZramError
 from zramctl.store import DeviceHandle
 
 PAGE = 4096
@@ -176,3 +177,99 @@ def test_a_signal_keeps_and_reports_what_was_written(root, capfdbinary, tmp_path
     assert rc == 0 and out == b"\0" + data[:stored]
     rc, out, _ = run(capfdbinary, "attr", "zram0", "mm_stat")
     assert int(out.split()[0]) == 3 * 4 * PAGE
+
+
+def test_a_failed_commit_says_what_the_last_commit_holds(root, capfdbinary, tmp_path, monkeypatch):
+    """The commit after 64 pages fails (a full disk): the message says which commit failed and
+    that the device keeps the first 64 pages' bytes, which the previous commit holds."""
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(6).randbytes(200 * PAGE)
+    src = tmp_path / "data"
+    src.write_bytes(data)
+    capfdbinary.readouterr()
+    real = DeviceHandle.commit
+    calls = [0]
+
+    def full_disk(self):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise ZramError(errno.ENOSPC, "commit", "the last commit is intact")
+        return real(self)
+
+    monkeypatch.setattr(DeviceHandle, "commit", full_disk)
+    rc, _, err = run(capfdbinary, "write", "zram0", str(src))
+    monkeypatch.setattr(DeviceHandle, "commit", real)
+    assert rc == 1
+    assert err == (
+        "zramctl: zram0: write: No space left on device (committing the first 524288 of 819200 bytes "
+        "failed: the last commit is intact; the last commit holds the first 262144 bytes)\n"
+    )
+    rc, out, _ = run(capfdbinary, "read", "zram0", "--length", str(len(data)))
+    assert out == data[: 64 * PAGE] + bytes(len(data) - 64 * PAGE)
+    rc, out, _ = run(capfdbinary, "check", "zram0", "--data")
+    assert (rc, out) == (0, b"")
+
+
+def test_a_page_failure_whose_commit_fails_too(root, capfdbinary, tmp_path, monkeypatch):
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    assert cli.main(["attr", "zram0", "mem_limit", "64K"]) == 0
+    capfdbinary.readouterr()
+
+    def full_disk(self):
+        raise ZramError(errno.ENOSPC, "commit", "the last commit is intact")
+
+    monkeypatch.setattr(DeviceHandle, "commit", full_disk)
+    rc, _, err = run(capfdbinary, "write", "zram0", _pipe(random.Random(3).randbytes(1 << 20)))
+    assert rc == 1
+    prefix = "zramctl: zram0: write: Cannot allocate memory (mem_limit reached; committing the first "
+    tail = (
+        " of 1048576 bytes failed: No space left on device, the last commit is intact; no commit holds any)\n"
+    )
+    assert err.startswith(prefix) and err.endswith(tail), err
+
+
+@pytest.mark.parametrize("verb", ["discard", "compact"])
+def test_a_signal_during_discard_or_compact_waits_for_its_end(root, capfdbinary, monkeypatch, verb):
+    """They cannot stop midway: the signal is acted on once the work is done and committed."""
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(8).randbytes(300 * PAGE)
+    assert cli.main(["write", "zram0", _pipe(data)]) == 0
+    capfdbinary.readouterr()
+    real = getattr(Zram, verb)
+
+    def signalled(self, *args):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args)
+
+    monkeypatch.setattr(Zram, verb, signalled)
+    rc, _, err = run(capfdbinary, verb, "zram0", *(["--length", "1M"] if verb == "discard" else []))
+    monkeypatch.setattr(Zram, verb, real)
+    assert rc == 130
+    assert err == f"zramctl: zram0: {verb}: interrupted (after it had finished; committed)\n"
+    rc, out, _ = run(capfdbinary, "read", "zram0", "--length", str(len(data)))
+    assert out == (bytes(1 << 20) + data[1 << 20 :] if verb == "discard" else data)
+    rc, out, _ = run(capfdbinary, "check", "zram0", "--data")
+    assert (rc, out) == (0, b"")
+
+
+def test_a_signal_during_read_stops_between_chunks(root, capfdbinary, monkeypatch):
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(9).randbytes(100 * PAGE)
+    assert cli.main(["write", "zram0", _pipe(data)]) == 0
+    capfdbinary.readouterr()
+    real = Zram.read
+    calls = [0]
+
+    def signalled(self, offset, length):
+        calls[0] += 1
+        if calls[0] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, offset, length)
+
+    monkeypatch.setattr(Zram, "read", signalled)
+    rc, out, err = run(capfdbinary, "read", "zram0", "--length", str(len(data)))
+    monkeypatch.setattr(Zram, "read", real)
+    copied = 2 * verbs.CHUNK
+    assert rc == 130
+    assert err == f"zramctl: zram0: read: interrupted ({copied} of {len(data)} bytes copied)\n"
+    assert out == data[:copied]

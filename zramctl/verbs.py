@@ -462,7 +462,9 @@ def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: 
                 while done < want and signals.received is None:
                     n = min(CHUNK, want - done)
                     block = zram.read(start + done, n)
-                    with signals.allowed():  # a reader that does not read must not hold up Ctrl-C
+                    # The block read is written out even if a signal came meanwhile; while it
+                    # is being written (a slow reader), a signal stops the command at once.
+                    with signals.allowed(stop_now=False):
                         _write_all(out, block)
                     done += n
                     advance(n)
