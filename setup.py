@@ -11,7 +11,7 @@ setup(
         Extension(
             "zramctl._kcomp",
             sources=["zramctl/_kcomp.c"],
-            extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra"],
+            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra"],
         )
     ]
 )

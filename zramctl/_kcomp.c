@@ -91,9 +91,29 @@ lzo_literals(uint8_t *op, size_t state_back, const uint8_t *src, size_t t)
     return op + t;
 }
 
-/* Compress n <= LZO_MAX_INPUT bytes into out (lzo_bound(n) bytes); returns the length. */
-static size_t
-lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, int rle, uint16_t *dict)
+/* The same, for a run inside the input, where 16 more bytes can be read: a short run is
+ * copied 16 bytes at once (the output has room; the excess is overwritten next). */
+static inline uint8_t *
+lzo_literals_inner(uint8_t *op, size_t state_back, const uint8_t *src, size_t t)
+{
+    if (t <= 3) {
+        op[-(ptrdiff_t)state_back] |= (uint8_t)t;
+        memcpy(op, src, 4);
+        return op + t;
+    }
+    if (t <= 16) {
+        *op++ = (uint8_t)(t - 3);
+        memcpy(op, src, 8);
+        memcpy(op + 8, src + 8, 8);
+        return op + t;
+    }
+    return lzo_literals(op, state_back, src, t);
+}
+
+/* Compress n <= LZO_MAX_INPUT bytes into out (lzo_bound(n) bytes); returns the length.
+ * Always inlined into one function per version, so that lzo's loop has no lzo-rle test. */
+static inline __attribute__((always_inline)) size_t
+lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, const int rle, uint16_t *dict)
 {
     uint8_t *op = out;
     size_t state_back = 2;
@@ -107,21 +127,25 @@ lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, int rle, uint16_t *
     if (n > 20) {
         const size_t ip_end = n - 20;
         size_t ii = 0, ip = 4;
-        int advance = 1;
+        size_t m_pos = 0, run = 0;
+        uint32_t dv;
         memset(dict, 0, LZO_D_SIZE * sizeof *dict);
+        /* As the kernel's loop: "literal" steps on past a position with no match, "next"
+         * looks at the position right after a match or a run. */
         for (;;) {
-            size_t m_pos = 0, run = 0;
-            if (advance)
-                ip += 1 + ((ip - ii) >> 5);
-            advance = 1;
+        literal:
+            ip += 1 + ((ip - ii) >> 5);
+        next:
             if (ip >= ip_end)
                 break;
-            uint32_t dv = le32(in + ip);
+            dv = le32(in + ip);
             if (dv == 0 && rle) {
                 size_t limit = ip + MAX_ZERO_RUN + 1;
                 if (limit > ip_end)
                     limit = ip_end;
                 size_t ir = ip + 4;
+                while (ir + 8 <= limit && le64(in + ir) == 0)
+                    ir += 8;
                 while (ir < limit && in[ir] == 0)
                     ir++;
                 run = ir - ip;
@@ -132,11 +156,11 @@ lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, int rle, uint16_t *
                 m_pos = dict[h];
                 dict[h] = (uint16_t)ip;
                 if (dv != le32(in + m_pos))
-                    continue;
+                    goto literal;
             }
             t = ip - ii;
             if (t)
-                op = lzo_literals(op, state_back, in + ii, t);
+                op = lzo_literals_inner(op, state_back, in + ii, t);
             if (run) {
                 uint32_t r = (uint32_t)(run - MIN_ZERO_RUN);
                 uint32_t w = (r << 21) | 0xfffc18u | (r & 7);
@@ -148,8 +172,8 @@ lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, int rle, uint16_t *
                 ip += run;
                 state_back = 3;
                 ii = ip;
-                advance = 0;
-                continue;
+                run = 0;
+                goto next;
             }
             size_t m_len = 4;
             uint64_t v = le64(in + ip + m_len) ^ le64(in + m_pos + m_len);
@@ -202,7 +226,7 @@ lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, int rle, uint16_t *
             }
             state_back = 2;
             ii = ip;
-            advance = 0;
+            goto next;
         }
         t = n - ii;
     } else {
@@ -222,6 +246,18 @@ lzo_compress_core(const uint8_t *in, size_t n, uint8_t *out, int rle, uint16_t *
     *op++ = 0;
     *op++ = 0;
     return (size_t)(op - out);
+}
+
+static size_t
+lzo_compress_v0(const uint8_t *in, size_t n, uint8_t *out, uint16_t *dict)
+{
+    return lzo_compress_core(in, n, out, 0, dict);
+}
+
+static size_t
+lzo_compress_v1(const uint8_t *in, size_t n, uint8_t *out, uint16_t *dict)
+{
+    return lzo_compress_core(in, n, out, 1, dict);
 }
 
 /* ---- LZO1X decoder, versions 0 and 1, every bound checked ------------------------------- */
@@ -379,9 +415,19 @@ lzo_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
             const uint8_t *s = d - dist;
             if (dist >= m_len) {
                 memcpy(d, s, m_len);
+            } else if (dist == 1) {
+                memset(d, s[0], m_len);
             } else {
-                for (size_t k = 0; k < m_len; k++)
-                    d[k] = s[k];
+                /* The match overlaps what it writes: it repeats its first `dist` bytes.  Copy
+                 * them, then double: after `done` bytes (a multiple of dist) the next `done`
+                 * bytes equal the first `done`, which lie wholly before them. */
+                memcpy(d, s, dist);
+                size_t done = dist;
+                while (done < m_len) {
+                    size_t piece = done < m_len - done ? done : m_len - done;
+                    memcpy(d + done, d, piece);
+                    done += piece;
+                }
             }
             op += m_len;
         }
@@ -551,19 +597,22 @@ compress_lzo(PyObject *arg, int rle)
         PyErr_Format(PyExc_ValueError, "input of %zd bytes: at most %u", view.len, LZO_MAX_INPUT);
         return NULL;
     }
-    size_t cap = lzo_bound((size_t)view.len);
-    uint8_t *out = PyMem_RawMalloc(cap);
-    if (out == NULL) {
+    /* The result is written straight into a new bytes object, which no other thread can see
+     * yet, and then cut to its length. */
+    PyObject *res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)lzo_bound((size_t)view.len));
+    if (res == NULL) {
         PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+        return NULL;
     }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
     size_t len;
     Py_BEGIN_ALLOW_THREADS
-    len = lzo_compress_core(view.buf, (size_t)view.len, out, rle, dict);
+    len = rle ? lzo_compress_v1(view.buf, (size_t)view.len, out, dict)
+              : lzo_compress_v0(view.buf, (size_t)view.len, out, dict);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    PyObject *res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
-    PyMem_RawFree(out);
+    if (_PyBytes_Resize(&res, (Py_ssize_t)len) < 0)
+        return NULL;
     return res;
 }
 
@@ -594,23 +643,25 @@ py_lzo_decompress(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "max_out must not be negative");
         return NULL;
     }
-    uint8_t *out = PyMem_RawMalloc(max_out ? (size_t)max_out : 1);
-    if (out == NULL) {
+    PyObject *res = PyBytes_FromStringAndSize(NULL, max_out);
+    if (res == NULL) {
         PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+        return NULL;
     }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
     size_t len = 0;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = lzo_decode(view.buf, (size_t)view.len, out, (size_t)max_out, &len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    PyObject *res = NULL;
-    if (rc == DEC_OK)
-        res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
-    else
+    if (rc != DEC_OK) {
+        Py_DECREF(res);
         PyErr_Format(PyExc_ValueError, "lzo: %s", dec_errors[rc]);
-    PyMem_RawFree(out);
+        return NULL;
+    }
+    if ((Py_ssize_t)len != max_out && _PyBytes_Resize(&res, (Py_ssize_t)len) < 0)
+        return NULL;
     return res;
 }
 
@@ -634,19 +685,19 @@ py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
         accel = 1;
     if (accel > 65537)
         accel = 65537; /* LZ4_ACCELERATION_MAX of later versions; keeps nb from overflowing */
-    size_t cap = lz4_bound((size_t)view.len);
-    uint8_t *out = PyMem_RawMalloc(cap);
-    if (out == NULL) {
+    PyObject *res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)lz4_bound((size_t)view.len));
+    if (res == NULL) {
         PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+        return NULL;
     }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
     size_t len;
     Py_BEGIN_ALLOW_THREADS
     len = lz4_compress_core(view.buf, (size_t)view.len, out, (unsigned)accel, tab);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    PyObject *res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)len);
-    PyMem_RawFree(out);
+    if (_PyBytes_Resize(&res, (Py_ssize_t)len) < 0)
+        return NULL;
     return res;
 }
 
