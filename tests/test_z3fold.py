@@ -57,8 +57,8 @@ def layout(pool: Z3foldPool) -> list[tuple[int, int, int | None, int, int]]:
 
 def where(pool: Z3foldPool, handle: int) -> tuple[int, int]:
     """(page id, buddy) of a live object."""
-    obj = pool.objects_by_handle[handle]
-    return obj.page.id, obj.bud
+    page, bud = pool.locate(handle)
+    return page.id, bud
 
 
 def chunks(n: int) -> int:

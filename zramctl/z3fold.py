@@ -32,9 +32,14 @@ other CPUs' lists finds nothing) and with the deferred compaction work run
 before the next call (the kernel runs it at once only when the page was full).
 No migration, mapping or reclaim.  Sizes only, no bytes.
 
-Handles: the kernel's handle is the address of a slot that follows the object
-when it moves.  Here a handle is the object's number, and ``objects`` maps it to
-the record that moves: its page, its buddy, and whether it is foreign.
+Handles work as the kernel's do, without the slot memory: a handle is
+``page id << 2 | idx`` with ``idx = (buddy + first_num) & 3``, so that when a lone
+middle buddy slides to the start and becomes FIRST, ``first_num += 1`` keeps its
+handle pointing at it.  When compact_single_buddy moves an object, its handle
+(whose slot stayed with the old page) is *forwarded* to ``(new page, new idx)``:
+that is what makes it foreign in the new page.  A page records which of its
+buddies are foreign, so a stale handle is refused rather than freeing one.
+About 60 bytes of records per stored object.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ HEADLESS = 0
 FIRST = 1
 MIDDLE = 2
 LAST = 3
-BUDDY_NAMES = {HEADLESS: "headless", FIRST: "first", MIDDLE: "middle", LAST: "last"}
+# A handle's slot index is two bits: four slots, one per enum buddy value.
+BUDDY_MASK = 0x3
 
 
 def size_to_chunks(size: int) -> int:
@@ -69,7 +75,7 @@ def size_to_chunks(size: int) -> int:
     return (size + CHUNK_SIZE - 1) >> CHUNK_SHIFT
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Z3foldPage:
     """A z3fold page: what its header (or, headless, its page flags) records."""
 
@@ -80,17 +86,24 @@ class Z3foldPage:
     last_chunks: int = 0
     start_middle: int = 0
     """Chunk where the middle buddy starts (stale once it is freed: read only while middle_chunks)."""
-    handles: list[int | None] = field(default_factory=lambda: [None] * 4)
-    """The object in each buddy position (index FIRST, MIDDLE, LAST; HEADLESS for a headless page)."""
-    foreign_handles: int = 0
-    """Objects moved in from another page (their handles' slots live in that page's slots)."""
+    first_num: int = 0
+    """Added to a buddy to make its handle's idx (2 bits in the kernel; kept whole here, used & 3)."""
+    foreign: int = 0
+    """Bit ``1 << bud`` for each buddy holding an object moved in from another page."""
     on_list: int = -1
     """Index of the unbuddied list the page is on; -1: none (full, headless, or being worked on)."""
 
     @property
     def refcount(self) -> int:
         """kref: one per object in the page."""
-        return sum(h is not None for h in self.handles)
+        if self.headless:
+            return 1
+        return (self.first_chunks != 0) + (self.middle_chunks != 0) + (self.last_chunks != 0)
+
+    @property
+    def foreign_handles(self) -> int:
+        """zhdr->foreign_handles: objects whose handle's slot lives in another page's slots."""
+        return bin(self.foreign).count("1")
 
     def chunks_of(self, bud: int) -> int:
         return (0, self.first_chunks, self.middle_chunks, self.last_chunks)[bud]
@@ -103,15 +116,13 @@ class Z3foldPage:
         else:
             self.last_chunks = chunks
 
+    def idx(self, bud: int) -> int:
+        """__idx(): the slot index a handle to this buddy carries."""
+        return (bud + self.first_num) & BUDDY_MASK
 
-@dataclass(eq=False)
-class Z3foldObject:
-    """Where a live object is: the handle slot's contents."""
-
-    page: Z3foldPage
-    bud: int
-    foreign: bool = False
-    """Moved here by compact_single_buddy(): counted in the page's foreign_handles."""
+    def bud_of(self, idx: int) -> int:
+        """handle_to_buddy(): the buddy a slot index names now."""
+        return (idx - self.first_num) & BUDDY_MASK
 
 
 def num_free_chunks(page: Z3foldPage) -> int:
@@ -143,17 +154,16 @@ def buddy_single(page: Z3foldPage) -> bool:
     return (page.first_chunks != 0) + (page.middle_chunks != 0) + (page.last_chunks != 0) <= 1
 
 
-def z3fold_compact_page(page: Z3foldPage, objects: dict[int, Z3foldObject]) -> bool:
+def z3fold_compact_page(page: Z3foldPage) -> bool:
     """In-page compaction: slide the middle buddy (mchunk_memmove).  True if it moved."""
     if page.middle_chunks == 0:
         return False
     if page.first_chunks == 0 and page.last_chunks == 0:
-        # Alone: to the start, and it becomes the first buddy (first_num++ keeps its handle valid).
-        handle = page.handles[MIDDLE]
-        assert handle is not None
+        # Alone: to the start, where it becomes the first buddy; first_num + 1 keeps its handle valid.
         page.first_chunks, page.middle_chunks, page.start_middle = page.middle_chunks, 0, 0
-        page.handles[FIRST], page.handles[MIDDLE] = handle, None
-        objects[handle].bud = FIRST
+        page.first_num += 1
+        if page.foreign & 1 << MIDDLE:
+            page.foreign ^= 1 << MIDDLE | 1 << FIRST
         return True
     if (
         page.first_chunks
@@ -174,7 +184,7 @@ def z3fold_compact_page(page: Z3foldPage, objects: dict[int, Z3foldObject]) -> b
 
 @dataclass
 class Z3foldPool:
-    """A z3fold pool on one CPU: its lists, pages and objects (the ``Allocator`` interface)."""
+    """A z3fold pool on one CPU: its lists and pages (the ``Allocator`` interface)."""
 
     name: str = "z3fold"
     max_size: int = PAGE_SIZE
@@ -184,10 +194,12 @@ class Z3foldPool:
     """``unbuddied[i]``: pages with a free buddy and i free chunks, oldest first (the head is the last)."""
     pages: dict[int, Z3foldPage] = field(default_factory=dict)
     """Every page by id, headless ones included."""
-    objects_by_handle: dict[int, Z3foldObject] = field(default_factory=dict)
-    """Every live object by handle."""
+    forwarded: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Handles of moved objects -> (page id, idx) where the object is now (the rewritten slot)."""
     pages_nr: int = 0
     """pool->pages_nr."""
+    live: int = 0
+    """Objects stored."""
     moved: int = 0
     """Objects compact_single_buddy() moved to another page, ever (each released a page)."""
     slid: int = 0
@@ -195,7 +207,6 @@ class Z3foldPool:
     _nonempty: int = 0
     """Bit i set when unbuddied[i] (i > 0) has a page: the list search is one bit scan."""
     _next_page: int = 0
-    _next_handle: int = 0
 
     # --- lists ---------------------------------------------------------
 
@@ -229,7 +240,7 @@ class Z3foldPool:
         self._list_del(page)
         return page
 
-    # --- pages and objects ---------------------------------------------
+    # --- pages and handles ---------------------------------------------
 
     def _new_page(self, headless: bool) -> Z3foldPage:
         page = Z3foldPage(self._next_page, headless=headless)
@@ -244,50 +255,57 @@ class Z3foldPool:
         del self.pages[page.id]
         self.pages_nr -= 1
 
-    def _place(self, page: Z3foldPage, bud: int, chunks: int, handle: int) -> None:
+    def _place(self, page: Z3foldPage, bud: int, chunks: int) -> None:
         page.set_chunks(bud, chunks)
         if bud == MIDDLE:
             page.start_middle = page.first_chunks + ZHDR_CHUNKS
-        page.handles[bud] = handle
+
+    def locate(self, handle: int) -> tuple[Z3foldPage, int]:
+        """The page and buddy (HEADLESS for a headless page) a live handle names; AllocError if none."""
+        moved = handle in self.forwarded
+        page_id, idx = self.forwarded[handle] if moved else (handle >> 2, handle & BUDDY_MASK)
+        page = self.pages.get(page_id)
+        if page is not None:
+            if page.headless:
+                if idx == 0 and not moved:
+                    return page, HEADLESS
+            else:
+                bud = page.bud_of(idx)
+                if bud != HEADLESS and page.chunks_of(bud) and bool(page.foreign >> bud & 1) == moved:
+                    return page, bud
+        raise AllocError(errno.EINVAL, f"{self.name}: no object with handle {handle:#x}")
 
     # --- the API ---------------------------------------------------------
 
     def malloc(self, size: int) -> int:
         """z3fold_alloc(): place an object of ``size`` bytes; return its handle."""
         check_size(size, PAGE_SIZE, self.name)
-        handle = self._next_handle
-        self._next_handle += 1
+        self.live += 1
         if size > MAX_HEADED_SIZE:
-            page = self._new_page(headless=True)
-            page.handles[HEADLESS] = handle
-            self.objects_by_handle[handle] = Z3foldObject(page, HEADLESS)
-            return handle
+            return self._new_page(headless=True).id << 2
         chunks = size_to_chunks(size)
-        found = self._find_unbuddied(chunks)
-        if found is not None:
-            page, bud = found, get_free_buddy(found, chunks)
+        page = self._find_unbuddied(chunks)
+        if page is not None:
+            bud = get_free_buddy(page, chunks)
             # A page on list i >= chunks always has room; the kernel WARNs if not.
             assert bud != HEADLESS, "z3fold: no free chunks in unbuddied"
         else:
             page, bud = self._new_page(headless=False), FIRST
-        self._place(page, bud, chunks, handle)
+        self._place(page, bud, chunks)
         self._add_to_unbuddied(page)
-        self.objects_by_handle[handle] = Z3foldObject(page, bud)
-        return handle
+        return page.id << 2 | page.idx(bud)
 
     def free(self, handle: int) -> None:
         """z3fold_free(): clear the buddy; release an empty page, else compact it."""
-        obj = self.objects_by_handle.pop(handle, None)
-        if obj is None:
-            raise AllocError(errno.EINVAL, f"{self.name}: no object with handle {handle:#x}")
-        page = obj.page
+        page, bud = self.locate(handle)
+        self.live -= 1
         if page.headless:
             self._release(page)
             return
-        page.set_chunks(obj.bud, 0)
-        page.handles[obj.bud] = None
-        if obj.foreign:
-            page.foreign_handles -= 1
+        page.set_chunks(bud, 0)
+        if page.foreign >> bud & 1:
+            page.foreign &= ~(1 << bud)
+            del self.forwarded[handle]
         if page.refcount == 0:
             self._release(page)
             return
@@ -296,14 +314,14 @@ class Z3foldPool:
     def _do_compact_page(self, page: Z3foldPage) -> None:
         """do_compact_page(): move a lone object out if it can, else compact in place and re-file."""
         self._list_del(page)
-        if page.foreign_handles == 0 and buddy_single(page) and self._compact_single_buddy(page):
+        if not page.foreign and buddy_single(page) and self._compact_single_buddy(page):
             return
-        if z3fold_compact_page(page, self.objects_by_handle):
+        if z3fold_compact_page(page):
             self.slid += 1
         self._add_to_unbuddied(page)
 
     def _compact_single_buddy(self, page: Z3foldPage) -> bool:
-        """compact_single_buddy(): move the page's one object to a listed page with room; release this one."""
+        """compact_single_buddy(): move the page's one (native) object to a listed page with room."""
         bud = FIRST if page.first_chunks else MIDDLE if page.middle_chunks else LAST
         chunks = page.chunks_of(bud)
         target = self._find_unbuddied(chunks)
@@ -313,15 +331,11 @@ class Z3foldPool:
         if new_bud == HEADLESS:  # out_fail: put it back (cannot happen: see malloc)
             self._add_to_unbuddied(target)
             return False
-        handle = page.handles[bud]
-        assert handle is not None
-        self._place(target, new_bud, chunks, handle)
-        target.foreign_handles += 1
+        self._place(target, new_bud, chunks)
+        target.foreign |= 1 << new_bud
         self._add_to_unbuddied(target)
-        obj = self.objects_by_handle[handle]
-        obj.page, obj.bud, obj.foreign = target, new_bud, True
+        self.forwarded[page.id << 2 | page.idx(bud)] = (target.id, target.idx(new_bud))
         page.set_chunks(bud, 0)
-        page.handles[bud] = None
         self._release(page)
         self.moved += 1
         return True
@@ -333,7 +347,7 @@ class Z3foldPool:
 
     @property
     def objects(self) -> int:
-        return len(self.objects_by_handle)
+        return self.live
 
     def class_stats(self) -> list[ClassStat]:
         """Headless pages, and pages with one, two and three buddies."""
@@ -356,20 +370,20 @@ class Z3foldPool:
     def check(self) -> None:
         """Assert every invariant of the pool's records (for tests)."""
         assert self.pages_nr == len(self.pages)
-        assert sum(p.refcount for p in self.pages.values()) == len(self.objects_by_handle)
-        for handle, obj in self.objects_by_handle.items():
-            assert obj.page.handles[obj.bud] == handle and self.pages.get(obj.page.id) is obj.page
+        assert sum(p.refcount for p in self.pages.values()) == self.live
+        assert sum(p.foreign_handles for p in self.pages.values()) == len(self.forwarded)
+        for handle, (page_id, idx) in self.forwarded.items():
+            assert self.locate(handle) == (self.pages[page_id], self.pages[page_id].bud_of(idx))
         for page in self.pages.values():
             assert page.refcount >= 1
             if page.headless:
-                assert page.on_list == -1 and page.handles[1:] == [None, None, None]
+                assert page.on_list == -1 and not page.foreign
                 continue
-            assert page.handles[HEADLESS] is None
             for bud in (FIRST, MIDDLE, LAST):
-                assert (page.handles[bud] is None) == (page.chunks_of(bud) == 0)
-            assert page.foreign_handles == sum(
-                self.objects_by_handle[h].foreign for h in page.handles if h is not None
-            )
+                if page.foreign >> bud & 1:
+                    assert page.chunks_of(bud)
+                elif page.chunks_of(bud):
+                    assert self.locate(page.id << 2 | page.idx(bud)) == (page, bud)
             # The buddies do not overlap and stay inside the page.
             end_first = ZHDR_CHUNKS + page.first_chunks
             start_last = TOTAL_CHUNKS - page.last_chunks

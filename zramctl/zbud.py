@@ -57,7 +57,7 @@ def size_to_chunks(size: int) -> int:
     return (size + CHUNK_SIZE - 1) >> CHUNK_SHIFT
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ZbudPage:
     """A zbud page: what its header records."""
 
@@ -86,7 +86,8 @@ class ZbudPool:
     name: str = "zbud"
     max_size: int = ZBUD_MAX_SIZE
     unbuddied: list[dict[int, ZbudPage]] = field(default_factory=lambda: [{} for _ in range(NCHUNKS)])
-    """``unbuddied[i]``: pages with one buddy and i free chunks, oldest first (the head is the last)."""
+    """``unbuddied[i]``, i > 0: pages with one buddy and i free chunks, oldest first (the head is the last).
+    ``unbuddied[0]`` (the buddied list) stays empty: see ``_list_add``."""
     pages: dict[int, ZbudPage] = field(default_factory=dict)
     """Every page by id."""
     pages_nr: int = 0
@@ -100,17 +101,22 @@ class ZbudPool:
     # --- lists ---------------------------------------------------------
 
     def _list_add(self, page: ZbudPage, i: int) -> None:
-        """list_add(): the page becomes the head of list i."""
-        self.unbuddied[i][page.id] = page
+        """list_add(): the page becomes the head of list i.
+
+        The buddied list is never searched, so its order is not kept: a full page
+        only records that it is on it (this halves the model's memory per page).
+        """
         page.on_list = i
         if i != BUDDIED:
+            self.unbuddied[i][page.id] = page
             self._nonempty |= 1 << i
 
     def _list_del(self, page: ZbudPage) -> None:
-        lst = self.unbuddied[page.on_list]
-        del lst[page.id]
-        if not lst and page.on_list != BUDDIED:
-            self._nonempty &= ~(1 << page.on_list)
+        if page.on_list != BUDDIED:
+            lst = self.unbuddied[page.on_list]
+            del lst[page.id]
+            if not lst:
+                self._nonempty &= ~(1 << page.on_list)
         page.on_list = -1
 
     def _first_fit(self, chunks: int) -> ZbudPage | None:
@@ -199,7 +205,7 @@ class ZbudPool:
             assert page.first_chunks + page.last_chunks <= NCHUNKS
             assert max(page.first_chunks, page.last_chunks) <= NCHUNKS - 1
             want = BUDDIED if page.buddies == 2 else num_free_chunks(page)
-            assert page.on_list == want and page.id in self.unbuddied[want]
-        assert sum(len(lst) for lst in self.unbuddied) == len(self.pages)
+            assert page.on_list == want and (want == BUDDIED or page.id in self.unbuddied[want])
+        assert sum(len(lst) for lst in self.unbuddied) == sum(p.buddies == 1 for p in self.pages.values())
         for i in range(1, NCHUNKS):
             assert bool(self._nonempty >> i & 1) == bool(self.unbuddied[i])
