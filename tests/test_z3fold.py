@@ -22,7 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zramctl.allocator import Allocator, AllocError
+from zramctl.allocator import Allocator, AllocError, ZsmallocAllocator
+from zramctl.profiles import LEGACY, MODERN
 from zramctl.z3fold import (
     BIG_CHUNK_GAP,
     CHUNK_SIZE,
@@ -33,12 +34,14 @@ from zramctl.z3fold import (
     MIDDLE,
     TOTAL_CHUNKS,
     ZHDR_CHUNKS,
+    Z3foldAppendOnly,
     Z3foldPage,
     Z3foldPool,
     get_free_buddy,
     size_to_chunks,
 )
-from zramctl.zbud import ZbudPool
+from zramctl.zbud import ZbudAppendOnly, ZbudPool
+from zramctl.zsmalloc import Pool
 
 
 def layout(pool: Z3foldPool) -> list[tuple[int, int, int | None, int, int]]:
@@ -319,3 +322,76 @@ def test_invariants(script):
         pool.free(h)
     assert pool.pages_allocated == 0 and pool.objects == 0
     pool.check()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(sizes, max_size=400))
+def test_append_only_counts_the_same_pages(script):
+    """With mallocs only, the one-byte-per-listed-page model reaches the full model's count at every step."""
+    full, stream = Z3foldPool(), Z3foldAppendOnly()
+    for size in script:
+        full.malloc(size)
+        stream.malloc(size)
+        assert stream.pages_allocated == full.pages_allocated
+        assert stream.objects == full.objects
+    want = [(s.name, s.objects, s.pages) for s in full.class_stats()]
+    assert [(s.name, s.objects, s.pages) for s in stream.class_stats()] == want
+
+
+def test_append_only_worked_example():
+    """1000 x 3 share a page; a 4th opens a second; 3905 is headless; free is refused."""
+    pool = Z3foldAppendOnly()
+    for _ in range(4):
+        pool.malloc(1000)
+    pool.malloc(MAX_HEADED_SIZE + 1)
+    assert pool.pages_allocated == 3
+    assert [(s.name, s.pages) for s in pool.class_stats()] == [
+        ("1 buddy", 1),
+        ("3 buddies", 1),
+        ("headless", 1),
+    ]
+    with pytest.raises(AllocError) as e:
+        pool.free(0)
+    assert e.value.errno == errno.EOPNOTSUPP
+    with pytest.raises(AllocError) as e:
+        pool.malloc(4097)
+    assert e.value.errno == errno.ENOSPC
+
+
+# --- the Allocator interface, across the models ---------------------------------
+
+
+@pytest.mark.parametrize("make", [Z3foldPool, Z3foldAppendOnly, ZbudPool, ZbudAppendOnly, ZsmallocAllocator])
+def test_every_model_is_an_allocator(make):
+    pool = make()
+    assert isinstance(pool, Allocator)
+    with pytest.raises(AllocError) as e:
+        pool.malloc(0)
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(AllocError) as e:
+        pool.malloc(pool.max_size + 1)
+    assert e.value.errno == errno.ENOSPC
+    handles = [pool.malloc(size) for size in (1, 100, 1000, 2000, 3000, pool.max_size)]
+    assert len(set(handles)) == len(handles)
+    assert pool.objects == 6 and pool.pages_allocated >= 1
+    assert sum(s.pages for s in pool.class_stats()) == pool.pages_allocated
+    assert sum(s.objects for s in pool.class_stats()) == pool.objects
+
+
+@pytest.mark.parametrize("profile", [MODERN, LEGACY], ids=lambda p: p.name)
+def test_zsmalloc_adapter_is_the_pool(profile):
+    """The adapter's pages are zsmalloc.Pool's for the same sizes, and a stale handle is refused."""
+    adapter, pool = ZsmallocAllocator(profile), Pool(profile)
+    sizes_ = [37 * k % 4096 + 1 for k in range(1, 400)]
+    handles = []
+    for n, size in enumerate(sizes_):
+        handles.append(adapter.malloc(size))
+        pool.zs_malloc(size, n)
+        assert adapter.pages_allocated == pool.zs_get_total_pages()
+    assert adapter.objects == len(sizes_)
+    for h in handles:
+        adapter.free(h)
+    assert adapter.pages_allocated == 0 and adapter.objects == 0
+    with pytest.raises(AllocError) as e:
+        adapter.free(handles[0])
+    assert e.value.errno == errno.EINVAL

@@ -24,6 +24,7 @@ from zramctl.zbud import (
     LAST,
     NCHUNKS,
     ZBUD_MAX_SIZE,
+    ZbudAppendOnly,
     ZbudPool,
     size_to_chunks,
 )
@@ -204,3 +205,37 @@ def test_invariants(script):
         pool.free(h)
     assert pool.pages_allocated == 0 and pool.objects == 0
     pool.check()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(sizes, max_size=400))
+def test_append_only_counts_the_same_pages(script):
+    """With mallocs only, the O(1) model reaches the full model's page count after every step."""
+    full, counts = ZbudPool(), ZbudAppendOnly()
+    for size in script:
+        full.malloc(size)
+        counts.malloc(size)
+        assert counts.pages_allocated == full.pages_allocated
+        assert counts.objects == full.objects
+    want = [(s.name, s.objects, s.pages) for s in full.class_stats()]
+    assert [(s.name, s.objects, s.pages) for s in counts.class_stats()] == want
+
+
+def test_append_only_refuses_what_zbud_refuses_and_any_free():
+    pool = ZbudAppendOnly()
+    assert isinstance(pool, Allocator)
+    for size, code in ((0, errno.EINVAL), (ZBUD_MAX_SIZE + 1, errno.ENOSPC)):
+        with pytest.raises(AllocError) as e:
+            pool.malloc(size)
+        assert e.value.errno == code
+    h = pool.malloc(100)
+    with pytest.raises(AllocError) as e:
+        pool.free(h)
+    assert e.value.errno == errno.EOPNOTSUPP
+    # 100 B (2 chunks) opened page A on unbuddied[61]; then 1000 B (16 chunks) is A's
+    # LAST; 1000 B opens B (unbuddied[47]); 3000 B (47 chunks) is B's LAST; 1024 B
+    # (16 chunks) finds no list from 16 up: a third page, waiting on unbuddied[47].
+    for size in (1000, 1000, 3000, 1024):
+        pool.malloc(size)
+    assert pool.pages_allocated == 3
+    assert pool.waiting[47] == 1 and sum(pool.waiting) == 1

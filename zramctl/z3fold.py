@@ -399,3 +399,85 @@ class Z3foldPool:
         assert sum(len(lst) for lst in self.unbuddied) == sum(p.on_list >= 0 for p in self.pages.values())
         for i in range(1, len(self.unbuddied)):
             assert bool(self._nonempty >> i & 1) == bool(self.unbuddied[i])
+
+
+ONE_BUDDY = 1
+TWO_BUDDIES = 2
+
+
+@dataclass
+class Z3foldAppendOnly:
+    """z3fold when nothing is ever freed (a replay of a stream of pages, as ``estimate`` does).
+
+    With no free there is no compaction, and a listed page is either FIRST alone
+    or FIRST and LAST: on unbuddied[i] the first kind has ``first_chunks = 62 - i``
+    and takes its next object as LAST; the second takes it as MIDDLE and is then
+    full for good.  So a list is a stack of one byte per page (which kind), in the
+    kernel's order (the head is the top); full pages, and pages with no chunk free
+    (on unbuddied[0], never searched), are only counted.  The page count equals
+    ``Z3foldPool``'s for every sequence of mallocs; ``free`` is refused (EOPNOTSUPP).
+    """
+
+    name: str = "z3fold"
+    max_size: int = PAGE_SIZE
+    unbuddied: list[bytearray] = field(
+        default_factory=lambda: [bytearray() for _ in range(TOTAL_CHUNKS - ZHDR_CHUNKS)]
+    )
+    """``unbuddied[i]``: ONE_BUDDY or TWO_BUDDIES for each page on list i, oldest first."""
+    pages_nr: int = 0
+    headless: int = 0
+    """Headless pages (included in pages_nr)."""
+    by_buddies: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    """Pages with a header, by how many buddies they hold."""
+    live: int = 0
+    _nonempty: int = 0
+
+    def _push(self, i: int, kind: int) -> None:
+        if i:
+            self.unbuddied[i].append(kind)
+            self._nonempty |= 1 << i
+
+    def malloc(self, size: int) -> int:
+        check_size(size, PAGE_SIZE, self.name)
+        self.live += 1
+        if size > MAX_HEADED_SIZE:
+            self.pages_nr += 1
+            self.headless += 1
+            return self.live - 1
+        chunks = size_to_chunks(size)
+        above = self._nonempty >> chunks
+        if above:
+            i = chunks + (above & -above).bit_length() - 1
+            stack = self.unbuddied[i]
+            kind = stack.pop()
+            if not stack:
+                self._nonempty &= ~(1 << i)
+            self.by_buddies[kind] -= 1
+            self.by_buddies[kind + 1] += 1
+            if kind == ONE_BUDDY:  # the object is its LAST; i - chunks chunks are left between
+                self._push(i - chunks, TWO_BUDDIES)
+            # TWO_BUDDIES: the object is its MIDDLE, and the page is full.
+        else:
+            self.pages_nr += 1
+            self.by_buddies[ONE_BUDDY] += 1
+            self._push(TOTAL_CHUNKS - ZHDR_CHUNKS - chunks, ONE_BUDDY)
+        return self.live - 1
+
+    def free(self, handle: int) -> None:
+        raise AllocError(errno.EOPNOTSUPP, f"{self.name}: this pool never frees (append-only)")
+
+    @property
+    def pages_allocated(self) -> int:
+        return self.pages_nr
+
+    @property
+    def objects(self) -> int:
+        return self.live
+
+    def class_stats(self) -> list[ClassStat]:
+        rows = [
+            ClassStat(f"{n} {'buddy' if n == 1 else 'buddies'}", n * self.by_buddies[n], self.by_buddies[n])
+            for n in (1, 2, 3)
+        ]
+        rows.append(ClassStat("headless", self.headless, self.headless))
+        return [r for r in rows if r.pages]

@@ -209,3 +209,59 @@ class ZbudPool:
         assert sum(len(lst) for lst in self.unbuddied) == sum(p.buddies == 1 for p in self.pages.values())
         for i in range(1, NCHUNKS):
             assert bool(self._nonempty >> i & 1) == bool(self.unbuddied[i])
+
+
+@dataclass
+class ZbudAppendOnly:
+    """zbud when nothing is ever freed (a replay of a stream of pages, as ``estimate`` does).
+
+    With no free, a page with one buddy has only its FIRST, so every page on
+    unbuddied[i] has ``first_chunks = NCHUNKS - i``: the pages of one list are
+    alike, their order cannot matter, and a count per list is the whole state.
+    A page that gets its LAST is full for good and is only counted.  The page
+    count equals ``ZbudPool``'s for every sequence of mallocs, in O(1) memory;
+    ``free`` is refused (EOPNOTSUPP).
+    """
+
+    name: str = "zbud"
+    max_size: int = ZBUD_MAX_SIZE
+    waiting: list[int] = field(default_factory=lambda: [0] * NCHUNKS)
+    """``waiting[i]``: pages on unbuddied[i] (one buddy, i free chunks)."""
+    pages_nr: int = 0
+    live: int = 0
+    _nonempty: int = 0
+    """Bit i set when waiting[i] > 0."""
+
+    def malloc(self, size: int) -> int:
+        check_size(size, ZBUD_MAX_SIZE, self.name)
+        chunks = size_to_chunks(size)
+        above = self._nonempty >> chunks
+        if above:
+            i = chunks + (above & -above).bit_length() - 1
+            self.waiting[i] -= 1
+            if not self.waiting[i]:
+                self._nonempty &= ~(1 << i)
+        else:
+            self.pages_nr += 1
+            i = NCHUNKS - chunks
+            self.waiting[i] += 1
+            self._nonempty |= 1 << i
+        self.live += 1
+        return self.live - 1
+
+    def free(self, handle: int) -> None:
+        raise AllocError(errno.EOPNOTSUPP, f"{self.name}: this pool never frees (append-only)")
+
+    @property
+    def pages_allocated(self) -> int:
+        return self.pages_nr
+
+    @property
+    def objects(self) -> int:
+        return self.live
+
+    def class_stats(self) -> list[ClassStat]:
+        one = sum(self.waiting)
+        two = self.pages_nr - one
+        rows = [ClassStat("1 buddy", one, one), ClassStat("2 buddies", 2 * two, two)]
+        return [r for r in rows if r.pages]
