@@ -30,6 +30,11 @@ errors                     ``ZsError`` (with ``errno``)
 ``ZsmallocAllocator`` below is that adapter.  It costs what ``Pool`` costs: 4 KiB
 of process memory per page held, since its frames hold the link words.
 
+The implementations: ``zbud.ZbudPool`` and ``z3fold.Z3foldPool`` (malloc and
+free, about 70 bytes of records per object), ``zbud.ZbudAppendOnly`` and
+``z3fold.Z3foldAppendOnly`` (a replay that never frees, in next to no memory; their
+``free`` raises EOPNOTSUPP), and ``ZsmallocAllocator``.
+
 Errors a caller can cause (a size the allocator cannot store, a handle it did
 not hand out) raise ``AllocError`` carrying the kernel's errno: EINVAL for size
 0, ENOSPC for a size that does not fit (zpool's convention, which zswap counted
