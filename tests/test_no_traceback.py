@@ -361,3 +361,39 @@ def test_a_terminal_stdin_ends_at_one_ctrl_d(root):
         timeout=60,
     )
     assert back.stdout == b"typed line\n"
+
+
+ATTR_GARBAGE = ["", " \t\n", "-1", HUGE, "0x" + "f" * 5000, "\u0663", "1_0", "level=" + HUGE, "x" * 100_000]
+"""One of each kind (tests/test_sysfs.py runs many more through the attributes themselves)."""
+
+
+@pytest.mark.parametrize("compat", ["6.18", "3.11"])
+def test_every_attribute_with_every_garbage(tmp_path, monkeypatch, capfd, compat):
+    """In process (the same main() the command runs): one line of words or success, every time."""
+    from zramctl import cli, sysfs
+    from zramctl.device import Zram, ZramConfig
+
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path))
+    def fresh() -> None:
+        """zram0 set up, zram1 not (a failed write to an attribute changes nothing)."""
+        for n in (0, 1):
+            cli.main(["hot-remove", f"zram{n}"])
+        assert cli.main(["--compat", compat, "-f", "-s", "1M"]) == 0
+        assert cli.main(["hot-add"]) == 0
+        capfd.readouterr()
+
+    fresh()
+    names = sorted(sysfs.attributes(Zram(ZramConfig(compat=compat))))
+    for name in names:
+        for value in ATTR_GARBAGE:
+            for dev in ("zram0", "zram1"):  # set up, and not
+                rc = cli.main(["attr", dev, name, "--", value])
+                err = capfd.readouterr().err
+                where = (compat, dev, name, value[:30], rc, err[:300])
+                assert rc in (0, 1), where
+                assert "internal error" not in err and "Traceback" not in err, where
+                assert (rc == 0) == (err == ""), where
+                assert len(err.splitlines()) <= 2, where
+                assert all(line.startswith(("zramctl: ", "Try 'zramctl")) for line in err.splitlines()), where
+                if rc == 0:
+                    fresh()
