@@ -397,3 +397,18 @@ def test_every_attribute_with_every_garbage(tmp_path, monkeypatch, capfd, compat
                 assert all(line.startswith(("zramctl: ", "Try 'zramctl")) for line in err.splitlines()), where
                 if rc == 0:
                     fresh()
+
+
+def test_the_command_does_not_import_from_the_current_directory(root, tmp_path):
+    """The launcher runs Python with -c, which puts the current directory first on sys.path; a
+    ``zramctl`` folder there must not replace the program (think of root in a user's directory)."""
+    planted = tmp_path / "cwd" / "zramctl"
+    planted.mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "cli.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    proc = subprocess.run(
+        [ZRAMCTL, "--version"], cwd=planted.parent, env=env_for(root), capture_output=True, timeout=60
+    )
+    assert_clean(proc, rc=0)
+    assert proc.stdout.startswith(b"zramctl from zramctl ") and not marker.exists()
