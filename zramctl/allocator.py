@@ -1,9 +1,10 @@
 """What an allocator model offers to a zram-like caller and to ``estimate``.
 
-zram hands its allocator one compressed page at a time and only ever asks three
-things of it: store an object of this many bytes (give me a handle), free that
-handle, and how many pages are you holding (``mem_used_total`` is that count
-times PAGE_SIZE).  The kernel's own interfaces were exactly this small: zpool's
+For its accounting, zram hands its allocator one compressed page at a time and
+asks three things of it: store an object of this many bytes (give me a handle),
+free that handle, and how many pages are you holding (``mem_used_total`` is that
+count times PAGE_SIZE); reading, writing and compacting objects are the device's
+business, not an estimate's.  The kernel's own interfaces were exactly this small: zpool's
 ``zpool_malloc`` / ``zpool_free`` / ``zpool_get_total_pages`` in front of zbud,
 z3fold and zsmalloc (``docs/allocators.md``).  ``Allocator`` is that interface,
 plus an object count and an optional per-class breakdown for reports.
