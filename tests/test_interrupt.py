@@ -140,3 +140,59 @@ def test_ctrl_c_at_random_points_during_100_writes(tmp_path):
         assert _device(store) == expected, where
     # The delays must have reached into the writes, not only before and after them.
     assert outcomes["midway"] >= TRIALS // 3, outcomes
+
+
+# --- interrupts.Deferred itself ---------------------------------------------------------------
+
+
+def test_deferred_records_and_puts_the_handlers_back():
+    from zramctl.interrupts import Deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    with Deferred() as signals:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.received == signal.SIGINT  # the first one
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_deferred_allowed_stops_at_once():
+    from zramctl.interrupts import Deferred, Interrupted
+
+    with Deferred() as signals:
+        with pytest.raises(Interrupted) as info:
+            with signals.allowed():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # not reached: the signal interrupts the sleep
+        assert info.value.signum == signal.SIGTERM
+        with pytest.raises(Interrupted):
+            with signals.allowed():  # one already received stops it before it starts
+                pass
+        with signals.allowed(stop_now=False):
+            pass
+
+
+def test_deferred_redelivers_to_the_outer_handler():
+    from zramctl.interrupts import Deferred
+
+    with Deferred() as outer:
+        with Deferred(redeliver=True) as inner:
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert outer.received is None  # held by the inner section until it ends
+        assert inner.received == signal.SIGHUP and outer.received == signal.SIGHUP
+    with pytest.raises(KeyboardInterrupt):  # Python's own handler, once the section is complete
+        with Deferred(redeliver=True):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_deferred_leaves_an_ignored_signal_ignored():
+    from zramctl.interrupts import Deferred
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with Deferred() as signals:
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert signals.received is None and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

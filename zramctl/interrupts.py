@@ -53,9 +53,14 @@ def words(signum: int) -> str:
 class Deferred:
     """Record SIGINT/SIGTERM/SIGHUP while entered; see the module docstring."""
 
-    def __init__(self, *, linger: bool = False) -> None:
+    def __init__(self, *, linger: bool = False, redeliver: bool = False) -> None:
         self.received: int | None = None
         """The first signal that arrived, or None."""
+        self.redeliver = redeliver
+        """On exit, raise the signal received (if any) again, to whatever handles it then: for a
+        short critical section (a commit) inside code that may or may not defer signals itself.
+        Under an outer Deferred it is recorded there; under Python's default, KeyboardInterrupt
+        is raised once the section is complete."""
         self.linger = linger
         """Leave the recording handlers in place after a clean exit: for a command whose work is
         done and committed, a signal in its last moments must not make it look interrupted.
@@ -84,7 +89,10 @@ class Deferred:
         if exc_type is None and self.linger and self.received is None:
             self._saved = {}
             return
+        installed = bool(self._saved)
         self._restore()
+        if self.redeliver and installed and self.received is not None:
+            signal.raise_signal(self.received)
 
     def _restore(self) -> None:
         saved, self._saved = self._saved, {}
