@@ -413,3 +413,17 @@ def test_errno_of_refusals() -> None:
     """The refusals carry errnos a script can tell apart."""
     assert RootError(errno.EPERM, "/x", "bad permissions").errno == errno.EPERM
     assert str(RootError(errno.EPERM, "/x", "bad permissions")) == "/x: bad permissions"
+
+
+def test_a_root_that_cannot_be_a_directory_is_said_so(tmp_path: Path) -> None:
+    """Not "no free zram device found" (-f) nor a bare errno (hot-add): the directory is named."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for root, words in ((blocker, "not a directory"),
+                        (blocker / "r", "cannot create the device directory: Not a directory")):
+        for args in (["-f"], ["-f", "-s", "1M"], ["hot-add"], []):
+            res = zramctl("--root", str(root), *args)
+            if not args and words != "not a directory":
+                assert (res.returncode, res.stderr) == (0, "")  # nothing there: no devices to list
+                continue
+            assert (res.returncode, res.stderr) == (1, f"zramctl: {root}: {words}\n"), args

@@ -30,6 +30,7 @@ from .cli_status import LOCK_WAIT, device_name, resolve
 from .device import ZramError
 from .interrupts import Deferred
 from .profiles import PAGE_SIZE
+from .store import RootError
 
 if TYPE_CHECKING:
     from .store import DeviceHandle
@@ -548,6 +549,8 @@ def hot_add_cmd(root: Root = None) -> None:
     with Deferred() as signals:  # a device is added whole, or not at all
         try:
             number = store.hot_add()
+        except RootError as exc:  # the directory cannot be made: said about the directory
+            raise Failure(str(exc)) from None
         except OSError as exc:
             raise Failure(f"hot_add: {error_words(exc)}") from None
     sys.stdout.write(f"{device_name(number)}\n")
