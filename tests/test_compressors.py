@@ -446,3 +446,70 @@ def test_make_sanitize():
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "passed" in proc.stdout
+
+
+# --------------------------------------------------------------------------
+# Levels at set-up, through the command line (issue 7 item 8)
+
+ZRAMCTL = [sys.executable, "-m", "zramctl"]
+
+
+def _cli(root: Path, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [*ZRAMCTL, "--root", str(root), *args], input=data, capture_output=True, timeout=120,
+        env=dict(os.environ, LC_ALL="C.UTF-8"),
+    )
+    assert b"Traceback" not in proc.stderr and b"internal error" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.mark.skipif(SANITIZING, reason="command-line tests run in the ordinary suite")
+@pytest.mark.parametrize(
+    ("algorithm", "level"),
+    [("zstd", "99999"), ("zstd", "-99999"), ("zstd", "22"), ("zstd", "-2147483648"), ("zstd", "0"),
+     ("lz4", "99999"), ("lz4", "-5"), ("lz4", "2147483647"), ("lz4hc", "99999"), ("lz4hc", "-3"),
+     ("deflate", "9"), ("deflate", "-1"), ("deflate", "0"), ("lzo-rle", "7"), ("lzo", "-7")],
+)
+def test_levels_the_kernel_clamps_give_a_working_device(tmp_path, algorithm, level):
+    """zstd clamps as zstd_get_params does, lz4/lz4hc as LZ4 does, lzo ignores it: the device works."""
+    proc = _cli(tmp_path, "-f", "-s", "1M", "-a", algorithm, "-p", f"level={level}")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"zram0\n", b"")
+    data = real_bytes(64 * PAGE)
+    assert _cli(tmp_path, "write", "zram0", data=data).returncode == 0
+    assert _cli(tmp_path, "read", "zram0", "--length", str(len(data))).stdout == data
+    mm = _cli(tmp_path, "attr", "zram0", "mm_stat").stdout.split()
+    assert int(mm[0]) == len(data) and int(mm[1]) > 0
+    io = _cli(tmp_path, "attr", "zram0", "io_stat").stdout.split()
+    assert io[1] == b"0"  # failed_writes
+
+
+def real_bytes(n: int) -> bytes:
+    """``n`` bytes of an installed program (the interpreter), repeated if it is shorter."""
+    found = [shutil.which("python3.11"), "/usr/bin/python3", os.path.realpath(sys.executable)]
+    binary = max((f for f in found if f and os.path.isfile(f)), key=os.path.getsize)
+    with open(binary, "rb") as f:
+        data = f.read(n)
+    return (data * (n // len(data) + 1))[:n]
+
+
+@pytest.mark.skipif(SANITIZING, reason="command-line tests run in the ordinary suite")
+@pytest.mark.parametrize(
+    ("algorithm", "level", "words"),
+    [("deflate", "99999", "failed to set disksize"), ("deflate", "-99999", "failed to set disksize"),
+     ("deflate", "10", "failed to set disksize"), ("deflate", "-2", "failed to set disksize"),
+     ("zstd", "99999999999999999999", "Numerical result out of range"),
+     ("zstd", "9" * 5000, "Numerical result out of range"),
+     ("deflate", "-" + "9" * 5000, "Numerical result out of range"),
+     ("lz4", "2147483648", "Numerical result out of range"),
+     ("zstd", "3x", "Invalid argument"), ("zstd", "-+3", "Invalid argument")],
+)
+def test_levels_the_kernel_refuses_fail_at_set_up(tmp_path, algorithm, level, words):
+    """deflate outside -1..9 (zlib_deflateInit2), and levels that are no 32-bit number (kstrtoint):
+    one line, exit 1, and no device left set up that cannot be written."""
+    proc = _cli(tmp_path, "-f", "-s", "1M", "-a", algorithm, "-p", f"level={level}")
+    assert proc.returncode == 1 and proc.stdout == b""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zramctl: zram0: ") and words in lines[0], lines
+    assert len(lines[0]) < 300  # the level itself is not echoed back
+    listing = _cli(tmp_path, "-o", "NAME,DISKSIZE", "-b", "-n", "--raw").stdout
+    assert listing in (b"", b"zram0 0\n")  # nothing set up that claims to hold data it cannot write
