@@ -513,3 +513,14 @@ def test_levels_the_kernel_refuses_fail_at_set_up(tmp_path, algorithm, level, wo
     assert len(lines[0]) < 300  # the level itself is not echoed back
     listing = _cli(tmp_path, "-o", "NAME,DISKSIZE", "-b", "-n", "--raw").stdout
     assert listing in (b"", b"zram0 0\n")  # nothing set up that claims to hold data it cannot write
+
+
+def test_no_silent_fallback_when_the_module_is_missing(monkeypatch):
+    """Without the compiled module, choosing lzo-rle, lzo or lz4 fails and says how to fix it."""
+    from zramctl import compress
+
+    monkeypatch.setitem(sys.modules, "zramctl._kcomp", None)  # import now fails
+    for name in ("lzo-rle", "lzo", "lz4"):
+        with pytest.raises(ImportError, match=r"not built: reinstall zramctl with a C compiler"):
+            compress.get_backend(name)
+    assert compress.get_backend("zstd").name == "zstd"  # the others do not need it

@@ -30,6 +30,7 @@ refuses anything outside -1..9, as ``zlib_deflateInit2`` does (EINVAL on disksiz
 from __future__ import annotations
 
 import errno
+import importlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,13 +75,12 @@ class Backend:
 def _kcomp():  # noqa: ANN202 - a C module
     """The compiled module, or a clear error: never a silent, inexact stand-in."""
     try:
-        from . import _kcomp
+        return importlib.import_module("._kcomp", __package__)
     except ImportError as exc:
         raise ImportError(
             "zramctl._kcomp (the kernel's lzo, lzo-rle and lz4) is not built: "
             "reinstall zramctl with a C compiler (pip install .)"
         ) from exc
-    return _kcomp
 
 
 def _lzo(level: int | None, rle: bool) -> Backend:
