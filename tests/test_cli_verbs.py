@@ -138,7 +138,7 @@ def test_stat_plain_text_layout(root, capfdbinary):
     assert "  orig_data_size     20480  (20K)\n" in text
     assert "  same_pages         1\n" in text
     assert "  compression ratio  0.8333\n" in text  # 20K of data in a 5-page zspage + a huge page
-    assert "  mm_stat" in text and "  comp_algorithm    [lzo] lz4 lz4hc zstd deflate" in text
+    assert "  mm_stat" in text and "  comp_algorithm    [lzo-rle] lzo lz4 lz4hc zstd deflate" in text
     histogram = text.split("stored object sizes (bytes)\n")[1].splitlines()
     assert histogram[-2].split()[:2] == ["same-filled", "1"]
     assert histogram[-1].split()[:3] == ["raw", "(huge)", "1"]
