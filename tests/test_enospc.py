@@ -141,3 +141,50 @@ def test_a_full_disk_keeps_what_is_committed_and_works_once_space_returns(small_
     hot = ok(root, "hot-add")
     assert hot.startswith(b"zram")
     ok(root, "attr", "zram0", "reset", "1")
+
+
+def test_a_failed_reservation_is_given_back_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without root: the file system runs out in the middle of a commit's reservation (at the
+    second call that would take new space, after reserving all it asked for); the image goes back
+    to the committed size and the committed allocation, holes punched inside it included."""
+    from zramctl import image_io, sysfs
+
+    store = Store(tmp_path / "r")
+    store.hot_add()
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "comp_algorithm", "lz4")
+        sysfs.store(h.zram, "disksize", "64M")
+        h.zram.write(0, os.urandom(4 * MIB))
+    with store.open(0, write=True) as h:
+        h.zram.discard(MIB, 2 * MIB)  # holes inside the file, for the next commit to fill
+    path = store.image_path(0)
+    before = os.stat(path)
+    content = path.read_bytes()
+    real = os.posix_fallocate
+    calls = []
+
+    def runs_out(fd: int, offset: int, length: int) -> None:
+        new = offset + length > before.st_size or image_io.hole_ranges(fd, offset, offset + length)
+        real(fd, offset, length)
+        if new:
+            calls.append(offset)
+            if len(calls) == 2:
+                raise OSError(28, os.strerror(28))
+
+    h = store.open(0, write=True)
+    try:
+        h.zram.write(MIB, os.urandom(8 * MIB))
+        monkeypatch.setattr(image_io.os, "posix_fallocate", runs_out)
+        with pytest.raises(OSError) as info:
+            h.commit()
+        monkeypatch.undo()
+    finally:
+        h.close()
+    assert info.value.errno == 28 and len(calls) == 2
+    after = os.stat(path)
+    assert after.st_size == before.st_size
+    if before.st_blocks < before.st_size // 512:  # the file system keeps holes: they are back
+        assert after.st_blocks == before.st_blocks
+    assert path.read_bytes() == content
+    assert os.stat(store.wal_path(0)).st_size == 0
+    assert check_image((store, 0), data=True) == []
