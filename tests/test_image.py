@@ -22,6 +22,7 @@ from zramctl.image_format import (
     HEADER_LAYOUT,
     MAGIC,
     PAYLOAD,
+    RECORD_FREE,
     RECORDS_PER_BLOCK,
     TABLE_ROOTS_OFFSET,
     TYPE_HEADER,
@@ -30,6 +31,7 @@ from zramctl.image_format import (
     layout_offsets,
 )
 from zramctl.image_io import read_log
+from zramctl.image_maps import ImageState
 from zramctl.store import Store
 
 PAGE = 4096
@@ -194,6 +196,15 @@ def test_disk_usage_follows_mem_used(tmp_path: Path) -> None:
     assert check_image((store, 0), data=True) == []
 
 
+def _unused_below_top(state: ImageState) -> list[int]:
+    """Extents below extent_count that hold nothing: none, when every allocation took the lowest free one."""
+    return [
+        e
+        for e in range(1, state.extent_count)
+        if state.zspages.slot(e) == RECORD_FREE and e not in state.pending_meta and e not in state.reserved
+    ]
+
+
 def test_freed_extents_are_reused_lowest_first(tmp_path: Path) -> None:
     store = new_device(tmp_path, "16M")
     with store.open(0, write=True) as h:
@@ -204,7 +215,10 @@ def test_freed_extents_are_reused_lowest_first(tmp_path: Path) -> None:
             h.zram.discard(0, 1024 * PAGE)
         with store.open(0, write=True) as h:
             h.zram.write(0, pages(1024, round_ + 1))
-            assert h.image.state.extent_count <= top + 2
+            # How many zspages the data needs depends on the compressor: the file holds them
+            # with no free extent left below its end, and grows by no more than the data does.
+            assert _unused_below_top(h.image.state) == []
+            assert h.image.state.extent_count <= top * 5 // 4
     with store.open(0, write=True) as h:
         h.zram.discard(512 * PAGE, 512 * PAGE)
         h.commit()

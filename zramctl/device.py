@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 
 from .compress import Backend, CompressionError, check_algorithm, get_backend, safe_decompress
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
-from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsError, ZsPage
+from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsCorrupt, ZsError, ZsPage
 
 # Low bits of Entry.flags: the object size (up to PAGE_SIZE, so 13 bits).
 ZRAM_FLAG_SHIFT = PAGE_SHIFT + 1
@@ -171,7 +171,36 @@ class Zram:
         return self.pool.zs_get_total_pages() if self.pool else 0
 
     def _create_pool(self) -> None:
-        self.pool = Pool(self.profile, self.backing.frames, self.backing.zspages, relocate=self._relocate)
+        self.pool = Pool(
+            self.profile,
+            self.backing.frames,
+            self.backing.zspages,
+            relocate=self._relocate,
+            owner_handle=self._owner_handle,
+            untrusted=not isinstance(self.backing.frames, MemoryFrames),
+        )
+
+    def _owner_handle(self, index: int) -> int | None:
+        """The handle page ``index``'s entry holds; None if it holds no object (or is no page)."""
+        if not 0 <= index < self.config.disksize >> PAGE_SHIFT:
+            return None
+        entry = self.table.get(index)
+        if entry is None or entry[0] & ZRAM_SAME:
+            return None
+        return entry[1]
+
+    def _damaged(
+        self, what: str, exc: ZsError, index: int | None = None, *, midway: bool = False
+    ) -> ZramError:
+        """The allocator found its bytes damaged: EUCLEAN in words.
+
+        ``midway``: the operation had already changed something, so nothing of
+        the state in memory may be committed (the frames are poisoned).
+        """
+        if midway:
+            self.backing.frames.poison(f"{what} stopped midway on a damaged image")
+        where = f"page {index}: " if index is not None else ""
+        return ZramError(errno.EUCLEAN, what, f"{where}{exc}; run zramctl check")
 
     def _relocate(self, owner: int, handle: int) -> None:
         """Compaction moved page ``owner``'s object: point its slot at the new handle."""
@@ -212,12 +241,23 @@ class Zram:
 
     # --- the slot paths -------------------------------------------------
 
-    def _free_page(self, index: int) -> None:
-        """zram_free_page(): drop a slot's object (if any) and its counts."""
-        entry = self.table.pop(index, None)
+    def _free_page(self, index: int, what: str = "write") -> None:
+        """zram_free_page(): drop a slot's object (if any) and its counts.
+
+        The allocator checks the handle before it changes anything, so a
+        damaged one fails here with nothing changed.
+        """
+        entry = self.table.get(index)
         if entry is None:
             return
         flags, handle, _ = entry
+        if not flags & ZRAM_SAME:
+            assert self.pool is not None
+            try:
+                self.pool.zs_free(handle)
+            except ZsCorrupt as exc:
+                raise self._damaged(what, exc, index) from None
+        self.table.pop(index)
         st = self.stats
         prof = self.profile
         if flags & ZRAM_SAME:
@@ -233,8 +273,6 @@ class Zram:
                 st.bad_compress -= 1
             if size <= PAGE_SIZE // 2:
                 st.good_compress -= 1
-        assert self.pool is not None
-        self.pool.zs_free(handle)
         st.compr_data_size -= size
         st.pages_stored -= 1
 
@@ -260,6 +298,13 @@ class Zram:
             return
         if prof.free_old_first:
             self._free_page(index)
+        elif pool.untrusted:  # the old object is freed after the new one is stored: check it now
+            old = self.table.get(index)
+            if old is not None and not old[0] & ZRAM_SAME:
+                try:
+                    pool.check_handle(old[1], old[0] & ZRAM_SIZE_MASK)
+                except ZsCorrupt as exc:
+                    raise self._damaged("write", exc, index) from None
         try:
             comp = self.backend.compress(page)
         except Exception as exc:
@@ -273,6 +318,8 @@ class Zram:
             comp, clen = page, PAGE_SIZE
         try:
             handle = pool.zs_malloc(clen, index)
+        except ZsCorrupt as exc:  # checked before it changed anything; but the old page may be freed
+            raise self._damaged("write", exc, index, midway=prof.free_old_first) from None
         except ZsError as exc:
             raise ZramError(exc.errno, "write") from None
         if prof.mem_limit:  # zram_can_store_page()
@@ -308,7 +355,11 @@ class Zram:
             return handle.to_bytes(8, "little") * (PAGE_SIZE // 8)
         size = flags & ZRAM_SIZE_MASK
         assert self.pool is not None
-        data = self.pool.zs_obj_read(handle, size)
+        try:
+            data = self.pool.zs_obj_read(handle, size)
+        except ZsCorrupt as exc:
+            self.stats.failed_reads += 1
+            raise self._damaged("read", exc, index) from None
         if zlib.crc32(data) != crc:
             self.stats.failed_reads += 1
             raise ZramError(errno.EIO, "read", f"page {index}: stored object fails its checksum")
@@ -413,7 +464,7 @@ class Zram:
             index += 1
         count = n // PAGE_SIZE
         for i in self._stored_in(index, index + count):
-            self._free_page(i)
+            self._free_page(i, "discard")
         self.stats.notify_free += count
         return count
 
@@ -438,7 +489,10 @@ class Zram:
             raise ZramError(errno.EINVAL, "compact")
         if not self.profile.compaction:
             raise ZramError(errno.ENOENT, "compact", "the 3.11 allocator has no compaction")
-        return self.pool.zs_compact()
+        try:
+            return self.pool.zs_compact()
+        except ZsCorrupt as exc:  # zspages already moved stay uncommitted: the image keeps its last commit
+            raise self._damaged("compact", exc, midway=True) from None
 
     # --- introspection ------------------------------------------------------
 

@@ -51,7 +51,6 @@ from .image_format import (
     ROOTS,
     Header,
     Slot,
-    corrupt,
     decode_pointers,
     decode_records,
     decode_table,
@@ -61,7 +60,7 @@ from .image_format import (
     encode_table,
 )
 from .image_io import BLOCK_SIZE, BlockFile
-from .zsmalloc import SizeClass, ZsPage
+from .zsmalloc import SizeClass, ZsCorrupt, ZsPage
 
 # Clean decoded blocks kept per cache; dirty ones stay until commit.
 FRAME_CACHE = 512
@@ -354,6 +353,7 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
         return out
 
     def dirty(self) -> Iterator[tuple[int, bytes]]:
+        self.state.refuse_poisoned()
         yield from self.radix.dirty()
         for leaf in self.leaves.values():
             if leaf.dirty:
@@ -415,7 +415,7 @@ class ZsMap(LeafTree, MutableMapping[int, ZsPage]):
     def __getitem__(self, first: int) -> ZsPage:
         s = self.slot(first // EXTENT_BLOCKS) if first % EXTENT_BLOCKS == 0 and first > 0 else None
         if not isinstance(s, ZsPage):
-            raise corrupt(f"a handle or list names frame {first}, which holds no zspage")
+            raise KeyError(first)  # the pool says which page or list named it
         return s
 
     def __setitem__(self, first: int, zspage: ZsPage) -> None:
@@ -445,6 +445,7 @@ class ZsMap(LeafTree, MutableMapping[int, ZsPage]):
                     yield s.first
 
     def dirty(self) -> Iterator[tuple[int, bytes]]:
+        self.state.refuse_poisoned()
         yield from self.radix.dirty()
         huge = [c.huge for c in self.state.classes()]
         for leaf in self.leaves.values():
@@ -509,7 +510,7 @@ class FileFrames:
         if frame not in self.dirty:
             e = frame // EXTENT_BLOCKS
             if e not in self.state.reserved and not isinstance(self.state.zspages.slot(e), ZsPage):
-                raise corrupt(f"an object lies outside its zspage (frame {frame})")
+                raise ZsCorrupt(f"an object lies outside its zspage (frame {frame})")
             data = self._frame(frame)
             self.clean.pop(frame, None)
             self.dirty[frame] = data
@@ -517,6 +518,9 @@ class FileFrames:
 
     def clear(self) -> None:
         self.state.clear()
+
+    def poison(self, reason: str) -> None:
+        self.state.poisoned = reason
 
     @property
     def frames_in_use(self) -> int:
@@ -550,6 +554,8 @@ class ImageState:
     cleared: bool = False
     """reset() happened: the commit truncates the file first."""
     work: Work = field(default_factory=Work)
+    poisoned: str | None = None
+    """Why the state in memory is half-changed (an operation failed midway): commit refuses it."""
     cursor: int = 1
     """Every free extent below the cursor is in ``free_heap`` (see the module docstring)."""
     free_heap: list[int] = field(default_factory=list)
@@ -643,9 +649,19 @@ class ImageState:
 
     # --- whole state ------------------------------------------------------------
 
+    def refuse_poisoned(self) -> None:
+        """A commit of a half-changed state fails here, before anything is written."""
+        if self.poisoned:
+            raise ZramError(
+                errno.EUCLEAN,
+                "commit",
+                f"{self.poisoned}; nothing more was committed, the last commit is intact",
+            )
+
     def clear(self) -> None:
         """reset(): forget every frame, record and entry; the commit starts the file afresh."""
         self.cleared = True
+        self.poisoned = None  # nothing half-changed survives a reset
         self.extent_count, self.free_hint = 1, 1
         self.cursor = 1
         self.free_heap.clear()

@@ -31,10 +31,32 @@ How it works here, beside mm/zsmalloc.c:
   handle is an indirection that compaction rewrites (record_obj); ours tells the
   owner the new handle through the ``relocate`` callback instead, so that no
   second table is needed.
+
+Untrusted frames (``untrusted=True``, an image): no checksum covers the link
+words and handle headers inside the frames, so the pool checks them before it
+acts on them, and raises ZsCorrupt (EUCLEAN, in words) instead of looping,
+handing out an allocated slot or telling the wrong page its object moved:
+
+- before a zspage's free chain is used, the whole chain is walked once (at most
+  ``objs_per_zspage - inuse`` steps: distinct slots in range, tag 0, ending in
+  FREE_END exactly there);
+- before compaction moves anything from or into a zspage, every allocated slot's
+  header must name a page whose handle (``owner_handle``) is that slot;
+- handles (from the page table) must name a zspage and a slot inside it, and an
+  object's length must fit its slot;
+- every list head must be in the group and class whose list it heads, and
+  compaction of a class stops with an error after twice as many rounds as the
+  class has zspages (each round empties a source or fills a destination).
+
+Each check runs before the operation changes anything (compaction: before it
+moves anything from or into the zspage; the caller must not commit a failed
+compaction).  A zspage checked once stays sound for the life of the pool: only
+the pool writes its frames.
 """
 
 from __future__ import annotations
 
+import errno
 import struct
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -74,6 +96,13 @@ class ZsError(Exception):
         self.errno = errno_code
 
 
+class ZsCorrupt(ZsError):
+    """The allocator's own bytes contradict its records (a slot word, a free link, a handle): EUCLEAN."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EUCLEAN, message)
+
+
 class FrameStore(Protocol):
     """Where the allocator's pages come from: 4 KiB frames, by number."""
 
@@ -91,6 +120,9 @@ class FrameStore(Protocol):
 
     def clear(self) -> None:
         """Give back every frame (pool destruction)."""
+
+    def poison(self, reason: str) -> None:
+        """The pool's state in these frames was left half-changed: it must never be committed."""
 
     @property
     def frames_in_use(self) -> int: ...
@@ -125,6 +157,9 @@ class MemoryFrames:
 
     def clear(self) -> None:
         self._frames.clear()
+
+    def poison(self, reason: str) -> None:
+        pass  # nothing in memory is ever committed
 
     @property
     def frames_in_use(self) -> int:
@@ -350,6 +385,9 @@ class Pool:
         frames: FrameStore | None = None,
         zspages: MutableMapping[int, ZsPage] | None = None,
         relocate: Callable[[int, int], None] | None = None,
+        *,
+        owner_handle: Callable[[int], int | None] | None = None,
+        untrusted: bool = False,
     ) -> None:
         self.profile = profile
         self.fullness: Fullness = RATIO_FULLNESS if profile.merge_classes else QUARTER_FULLNESS
@@ -379,6 +417,13 @@ class Pool:
         self.frames: FrameStore = frames if frames is not None else MemoryFrames()
         self.zspages: MutableMapping[int, ZsPage] = zspages if zspages is not None else {}
         self.relocate = relocate
+        self.owner_handle = owner_handle
+        """Page -> the handle its entry holds (None: no object): how compaction checks a slot's header."""
+        self.untrusted = untrusted
+        self._sound: set[int] = set()
+        """Zspages (first frames) whose free chain was checked (untrusted only)."""
+        self._whole: set[int] = set()
+        """Zspages whose every slot header was also checked against its owner (compaction)."""
         self.pages_allocated = 0
         """pool->pages_allocated: frames held by zspages (zs_get_total_pages)."""
         self.pages_compacted = 0
@@ -406,22 +451,26 @@ class Pool:
         zspage.prev = NO_ZSPAGE
         zspage.next = head
         if head != NO_ZSPAGE:
-            self.zspages[head].prev = zspage.first
+            self._zspage(head).prev = zspage.first
         cls.heads[li] = zspage.first
 
     def _remove_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
         """remove_zspage(): take it off its group's list and count."""
         fg = zspage.fullness
-        cls.zspages[fg] -= 1
+        if not 0 <= fg < self.fullness.ngroups:
+            raise ZsCorrupt(f"zspage at frame {zspage.first} is in no fullness group ({fg})")
         li = self._list_index[fg]
+        prev = self._zspage(zspage.prev) if li is not None and zspage.prev != NO_ZSPAGE else None
+        nxt = self._zspage(zspage.next) if li is not None and zspage.next != NO_ZSPAGE else None
+        cls.zspages[fg] -= 1
         if li is None:
             return
-        if zspage.prev != NO_ZSPAGE:
-            self.zspages[zspage.prev].next = zspage.next
+        if prev is not None:
+            prev.next = zspage.next
         else:
             cls.heads[li] = zspage.next
-        if zspage.next != NO_ZSPAGE:
-            self.zspages[zspage.next].prev = zspage.prev
+        if nxt is not None:
+            nxt.prev = zspage.prev
         zspage.prev = zspage.next = NO_ZSPAGE
 
     def _fix_fullness_group(self, cls: SizeClass, zspage: ZsPage) -> int:
@@ -431,6 +480,100 @@ class Pool:
             self._remove_zspage(cls, zspage)
             self._insert_zspage(cls, zspage, fg)
         return fg
+
+    # --- checks of untrusted bytes (see the module docstring) ---------------
+
+    def _zspage(self, first: int, for_object: bool = False) -> ZsPage:
+        """The zspage at ``first``; ZsCorrupt when there is none (a handle's, or a list link's)."""
+        try:
+            return self.zspages[first]
+        except KeyError:
+            if for_object:
+                raise ZsCorrupt(f"the zspage holding its object (frame {first}) is missing") from None
+            raise ZsCorrupt(f"a fullness list names frame {first}, which holds no zspage") from None
+
+    def _head(self, cls: SizeClass, li: int) -> ZsPage:
+        """The zspage heading list ``li`` of ``cls``, after checking it belongs there."""
+        zspage = self._zspage(cls.heads[li])
+        pos = self.class_position(cls)
+        if (
+            zspage.cls != pos
+            or not 0 <= zspage.fullness < self.fullness.ngroups
+            or self._list_index[zspage.fullness] != li
+            or self._groups[pos][zspage.inuse] != zspage.fullness
+        ):
+            raise ZsCorrupt(
+                f"zspage at frame {zspage.first} heads a list of class {cls.index} it does not belong to"
+            )
+        return zspage
+
+    def _check_chain(self, cls: SizeClass, zspage: ZsPage) -> set[int]:
+        """Walk a zspage's free chain (at most objs - inuse links); its free slots, or ZsCorrupt."""
+        first, objs = zspage.first, cls.objs_per_zspage
+        want = objs - zspage.inuse
+        free: set[int] = set()
+        cur = zspage.freeobj
+        tagged = self._handle_size and not cls.huge
+        while cur != FREE_END:
+            if len(free) == want or not 0 <= cur < objs or cur in free:
+                what = "a used or repeated slot" if 0 <= cur < objs else "no slot"
+                raise ZsCorrupt(
+                    f"zspage at frame {first}: free slot {len(free)} of {want} links to {what} ({cur:#x}); "
+                    "its free chain is broken"
+                )
+            free.add(cur)
+            word = self._read_word(cls, first, cur)
+            if tagged and word & OBJ_ALLOCATED_TAG:
+                raise ZsCorrupt(
+                    f"zspage at frame {first}: slot {cur} is on the free chain but marked allocated"
+                )
+            cur = word >> OBJ_TAG_BITS
+        if len(free) != want:
+            raise ZsCorrupt(
+                f"zspage at frame {first}: its free chain ends after {len(free)} of {want} free slots"
+            )
+        self._sound.add(first)
+        return free
+
+    def _check_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
+        """The whole zspage: its free chain, and every other slot's header naming the page that owns it."""
+        if zspage.first in self._whole or not self.untrusted:
+            return
+        first = zspage.first
+        if zspage.cls != self.class_position(cls) or not 0 <= zspage.inuse <= cls.objs_per_zspage:
+            raise ZsCorrupt(f"zspage at frame {first}: its record does not fit class {cls.index}")
+        free = self._check_chain(cls, zspage)
+        if self._handle_size and not cls.huge:
+            for idx in range(cls.objs_per_zspage):
+                if idx in free:
+                    continue
+                word = self._read_word(cls, first, idx)
+                owner = word >> OBJ_TAG_BITS
+                if not word & OBJ_ALLOCATED_TAG:
+                    raise ZsCorrupt(
+                        f"zspage at frame {first}: slot {idx} is neither on the free chain nor allocated "
+                        f"(word {word:#x})"
+                    )
+                if self.owner_handle is not None and self.owner_handle(owner) != encode_handle(first, idx):
+                    raise ZsCorrupt(
+                        f"zspage at frame {first}: slot {idx} holds handle {word:#x} that names no page "
+                        "stored there"
+                    )
+        self._whole.add(first)
+
+    def check_handle(self, handle: int, length: int) -> tuple[SizeClass, ZsPage]:
+        """An object's class and zspage, after checking the handle and ``length`` fit a slot (ZsCorrupt)."""
+        first, idx = handle >> OBJ_INDEX_BITS, handle & OBJ_INDEX_MASK
+        zspage = self._zspage(first, for_object=True)
+        if not 0 <= zspage.cls < len(self.classes):
+            raise ZsCorrupt(f"zspage at frame {first} has no class")
+        cls = self.classes[zspage.cls]
+        room = cls.size if cls.huge else cls.size - self._handle_size
+        if idx >= cls.objs_per_zspage or not 0 < length <= room or zspage.inuse == 0:
+            raise ZsCorrupt(f"a {length}-byte object in slot {idx} does not fit the zspage at frame {first}")
+        return cls, zspage
+
+    # --- slots ------------------------------------------------------------
 
     def _slot_place(self, cls: SizeClass, first: int, idx: int) -> tuple[int, int]:
         """(frame, offset in frame) where object ``idx`` of a zspage starts."""
@@ -457,6 +600,9 @@ class Pool:
         zspage = ZsPage(first, self.class_position(cls))
         self.zspages[first] = zspage
         self._init_zspage(cls, zspage)
+        if self.untrusted:
+            self._sound.add(first)
+            self._whole.add(first)
         self.pages_allocated += cls.pages_per_zspage
         cls.objs_allocated += cls.objs_per_zspage
         return zspage
@@ -468,6 +614,8 @@ class Pool:
         self.pages_allocated -= cls.pages_per_zspage
         del self.zspages[zspage.first]
         self.frames.free(zspage.first, cls.pages_per_zspage)
+        self._sound.discard(zspage.first)
+        self._whole.discard(zspage.first)
 
     def _obj_malloc(self, cls: SizeClass, zspage: ZsPage, owner: int) -> int:
         """Pop the free chain's head; mark it allocated with its owner.  Returns the index."""
@@ -513,6 +661,9 @@ class Pool:
         for li in self._alloc_lists:  # find_get_zspage()
             if heads[li] != NO_ZSPAGE:
                 zspage = self.zspages[heads[li]]
+                if self.untrusted and zspage.first not in self._sound:
+                    zspage = self._head(cls, li)
+                    self._check_chain(cls, zspage)
                 break
         if zspage is None:
             zspage = self._alloc_zspage(cls)
@@ -526,8 +677,11 @@ class Pool:
 
     def zs_free(self, handle: int) -> None:
         first, idx = decode_handle(handle)
-        zspage = self.zspages[first]
-        cls = self.classes[zspage.cls]
+        if self.untrusted:
+            cls, zspage = self.check_handle(handle, 1)
+        else:
+            zspage = self.zspages[first]
+            cls = self.classes[zspage.cls]
         self._obj_free(cls, zspage, idx)
         cls.objs_inuse -= 1
         if self._fix_fullness_group(cls, zspage) == self.fullness.empty:
@@ -536,7 +690,7 @@ class Pool:
     def _payload(self, handle: int) -> tuple[int, int]:
         """(first frame, byte offset in the zspage) of an object's data: past the handle header if any."""
         first = handle >> OBJ_INDEX_BITS
-        cls = self.classes[self.zspages[first].cls]
+        cls = self.classes[self._zspage(first, for_object=True).cls]
         off = (handle & OBJ_INDEX_MASK) * cls.size
         if not cls.huge:
             off += self._handle_size
@@ -553,6 +707,8 @@ class Pool:
 
     def zs_obj_read(self, handle: int, length: int) -> bytes:
         """The first ``length`` bytes of the object's data."""
+        if self.untrusted:
+            self.check_handle(handle, length)
         first, off = self._payload(handle)
         o = off & (PAGE_SIZE - 1)
         if o + length <= PAGE_SIZE:
@@ -589,10 +745,12 @@ class Pool:
         return wasted // cls.objs_per_zspage * cls.pages_per_zspage
 
     def _isolate(self, cls: SizeClass, groups: Iterator[int] | tuple[int, ...] | range) -> ZsPage | None:
+        """Take the head of the first non-empty list of ``groups`` off it, after checking the whole zspage."""
         for fg in groups:
-            head = cls.heads[self._list_of[fg]]
-            if head != NO_ZSPAGE:
-                zspage = self.zspages[head]
+            li = self._list_of[fg]
+            if cls.heads[li] != NO_ZSPAGE:
+                zspage = self._head(cls, li)
+                self._check_zspage(cls, zspage)
                 self._remove_zspage(cls, zspage)
                 zspage.fullness = -1  # isolated: counted nowhere until put back
                 return zspage
@@ -625,7 +783,15 @@ class Pool:
         dst: ZsPage | None = None
         src_order = self.fullness.listed  # 10% .. 99%
         dst_order = tuple(reversed(self.fullness.listed))  # 99% .. 10%
+        # Each round empties its source or fills its destination: more rounds than twice the
+        # zspages means the lists or counts lie (the bound that keeps a damaged image from hanging).
+        rounds = 2 * sum(cls.zspages) + 2
         while self.zs_can_compact(cls):
+            rounds -= 1
+            if rounds < 0:
+                raise ZsCorrupt(
+                    f"compaction of class {cls.index} does not end: its lists or counts are wrong"
+                )
             if dst is None:
                 dst = self._isolate(cls, dst_order)
                 if dst is None:
