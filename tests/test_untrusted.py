@@ -16,6 +16,7 @@ subprocess under a timeout, and asserts:
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -274,3 +275,26 @@ def test_a_missing_zspage_is_named(samples: dict[str, Sample], tmp_path: Path) -
     assert err.startswith(f"zramctl: zram0: read: Structure needs cleaning (page {victim}: ")
     assert f"the zspage holding its object (frame {first}) is missing" in err
     assert "open:" not in err
+
+
+def test_a_compaction_stopped_midway_is_never_committed(samples: dict[str, Sample], tmp_path: Path) -> None:
+    """Even a caller that commits after the failure commits nothing: the image keeps its last commit."""
+    sample = samples["6.18"]
+    data = bytearray(sample.image)
+    for t in sample.targets:  # every allocated slot of every list head names a page stored elsewhere
+        if t.allocated and t.compactable:
+            data[t.offset : t.offset + 8] = (10_000 << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG).to_bytes(8, "little")
+    store = Store(tmp_path)
+    store.hot_add()
+    path = store.image_path(0)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ZramError) as closing, store.open(0, write=True) as h:
+        with pytest.raises(ZramError) as info:
+            h.zram.compact()
+        assert info.value.errno == errno.EUCLEAN and info.value.what == "compact"
+        with pytest.raises(ZramError) as info:
+            h.commit()
+        assert info.value.errno == errno.EUCLEAN and "nothing more was committed" in str(info.value.detail)
+    assert closing.value.what == "commit"  # the commit that closing a writer makes refuses too
+    assert path.read_bytes() == bytes(data)
+    assert _readable(tmp_path) == sample.pages

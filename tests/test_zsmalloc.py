@@ -17,6 +17,7 @@ from zramctl.zsmalloc import (
     ZS_SIZE_CLASSES,
     MemoryFrames,
     Pool,
+    ZsCorrupt,
     ZsError,
     build_classes,
     chain_size_min_waste,
@@ -473,3 +474,89 @@ def test_compaction_touches_no_full_or_single_zspage():
     assert pool.zs_compact() == 0
     pool.zs_free(zs[0][0])  # only one partial zspage: no source and destination pair
     assert pool.zs_compact() == 0 and moved == {}
+
+
+# --------------------------------------------------------------------------
+# Untrusted frames: damaged words are refused before anything changes
+
+
+def _untrusted_pool(objects: int = 40) -> tuple[Pool, dict[int, int], list[int]]:
+    """A modern pool over 'untrusted' frames, ``objects`` 200-byte objects owned by pages 0..n-1."""
+    owners: dict[int, int] = {}
+    pool = Pool(MODERN, owner_handle=owners.get, untrusted=True)
+    pool.relocate = owners.__setitem__
+    handles = []
+    for page in range(objects):
+        h = pool.zs_malloc(200, page)
+        owners[page] = h
+        handles.append(h)
+    return pool, owners, handles
+
+
+def _set_word(pool: Pool, first: int, idx: int, value: int) -> None:
+    cls = pool.classes[pool.zspages[first].cls]
+    off = idx * cls.size
+    pool.frames.mutable(first + (off >> 12))[off & 4095 : (off & 4095) + 8] = value.to_bytes(8, "little")
+
+
+def _forget_checks(pool: Pool) -> None:
+    """As a fresh open would be: nothing checked yet."""
+    pool._sound.clear()
+    pool._whole.clear()
+
+
+@pytest.mark.parametrize("link", [None, 10_000, 1 << 62])
+def test_a_broken_free_chain_is_refused_before_zs_malloc_changes_anything(link):
+    pool, owners, handles = _untrusted_pool()
+    first = handles[-1] >> 11
+    zspage = pool.zspages[first]
+    head = zspage.freeobj
+    _set_word(pool, first, head, (head if link is None else link) << OBJ_TAG_BITS)  # a cycle, or out of range
+    _forget_checks(pool)
+    before = repr(zspage), pool.classes[zspage.cls].objs_inuse
+    with pytest.raises(ZsCorrupt, match=f"zspage at frame {first}: .*free chain"):
+        pool.zs_malloc(200, 999)
+    assert (repr(zspage), pool.classes[zspage.cls].objs_inuse) == before
+
+
+def test_compaction_refuses_a_handle_that_names_another_page():
+    pool, owners, handles = _untrusted_pool(120)
+    for page in range(0, 120, 2):
+        pool.zs_free(owners.pop(page))
+    damaged = {}
+    for page, handle in sorted(owners.items()):  # the first object of every zspage names page 1
+        first, idx = decode_handle(handle)
+        if page != 1 and first not in damaged:
+            _set_word(pool, first, idx, 1 << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG)
+            damaged[first] = idx
+    _forget_checks(pool)
+    state = sorted((k, repr(z)) for k, z in pool.zspages.items()), dict(owners)
+    with pytest.raises(ZsCorrupt, match=r"slot \d+ holds handle 0x3 that names no page stored there"):
+        pool.zs_compact()
+    assert dict(owners) == state[1]  # nothing moved: no page was told its object moved
+
+
+def test_compaction_that_makes_no_progress_ends():
+    """Trusted frames whose allocated slots lost their tag: migration moves nothing, yet compaction ends."""
+    owners: dict[int, int] = {}
+    pool = Pool(MODERN)
+    for page in range(120):
+        owners[page] = pool.zs_malloc(200, page)
+    for page in range(0, 120, 2):
+        pool.zs_free(owners.pop(page))
+    for handle in owners.values():
+        first, idx = decode_handle(handle)
+        _set_word(pool, first, idx, 0)
+    with pytest.raises(ZsCorrupt, match="does not end"):
+        pool.zs_compact()
+
+
+def test_a_handle_outside_its_zspage_is_refused():
+    pool, owners, handles = _untrusted_pool()
+    first, _ = decode_handle(handles[0])
+    with pytest.raises(ZsCorrupt, match="does not fit"):
+        pool.zs_obj_read(first << 11 | 2047, 100)
+    with pytest.raises(ZsCorrupt, match="is missing"):
+        pool.zs_obj_read((first + 8 * 1000) << 11, 100)
+    with pytest.raises(ZsCorrupt, match="does not fit"):
+        pool.zs_obj_read(handles[0], 4000)
