@@ -8,6 +8,13 @@ place, the image fsynced and the log truncated.  Opening a device replays a
 complete log (idempotently: the same blocks again) and discards an incomplete
 one.  zram-image(5), "THE COMMIT LOG", has the record layout.
 
+Recovery streams the log twice, about a MiB at a time: once to check every
+record up to the COMMIT record, then to apply them, so a log of any length
+never has to fit in memory.  The store hands these functions the log as an fd
+it opened relative to its directory (see ``open_regular``); a path is opened
+with O_NOFOLLOW.  A commit that fails before its COMMIT record gives back the
+space it reserved (``hole_ranges`` tells which reserved blocks were holes).
+
 Every operation that changes a file is a *durable point*.  ``CrashPoints``
 counts them; with ``ZRAMCTL_CRASH_AT=N`` the process SIGKILLs itself at the
 N-th, after writing the first half of the bytes when the point is a write (a
