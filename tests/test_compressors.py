@@ -524,3 +524,26 @@ def test_no_silent_fallback_when_the_module_is_missing(monkeypatch):
         with pytest.raises(ImportError, match=r"not built: reinstall zramctl with a C compiler"):
             compress.get_backend(name)
     assert compress.get_backend("zstd").name == "zstd"  # the others do not need it
+
+
+def test_zstd_and_deflate_use_the_kernels_parameters():
+    """zstd: zstandard >= 0.24 (zstd 1.5.7), level 3, content size written; deflate: raw, level 6,
+    a 2^11 window, memLevel 9 (backend_zstd.c, backend_deflate.c)."""
+    import zlib
+
+    import zstandard
+
+    from zramctl.compress import get_backend
+
+    assert tuple(int(x) for x in zstandard.__version__.split(".")[:2]) >= (0, 24)
+    page = real_bytes(PAGE)
+    zstd = get_backend("zstd")
+    stream = zstd.compress(page)
+    assert zstandard.get_frame_parameters(stream).content_size == PAGE
+    assert stream == zstandard.ZstdCompressor(level=3, write_content_size=True).compress(page)
+    assert zstd.decompress(stream) == page
+    deflate = get_backend("deflate")
+    c = zlib.compressobj(6, zlib.DEFLATED, -11, 9)
+    assert deflate.compress(page) == c.compress(page) + c.flush()
+    assert get_backend("deflate", -1).compress(page) == deflate.compress(page)  # Z_DEFAULT_COMPRESSION
+    assert zlib.decompress(deflate.compress(page), -11) == page
