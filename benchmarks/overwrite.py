@@ -18,7 +18,7 @@ record slots examined to find free extents, page-table leaves visited), which
 is what ``tests/test_overwrite_cost.py`` asserts on a small version.
 
 usage: .venv/bin/python benchmarks/overwrite.py [--full 1G] [--write 32M] [--huge 16T]
-       [--runs 3] [--keep DIR] [--only overwrite|discard]
+       [--runs 3] [--keep DIR] [--only overwrite|discard] [--corpus FILE]
 
 With ``--keep DIR`` the full device is built once in DIR and reused by later runs
 (its image is copied for every run, so each run starts from the same state).
@@ -115,9 +115,12 @@ def copy_device(src: Store, dev: int, dst: Store) -> int:
     return new
 
 
-def prepare_full(root: Path, full: int) -> tuple[Store, int]:
-    """A device of ``full`` bytes, all of it written with compressible data (kept in ``root/full``)."""
-    store = Store(root / "full")
+def prepare_full(root: Path, full: int, corpus: Path | None) -> tuple[Store, int]:
+    """A device of ``full`` bytes, all of it written with compressible data (kept in ``root/full-*``).
+
+    The data is ``corpus`` repeated (e.g. ``tools/make-corpus memory 64M FILE``), else ``compressible()``.
+    """
+    store = Store(root / f"full-{corpus.name if corpus else 'synthetic'}")
     if store.exists(0):
         with store.open(0, write=False) as h:
             if h.zram.stats.pages_stored * PAGE == full:
@@ -125,7 +128,8 @@ def prepare_full(root: Path, full: int) -> tuple[Store, int]:
         store.hot_remove(0)
     dev = new_device(store, full)
     start = time.perf_counter()
-    data = compressible(min(full, 64 << 20))
+    data = corpus.read_bytes() if corpus else compressible(min(full, 64 << 20))
+    data = (data * (CHUNK // max(len(data), 1) + 1))[: max(CHUNK, len(data) // CHUNK * CHUNK)]  # whole chunks
     with store.open(dev, write=True) as h:
         for pos in range(0, full, CHUNK):
             h.zram.write(pos, data[pos % len(data) : pos % len(data) + CHUNK])
@@ -136,8 +140,8 @@ def prepare_full(root: Path, full: int) -> tuple[Store, int]:
     return store, dev
 
 
-def overwrite(root: Path, full: int, size: int, runs: int) -> float:
-    src, dev = prepare_full(root, full)
+def overwrite(root: Path, full: int, size: int, runs: int, corpus: Path | None = None) -> float:
+    src, dev = prepare_full(root, full, corpus)
     data = random.Random(3).randbytes(size)
     times: dict[str, list[float]] = {"empty": [], "full": []}
     works: dict[str, dict[str, int]] = {}
@@ -195,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--huge", default="16T", help="size of the huge device discarded whole (default 16T)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", choices=("overwrite", "discard"))
+    ap.add_argument("--corpus", type=Path, help="fill the full device with this file, repeated")
     ap.add_argument("--keep", help="build the full device in DIR and keep it for later runs")
     args = ap.parse_args(argv)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="zram-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
         if args.only != "discard":
-            overwrite(root, size_arg(args.full), size_arg(args.write), args.runs)
+            overwrite(root, size_arg(args.full), size_arg(args.write), args.runs, args.corpus)
         if args.only != "overwrite":
             discard(root, size_arg(args.huge), args.runs)
     finally:

@@ -197,7 +197,7 @@ class Zram:
         ``midway``: the operation had already changed something, so nothing of
         the state in memory may be committed (the frames are poisoned).
         """
-        if midway:
+        if midway or getattr(exc, "midway", False):
             self.backing.frames.poison(f"{what} stopped midway on a damaged image")
         where = f"page {index}: " if index is not None else ""
         return ZramError(errno.EUCLEAN, what, f"{where}{exc}; run zramctl check")
@@ -284,7 +284,18 @@ class Zram:
             self.stats.pages_stored += 1
 
     def _write_page(self, index: int, page: bytes) -> None:
-        """zram_write_page() / 2013 zram_bvec_write() for one whole page."""
+        """zram_write_page() / 2013 zram_bvec_write() for one whole page.
+
+        The allocator's checks come before it changes anything and are worded
+        in ``_store_page``; damage found anywhere later (which those checks
+        should make impossible) leaves the page half-stored, so it poisons.
+        """
+        try:
+            self._store_page(index, page)
+        except ZsCorrupt as exc:
+            raise self._damaged("write", exc, index, midway=True) from None
+
+    def _store_page(self, index: int, page: bytes) -> None:
         prof = self.profile
         st = self.stats
         pool = self.pool

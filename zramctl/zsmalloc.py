@@ -101,6 +101,8 @@ class ZsCorrupt(ZsError):
 
     def __init__(self, message: str) -> None:
         super().__init__(errno.EUCLEAN, message)
+        self.midway = False
+        """Found after the operation had changed something (its checks came first and passed)."""
 
 
 class FrameStore(Protocol):
@@ -660,18 +662,24 @@ class Pool:
         zspage = None
         for li in self._alloc_lists:  # find_get_zspage()
             if heads[li] != NO_ZSPAGE:
-                zspage = self.zspages[heads[li]]
-                if self.untrusted and zspage.first not in self._sound:
+                if self.untrusted:
                     zspage = self._head(cls, li)
-                    self._check_chain(cls, zspage)
+                    if zspage.first not in self._sound:
+                        self._check_chain(cls, zspage)
+                else:
+                    zspage = self.zspages[heads[li]]
                 break
-        if zspage is None:
-            zspage = self._alloc_zspage(cls)
-            idx = self._obj_malloc(cls, zspage, owner)
-            self._insert_zspage(cls, zspage, self.fullness.group(zspage.inuse, cls.objs_per_zspage))
-        else:
-            idx = self._obj_malloc(cls, zspage, owner)
-            self._fix_fullness_group(cls, zspage)
+        try:
+            if zspage is None:
+                zspage = self._alloc_zspage(cls)
+                idx = self._obj_malloc(cls, zspage, owner)
+                self._insert_zspage(cls, zspage, self.fullness.group(zspage.inuse, cls.objs_per_zspage))
+            else:
+                idx = self._obj_malloc(cls, zspage, owner)
+                self._fix_fullness_group(cls, zspage)
+        except ZsCorrupt as exc:
+            exc.midway = True
+            raise
         cls.objs_inuse += 1
         return zspage.first << OBJ_INDEX_BITS | idx
 
@@ -682,10 +690,14 @@ class Pool:
         else:
             zspage = self.zspages[first]
             cls = self.classes[zspage.cls]
-        self._obj_free(cls, zspage, idx)
-        cls.objs_inuse -= 1
-        if self._fix_fullness_group(cls, zspage) == self.fullness.empty:
-            self._free_zspage(cls, zspage)
+        try:
+            self._obj_free(cls, zspage, idx)
+            cls.objs_inuse -= 1
+            if self._fix_fullness_group(cls, zspage) == self.fullness.empty:
+                self._free_zspage(cls, zspage)
+        except ZsCorrupt as exc:  # a list link: the object is already freed
+            exc.midway = True
+            raise
 
     def _payload(self, handle: int) -> tuple[int, int]:
         """(first frame, byte offset in the zspage) of an object's data: past the handle header if any."""
