@@ -196,3 +196,19 @@ def test_deferred_leaves_an_ignored_signal_ignored():
             assert signals.received is None and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_the_signal_points_benchmark_runs(monkeypatch, tmp_path):
+    """benchmarks/signal_points.py (the cost of looking for a signal every piece) keeps working."""
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path))  # it sets the variable: put back afterwards
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import signal_points
+    finally:
+        sys.path.pop(0)
+    from zramctl import verbs
+
+    piece = verbs.PIECE
+    best = signal_points.run(1 << 20, 1)
+    assert set(best) == {verbs.CHUNK, piece} and all(t > 0 for t in best.values())
+    assert verbs.PIECE == piece
