@@ -301,7 +301,7 @@ def _liblzo2(data: bytes) -> bytes | None:
         return None
 
 
-MUTATIONS = 30_000 if SANITIZING else 120_000
+MUTATIONS = 30_000 if SANITIZING else 170_000
 
 
 def test_mutated_streams_give_an_error_or_the_right_bytes():
@@ -330,7 +330,8 @@ def test_mutated_streams_give_an_error_or_the_right_bytes():
             errors += 1
         else:
             decoded += 1
-    assert errors > MUTATIONS // 4 and decoded > 100  # the mutations reach both outcomes
+    assert decoded > 100  # the mutations reach both outcomes
+    assert errors >= (10_000 if SANITIZING else 100_000)  # malformed inputs, all refused cleanly
 
 
 def test_random_bytes_and_small_output_limits():
