@@ -453,3 +453,17 @@ def test_driver_rules_are_the_devices():
         assert rule.stored_size(rule.huge_from) == PAGE_SIZE
     for chain, huge in ((4, 3257), (16, 3833)):
         assert driver_rule(replace(MODERN, chain_size=chain)).huge_from == huge
+
+
+def test_the_benchmark_runs(tmp_path, corpora):
+    """benchmarks/estimate.py on a small file, to keep it working (its figures are not asserted)."""
+    path = tmp_path / "memory.bin"
+    path.write_bytes(corpora["memory"][:MiB])
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "estimate.py"), "--file", str(path),
+         "--algorithms", "lzo-rle,lz4", "--allocators", "zsmalloc,zbud", "--table"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "estimate: 2 alg x 2 alloc" in proc.stdout and "peak RSS" in proc.stdout
+    assert proc.stdout.count(" zsmalloc ") == 2 and proc.stdout.count(" zbud ") == 2

@@ -230,6 +230,10 @@ class ZsmallocCounts:
         self.counts = [0] * len(self.classes)
         """Objects per class."""
 
+    def clear(self) -> None:
+        """Forget every object (the class table stays)."""
+        self.counts = [0] * len(self.classes)
+
     def add(self, size: int, count: int = 1) -> None:
         """``count`` objects of ``size`` bytes."""
         check_size(size, self.max_size, self.name)
@@ -494,7 +498,7 @@ def estimate(
     if not algs or not allocs:
         raise EstimateError("nothing to estimate: no algorithm or no allocator")
     threads = threads or default_threads()
-    want_word = any(not driver_rule(a.profile).same_word for a in allocs)
+    want_word = any(not a.profile.same_word for a in allocs)
     side = driver_rule(MODERN)  # the rules zbud and z3fold are given
     tallies = [
         _Tally(
@@ -538,12 +542,23 @@ def estimate(
     if not pages:
         raise EstimateError("empty input: no pages to estimate")
     rules = {a.label: driver_rule(a.profile) for a in allocs}
-    results = [_result(t, a, rules[a.label], pages, zero, word) for t in tallies for a in allocs]
+    pools = {a.label: ZsmallocCounts(a.profile) for a in allocs if a.kind == "zsmalloc"}
+    results = [
+        _result(t, a, rules[a.label], pools.get(a.label), pages, zero, word) for t in tallies for a in allocs
+    ]
     return Estimate(read, padded, pages, results)
 
 
-def _result(t: _Tally, alloc: AllocatorSpec, rule: DriverRule, pages: int, zero: int, word: int) -> Result:
-    """Apply the allocator's driver rules to one algorithm's tallies."""
+def _result(
+    t: _Tally,
+    alloc: AllocatorSpec,
+    rule: DriverRule,
+    zs: ZsmallocCounts | None,
+    pages: int,
+    zero: int,
+    word: int,
+) -> Result:
+    """Apply the allocator's driver rules to one algorithm's tallies (``zs``: a zsmalloc to fill)."""
     hist = t.hist if rule.same_word else t.hist + t.word_hist
     same = zero + word if rule.same_word else zero
     stored = pages if rule.same_counts_stored else pages - same
@@ -554,7 +569,8 @@ def _result(t: _Tally, alloc: AllocatorSpec, rule: DriverRule, pages: int, zero:
         if size == PAGE_SIZE:
             huge += count
     if alloc.kind == "zsmalloc":
-        zs = ZsmallocCounts(alloc.profile)
+        assert zs is not None
+        zs.clear()
         for n, count in hist.items():
             zs.add(rule.stored_size(n), count)
         used = zs.pages_allocated
