@@ -50,6 +50,7 @@ from zramctl.estimate import (
     file_size,
     parse_algorithms,
     parse_allocators,
+    rebatch,
 )
 from zramctl.procmem import (
     ProcessError,
@@ -467,3 +468,15 @@ def test_the_benchmark_runs(tmp_path, corpora):
     assert proc.returncode == 0, proc.stderr
     assert "estimate: 2 alg x 2 alloc" in proc.stdout and "peak RSS" in proc.stdout
     assert proc.stdout.count(" zsmalloc ") == 2 and proc.stdout.count(" zbud ") == 2
+
+
+@pytest.mark.parametrize("sizes", [[10, 4096, 1], [8192 * 3 + 5], [0, 8192, 0, 8191, 1], [1] * 9000, []])
+def test_rebatch_keeps_every_byte_in_order(sizes):
+    data = os.urandom(sum(sizes))
+    chunks, pos = [], 0
+    for n in sizes:
+        chunks.append(data[pos : pos + n])
+        pos += n
+    batches = list(rebatch(chunks, 8192))
+    assert b"".join(batches) == data
+    assert all(len(b) == 8192 for b in batches[:-1]) and all(batches)

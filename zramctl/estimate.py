@@ -423,16 +423,25 @@ def _work(batch: bytes, comps: _Compressors, want_word: bool) -> BatchResult:
 
 
 def rebatch(chunks: Iterable[bytes], batch_bytes: int) -> Iterator[bytes]:
-    """Chunks of any size as batches of ``batch_bytes`` (the last one shorter, never empty)."""
+    """Chunks of any size as batches of ``batch_bytes`` (the last one shorter, never empty).
+
+    A large chunk is cut, never copied whole: memory stays one chunk and one batch.
+    """
     buf = bytearray()
     for chunk in chunks:
-        if not buf and len(chunk) == batch_bytes:
-            yield bytes(chunk)
-            continue
-        buf += chunk
-        while len(buf) >= batch_bytes:
-            yield bytes(buf[:batch_bytes])
-            del buf[:batch_bytes]
+        view = memoryview(chunk).cast("B")
+        if buf:
+            need = batch_bytes - len(buf)
+            buf += view[:need]
+            view = view[need:]
+            if len(buf) < batch_bytes:
+                continue
+            yield bytes(buf)
+            buf.clear()
+        while len(view) >= batch_bytes:
+            yield view[:batch_bytes].tobytes()
+            view = view[batch_bytes:]
+        buf += view
     if buf:
         yield bytes(buf)
 
