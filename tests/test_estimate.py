@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -37,7 +38,7 @@ from kernel import (
     run_oracle,
 )
 
-from zramctl.allocator import ZsmallocAllocator
+from zramctl.allocator import Allocator, ZsmallocAllocator
 from zramctl.compress import AVAILABLE, get_backend
 from zramctl.device import Zram, ZramConfig, is_same_filled
 from zramctl.estimate import (
@@ -213,6 +214,7 @@ def test_zsmalloc_counts_equal_the_pool(profile, sizes):
         assert counts.pages_allocated == pool.pages_allocated
     assert counts.objects == pool.objects == len(sizes)
     assert sum(c.pages for c in counts.class_stats()) == counts.pages_allocated
+    assert isinstance(counts, Allocator)
 
 
 # --------------------------------------------------------------------------
@@ -293,6 +295,7 @@ def test_result_figures():
     row = r.as_dict()
     for key in ("algorithm", "allocator", "data", "compr", "total", "same_pages", "huge_pages"):
         assert key in row
+    assert json.loads(json.dumps(row)) == row
     zero = estimate([bytes(PAGE_SIZE)], parse_algorithms("lz4"), parse_allocators("zsmalloc:3.11")).results[0]
     assert (zero.data, zero.compr, zero.total) == (0, 0, 0)
     assert zero.data_compr_ratio is None and zero.fragmentation is None and zero.saving_share == 1.0
