@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	@$(BIN)/python benchmarks/engine.py
 	@$(BIN)/python benchmarks/compressors.py
+	@$(BIN)/python benchmarks/throughput.py
 
 # The compiled compressors under AddressSanitizer and UBSan (tests/test_compressors.py runs it).
 sanitize:
