@@ -511,6 +511,9 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
         where = getattr(exc, "filename", None)
         warn(f"{where}: {error_words(exc)}" if where else error_words(exc))
         return 1
+    except ImportError as exc:  # a broken installation (e.g. the compiled module not built): its own words
+        warn(str(exc))
+        return 1
     except Exception as exc:  # the last line of defence: a bug, said in one line
         warn(f"internal error: {type(exc).__name__}: {exc}")
         return 1

@@ -72,7 +72,7 @@ class Backend:
     decompress: Callable[[bytes], bytes]
 
 
-def _kcomp():  # noqa: ANN202 - a C module
+def _kcomp():  # a C module: no stub to name its type
     """The compiled module, or a clear error: never a silent, inexact stand-in."""
     try:
         return importlib.import_module("._kcomp", __package__)

@@ -78,6 +78,7 @@ from .image_io import (
     write_log,
 )
 from .image_maps import ImageState
+from .interrupts import Deferred
 from .zsmalloc import NO_ZSPAGE, Pool, SizeClass
 
 __all__ = ["CrashPoints", "Image", "empty_image", "wal_pending"]
@@ -223,7 +224,13 @@ class Image:
 
         Nothing changed: no I/O at all.  ENOSPC/EFBIG/EIO before the log's
         commit record leave the last commit intact and this handle unusable.
+        A signal that arrives meanwhile is acted on once the commit is complete
+        (interrupts.Deferred), so Ctrl-C never leaves a log for the next open to finish.
         """
+        with Deferred(redeliver=True):
+            self._commit()
+
+    def _commit(self) -> None:
         if self.broken:
             raise ZramError(errno.EIO, "commit", self.broken)
         if not self.writable:
