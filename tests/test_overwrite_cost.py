@@ -16,6 +16,7 @@ count what the image looks at, which does not depend on the machine's load:
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -117,3 +118,16 @@ def test_reset_of_a_huge_device_reads_no_leaf(tmp_path: Path) -> None:
         assert h.image.state.work.leaves_read == 0
     with store.open(dev, write=False) as h:
         assert not h.zram.initialized
+
+
+def test_the_benchmark_runs_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/overwrite.py is not part of the suite, but it must keep working."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "overwrite.py"
+    spec = importlib.util.spec_from_file_location("bench_overwrite", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--full", "8M", "--write", "1M", "--huge", "64G", "--runs", "1", "--keep", str(tmp_path)]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "overwrite 1 MiB random" in out and "whole-device discard" in out and "ratio" in out
