@@ -483,3 +483,17 @@ def test_rebatch_keeps_every_byte_in_order(sizes):
     batches = list(rebatch(chunks, 8192))
     assert b"".join(batches) == data
     assert all(len(b) == 8192 for b in batches[:-1]) and all(batches)
+
+
+@pytest.mark.parametrize("label", ["zstd:1", "zstd:19", "deflate:1", "lz4:8"])
+def test_levels_equal_a_device_set_to_that_level(corpora, label):
+    name, level = label.split(":")
+    data = corpora["files"][:MiB] + corpora["memory"][:MiB]
+    r = estimate([data], parse_algorithms(label), parse_allocators("zsmalloc")).results[0]
+    z = Zram(ZramConfig(comp_algorithm=name, algorithm_level=int(level)))
+    z.init(len(data))
+    z.write(0, data)
+    s = z.stats
+    assert r.algorithm == label
+    total = z.mem_used_pages() * PAGE_SIZE
+    assert counters(r) == (s.pages_stored * PAGE_SIZE, s.compr_data_size, total, s.same_pages, s.huge_pages)
