@@ -497,3 +497,13 @@ def test_levels_equal_a_device_set_to_that_level(corpora, label):
     assert r.algorithm == label
     total = z.mem_used_pages() * PAGE_SIZE
     assert counters(r) == (s.pages_stored * PAGE_SIZE, s.compr_data_size, total, s.same_pages, s.huge_pages)
+
+
+def test_a_kernel_thread_has_no_memory_to_give():
+    kthreadd = 2
+    with open(f"/proc/{kthreadd}/stat") as f:
+        if "(kthreadd)" not in f.read():
+            pytest.skip("pid 2 is not kthreadd here")
+    with pytest.raises(ProcessError, match=r"^process 2: has no anonymous memory"):
+        list(process_chunks([kthreadd]))
+    assert list(all_process_chunks(pids=[kthreadd])) == []

@@ -137,15 +137,15 @@ class ProcessMemory:
         self._files = []
         try:
             with open(f"{PROC}/{pid}/maps") as f:
-                maps = f.read()
-            self._pagemap = open(f"{PROC}/{pid}/pagemap", "rb", buffering=0)  # noqa: SIM115
-            self._files.append(self._pagemap)
-            self._mem = open(f"{PROC}/{pid}/mem", "rb", buffering=0)  # noqa: SIM115
-            self._files.append(self._mem)
+                self.mappings = anonymous_mappings(f.read())
+            if self.mappings:  # a kernel thread has none, and its pagemap and mem refuse to open (ESRCH)
+                self._pagemap = open(f"{PROC}/{pid}/pagemap", "rb", buffering=0)  # noqa: SIM115
+                self._files.append(self._pagemap)
+                self._mem = open(f"{PROC}/{pid}/mem", "rb", buffering=0)  # noqa: SIM115
+                self._files.append(self._mem)
         except OSError as exc:
             self.close()
             raise _refusal(pid, exc) from None
-        self.mappings = anonymous_mappings(maps)
 
     def close(self) -> None:
         for f in self._files:
@@ -212,11 +212,18 @@ class ProcessMemory:
 
 
 def process_chunks(pids: list[int]) -> Iterator[bytes]:
-    """The pages of each process in turn; every process is opened (and checked) before any is read."""
-    readers = []
+    """The pages of each process in turn (``--pid``); every process is opened and checked before any is read.
+
+    A process with no anonymous mapping at all (a kernel thread, or one that has
+    exited and is not yet reaped) is an error here: it was named, and has nothing to give.
+    """
+    readers: list[ProcessMemory] = []
     try:
         for pid in pids:
             readers.append(ProcessMemory(pid))
+            if not readers[-1].mappings:
+                why = "has no anonymous memory (a kernel thread, or a process that has exited)"
+                raise ProcessError(pid, why)
         for r in readers:
             yield from r.chunks()
     finally:
