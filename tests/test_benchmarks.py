@@ -68,3 +68,33 @@ def test_a_failing_zramctl_command_is_one_line_and_exit_1(bench, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("throughput: ") and "no-such-alg" in err[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+CHILD = """
+import tempfile, time
+held = bytearray(48 << 20)
+held[:: 4096] = b"x" * len(held[:: 4096])  # touch every page
+with tempfile.TemporaryFile() as f:  # unlinked at once, in $TMPDIR
+    f.write(b"y" * (8 << 20))
+    f.flush()
+    time.sleep(0.4)
+"""
+
+
+@pytest.mark.parametrize("with_time", [True, False], ids=["usr-bin-time", "sampled"])
+def test_a_watched_command_is_charged_its_own_memory_and_temporary_files(
+    bench, tmp_path, monkeypatch, with_time
+):
+    """Not the benchmark's: this process holds 400 MB while it starts a child that touches 48 MiB."""
+    if with_time and not Path(bench.TIME).exists():
+        pytest.skip(f"no {bench.TIME}")
+    if not with_time:
+        monkeypatch.setattr(bench, "TIME", str(tmp_path / "no-such-time"))
+    ballast = bytearray(400 << 20)
+    ballast[::4096] = b"z" * len(ballast[::4096])
+    run = bench.Runner([sys.executable], tmp_path / "root")
+    ran = run.timed([sys.executable, "-c", CHILD], watch=True)
+    del ballast
+    assert 48 << 20 < ran.maxrss < 200 << 20, ran.maxrss
+    assert ran.tmp_peak >= 8 << 20, ran.tmp_peak
+    assert ran.seconds >= 0.4
