@@ -20,6 +20,7 @@ import errno
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -298,3 +299,109 @@ def test_a_compaction_stopped_midway_is_never_committed(samples: dict[str, Sampl
     assert closing.value.what == "commit"  # the commit that closing a writer makes refuses too
     assert path.read_bytes() == bytes(data)
     assert _readable(tmp_path) == sample.pages
+
+
+class _Hung(Exception):
+    pass
+
+
+def _slot_offsets(root: Path) -> list[int]:
+    """File offsets of every slot word of every non-huge zspage (not only list heads)."""
+    out = []
+    with Store(root).open(0, write=False) as h:
+        pool = h.zram.pool
+        assert pool is not None
+        for first in list(pool.zspages):
+            cls = pool.classes[pool.zspages[first].cls]
+            if not cls.huge:
+                for idx in range(cls.objs_per_zspage):
+                    off = idx * cls.size
+                    out.append((first + (off >> 12)) * PAGE + (off & 4095))
+    return out
+
+
+def _random_steps(rnd: random.Random, store: Store, compat: str, expect: dict[int, bytes]) -> Counter[str]:
+    """A few random writes, discards, compactions and reads, each committed as the verbs do.
+
+    ``expect`` is kept up to date: a write that fails keeps (and commits) the
+    pages before the failing one, and the page it failed on is either; a failed
+    discard or compaction commits nothing.
+    """
+    seen: Counter[str] = Counter()
+    for _ in range(rnd.randrange(1, 6)):
+        op = rnd.choice(("write", "write", "discard", "compact", "read"))
+        first, n = rnd.randrange(PAGES - 10), rnd.randrange(1, 10)
+        pages = [
+            (rnd.randbytes(rnd.choice((100, 300, 700, 1300, 3000))) + bytes(PAGE))[:PAGE] for _ in range(n)
+        ]
+        with store.open(0, write=True) as h:
+            try:
+                if op == "write":
+                    h.zram.write(first * PAGE, b"".join(pages))
+                    expect.update((first + i, p) for i, p in enumerate(pages))
+                elif op == "discard":
+                    h.zram.discard(first * PAGE, n * PAGE)
+                    expect.update((first + i, bytes(PAGE)) for i in range(n))
+                elif op == "compact" and compat == "6.18":
+                    h.zram.compact()
+                elif op == "read":
+                    h.zram.read(0, h.zram.config.disksize)
+                seen[f"{op} ok"] += 1
+            except ZramError as exc:
+                seen[f"{op} refused"] += 1
+                if op == "write":
+                    done = exc.done // PAGE
+                    expect.update((first + i, pages[i]) for i in range(done))
+                    expect.pop(first + done, None)
+                    try:
+                        h.commit()  # as zramctl write does: what was stored stays stored
+                    except ZramError:
+                        for i in range(done):  # nothing was committed after all
+                            expect.pop(first + i, None)
+                h.close()  # a failed command commits nothing more
+    return seen
+
+
+def test_random_damage_then_random_commands(samples: dict[str, Sample], tmp_path: Path) -> None:
+    """1-5 damaged words anywhere, then random commands in-process: no hang, no other error, nothing lost."""
+    outcomes: Counter[str] = Counter()
+
+    def hung(*_: object) -> None:
+        raise _Hung
+
+    old = signal.signal(signal.SIGALRM, hung)
+    try:
+        for seed in range(120):
+            rnd = random.Random(seed)
+            compat = "3.11" if seed % 3 == 0 else "6.18"
+            sample = samples[compat]
+            root = tmp_path / f"seed{seed}"
+            root.mkdir()
+            Store(root).hot_add()
+            (root / "zram0.img").write_bytes(sample.image)
+            data = bytearray(sample.image)
+            offsets = _slot_offsets(root)
+            for _ in range(rnd.choice((1, 1, 2, 5))):
+                at = rnd.choice(offsets)
+                word = int.from_bytes(data[at : at + 8], "little")
+                new = rnd.choice(
+                    (rnd.getrandbits(64), word ^ 1 << rnd.randrange(64), rnd.randrange(64) << OBJ_TAG_BITS)
+                )
+                data[at : at + 8] = new.to_bytes(8, "little")
+            (root / "zram0.img").write_bytes(bytes(data))
+            expect = _readable(root)
+            signal.alarm(TIMEOUT)
+            try:
+                outcomes += _random_steps(rnd, Store(root), compat, expect)
+            except _Hung:
+                raise AssertionError(f"seed {seed}: a command ran for {TIMEOUT} s") from None
+            finally:
+                signal.alarm(0)
+            after = _readable(root)
+            lost = sorted(i for i, page in expect.items() if after.get(i) != page)
+            assert not lost, f"seed {seed} ({compat}): pages {lost[:10]} lost"
+            shutil.rmtree(root)
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert outcomes["write refused"] + outcomes["compact refused"] > 0  # the damage was met
+    print(dict(outcomes))
