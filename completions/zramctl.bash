@@ -57,7 +57,8 @@ _zramctl_complete_devices()
 _zramctl_module()
 {
 	local cur prev i word verb="" first=0 nargs=0 atfirst=1
-	local VERBS="write read discard attr stat compact hot-add hot-remove check"
+	local VERBS="write read discard attr stat compact hot-add hot-remove check estimate"
+	local ALLOCATORS="zsmalloc zsmalloc:4 zsmalloc:16 zsmalloc:3.11 zbud z3fold"
 	local ALGORITHMS="lzo-rle lzo lz4 lz4hc zstd deflate"
 	local COLUMNS="NAME DISKSIZE DATA COMPR ALGORITHM STREAMS ZERO-PAGES TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT"
 	local ATTRIBUTES="disksize initstate reset max_comp_streams compat comp_algorithm algorithm_params mm_stat io_stat debug_stat mem_limit mem_used_max compact num_reads num_writes invalid_io notify_free zero_pages orig_data_size compr_data_size mem_used_total"
@@ -109,7 +110,7 @@ _zramctl_module()
 		# Count the verb's operands before the current word.
 		for (( i = first + 1; i < COMP_CWORD; i++ )); do
 			case ${COMP_WORDS[i]} in
-				--offset|--length|--root)
+				--offset|--length|--root|-a|--algorithm|--allocator|-t|--threads)
 					(( i++ ))
 					[[ ${COMP_WORDS[i]} == "=" ]] && (( i++ ))
 					;;
@@ -117,8 +118,17 @@ _zramctl_module()
 				*) (( nargs++ )) ;;
 			esac
 		done
-		case $prev in
-			--offset|--length)
+		case $verb:$prev in
+			*:--offset|*:--length|estimate:-t|estimate:--threads|estimate:--pid)
+				return 0
+				;;
+			estimate:-a|estimate:--algorithm)
+				COMPREPLY=( $(compgen -W "$ALGORITHMS" -- "$cur") )
+				return 0
+				;;
+			estimate:--allocator)
+				COMPREPLY=( $(compgen -W "$ALLOCATORS" -- "$cur") )
+				__ltrim_colon_completions "$cur" 2>/dev/null
 				return 0
 				;;
 		esac
@@ -129,12 +139,21 @@ _zramctl_module()
 				read|discard) opts="--offset --length $opts" ;;
 				stat) opts="--json $opts" ;;
 				check) opts="--data $opts" ;;
+				estimate) opts="--pid --all-processes --algorithm --allocator --threads --json --bytes --raw --help" ;;
 			esac
 			COMPREPLY=( $(compgen -W "$opts" -- "$cur") )
 			return 0
 		fi
 		case $verb:$nargs in
 			hot-add:*)
+				;;
+			estimate:*)
+				# the data: a file or - (after --pid: process ids, not completed)
+				[[ " ${COMP_WORDS[*]:first:COMP_CWORD-first} " == *" --pid "* ]] && return 0
+				compopt -o filenames 2>/dev/null
+				local IFS=$'\n'
+				COMPREPLY=( $(compgen -f -- "$cur") )
+				[[ -z $cur || $cur == - ]] && COMPREPLY+=( - )
 				;;
 			*:0)
 				_zramctl_complete_devices "$cur"

@@ -1,7 +1,7 @@
 # fish completion for zramctl, the user-space zram (util-linux zramctl's options plus verbs).
 # Install as ~/.config/fish/completions/zramctl.fish.  The lists are checked by tests/test_completion.py.
 
-set -l __zramctl_verbs write read discard attr stat compact hot-add hot-remove check
+set -l __zramctl_verbs write read discard attr stat compact hot-add hot-remove check estimate
 
 function __zramctl_root --description 'The image directory: --root, else $ZRAMCTL_ROOT, else the XDG state dir'
     set -l tokens (commandline -opc)
@@ -61,7 +61,7 @@ end
 function __zramctl_verb --description 'The verb, if the first word is one'
     set -l words (__zramctl_words)
     set -q words[1]; or return 1
-    contains -- $words[1] write read discard attr stat compact hot-add hot-remove check; or return 1
+    contains -- $words[1] write read discard attr stat compact hot-add hot-remove check estimate; or return 1
     echo $words[1]
 end
 
@@ -85,7 +85,7 @@ function __zramctl_operand --description 'The verb is $argv[1] and $argv[2] oper
             continue
         end
         switch $w
-            case --offset --length --root
+            case --offset --length --root -a --algorithm --allocator -t --threads --pid
                 set skip 1
             case '-*'
             case '*'
@@ -135,6 +135,7 @@ complete -c zramctl -n __zramctl_at_first -a compact -d 'compact the allocator m
 complete -c zramctl -n __zramctl_at_first -a hot-add -d 'add a device and print its name'
 complete -c zramctl -n __zramctl_at_first -a hot-remove -d 'remove a device'
 complete -c zramctl -n __zramctl_at_first -a check -d 'verify a device image'
+complete -c zramctl -n __zramctl_at_first -a estimate -d 'what zram would save on data, every algorithm x allocator'
 complete -c zramctl -n __zramctl_no_verb -a '(__zramctl_devices)' -d 'zram device'
 
 # the verbs' arguments and options
@@ -147,4 +148,13 @@ complete -c zramctl -n '__zramctl_using write read discard' -l offset -x -d 'whe
 complete -c zramctl -n '__zramctl_using read discard' -l length -x -d 'how many bytes'
 complete -c zramctl -n '__zramctl_using stat' -l json -d 'print the report as JSON'
 complete -c zramctl -n '__zramctl_using check' -l data -d 'also verify every stored page'
+complete -c zramctl -n '__zramctl_using estimate' -F -a - -d 'input file (- for stdin)'
+complete -c zramctl -n '__zramctl_using estimate' -l pid -x -a '(__fish_complete_pids)' -d 'estimate this process'"'"'s anonymous memory'
+complete -c zramctl -n '__zramctl_using estimate' -l all-processes -d 'estimate every readable process'
+complete -c zramctl -n '__zramctl_using estimate' -s a -l algorithm -x -a 'lzo-rle lzo lz4 lz4hc zstd deflate' -d 'comma-separated algorithms (default: all)'
+complete -c zramctl -n '__zramctl_using estimate' -l allocator -x -a 'zsmalloc zsmalloc:4 zsmalloc:16 zsmalloc:3.11 zbud z3fold' -d 'comma-separated allocators (default: all)'
+complete -c zramctl -n '__zramctl_using estimate' -s t -l threads -x -d 'compress on N threads'
+complete -c zramctl -n '__zramctl_using estimate' -l json -d 'print the rows as JSON'
+complete -c zramctl -n '__zramctl_using estimate' -s b -l bytes -d 'print sizes in bytes'
+complete -c zramctl -n '__zramctl_using estimate' -l raw -d 'use the raw output format'
 complete -c zramctl -n '__zramctl_verb' -s h -l help -d 'show the help of the verb'

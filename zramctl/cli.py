@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from .cli_getopt import LONG_OPTIONS, GetoptError, getopt_long, long_option
 
 PROG = "zramctl"
-VERBS = ("write", "read", "discard", "attr", "stat", "compact", "hot-add", "hot-remove", "check")
+VERBS = ("write", "read", "discard", "attr", "stat", "compact", "hot-add", "hot-remove", "check", "estimate")
 GLOBAL_KEYS = ("root", "compat")
 """Options that may come before a verb (``zramctl --root DIR stat zram0``)."""
 
@@ -304,6 +304,9 @@ def help_text() -> str:
         " hot-add                   add a device and print its name",
         " hot-remove <device>       remove a device",
         " check <device> [--data]   verify a device image",
+        " estimate [<file>|-|--pid <pid>...|--all-processes] [--algorithm <list>]",
+        "          [--allocator <list>] [--threads <n>] [--json] [--bytes] [--raw]",
+        "                           what zram would save on data, every algorithm x allocator",
         " (<command> --help shows a command's options.)",
         "",
         "Available output columns:",

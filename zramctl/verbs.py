@@ -26,6 +26,8 @@ import typer
 
 from . import interrupts, sysfs
 from .cli import PROG, Failure, detail_words, device_failure, error_words
+from .cli_estimate import HELP as _ESTIMATE_HELP
+from .cli_estimate import estimate_cmd
 from .cli_status import LOCK_WAIT, device_name, resolve
 from .device import ZramError
 from .interrupts import Deferred
@@ -588,6 +590,9 @@ def check_cmd(
     for problem in problems:
         sys.stdout.write(f"{name}: {problem}\n")
     return 1 if problems else 0
+
+
+app.command("estimate", help=_ESTIMATE_HELP)(_verb(estimate_cmd))
 
 
 # --- running one --------------------------------------------------------------------------
