@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zramctl import cli, verbs  # noqa: E402
+from zramctl import cli, store  # noqa: E402
 
 
 def mixed(size: int, seed: int = 1) -> bytes:
@@ -45,7 +45,7 @@ def mixed(size: int, seed: int = 1) -> bytes:
 
 
 def timed_write(src: Path, size: int, piece: int, tmp: str) -> float:
-    verbs.PIECE = piece
+    store.PIECE = piece
     root = tempfile.mkdtemp(dir=tmp)
     os.environ["ZRAMCTL_ROOT"] = root
     with open(os.devnull, "w") as null:
@@ -61,7 +61,7 @@ def timed_write(src: Path, size: int, piece: int, tmp: str) -> float:
 
 def run(size: int, repeat: int) -> dict[int, float]:
     """Best time for each piece size."""
-    pieces = (verbs.CHUNK, verbs.PIECE)
+    pieces = (store.CHUNK, store.PIECE)
     best = {p: float("inf") for p in pieces}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "data"
@@ -69,7 +69,7 @@ def run(size: int, repeat: int) -> dict[int, float]:
         for _ in range(repeat):
             for p in pieces:
                 best[p] = min(best[p], timed_write(src, size, p, tmp))
-    verbs.PIECE = pieces[1]
+    store.PIECE = pieces[1]
     return best
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     text = args.size.upper()
     shift = {"K": 10, "M": 20}.get(text[-1:], 0)
     size = int(text[:-1] if shift else text) << shift
-    chunk, piece = verbs.CHUNK, verbs.PIECE
+    chunk, piece = store.CHUNK, store.PIECE
     best = run(size, args.repeat)
     print(f"write {size} bytes, best of {args.repeat}:")
     print(f"  one check per {chunk >> 10} KiB chunk: {best[chunk]:.3f} s")

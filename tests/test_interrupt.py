@@ -3,7 +3,7 @@ the message reports is exact.
 
 Each trial runs the installed command on one device, sends SIGINT after a random delay (from the
 moment the command has the device open, so that the signal lands anywhere in the write: the
-spooling of a pipe, taking the lock, the pages, the commits, the end) and then checks, in
+wait for a pipe's data, taking the lock, the pages, the commits, the end) and then checks, in
 process, that
 
 - ``check --data`` finds nothing wrong;
@@ -32,7 +32,9 @@ from zramctl.store import Store
 ZRAMCTL = str(Path(sys.executable).with_name("zramctl"))
 TRIALS = 100
 DISKSIZE = 4 << 20
-MESSAGE = re.compile(rb"zramctl: zram0: write: interrupted \((\d+) of (\d+) bytes written and committed\)\n")
+MESSAGE = re.compile(
+    rb"zramctl: zram0: write: interrupted \((\d+)(?: of (\d+))? bytes written and committed\)\n"
+)  # a pipe's length is not known: "N bytes", a file's is: "N of M bytes"
 
 
 def _data(rng: random.Random, length: int) -> bytes:
@@ -101,7 +103,7 @@ def test_ctrl_c_at_random_points_during_100_writes(tmp_path):
         offset = rng.choice((0, rng.randrange(DISKSIZE - length), rng.randrange(DISKSIZE // 4096) * 4096))
         offset = min(offset, DISKSIZE - length)
         data = _data(rng, length)
-        piped = trial % 5 == 0  # a pipe is spooled first: a signal then stops it before any write
+        piped = trial % 5 == 0  # a pipe is streamed: its length is not known, nor said
         src = tmp_path / "data"
         src.write_bytes(data)
         args = [ZRAMCTL, "write", "zram0", "--offset", str(offset)] + ([] if piped else [str(src)])
@@ -132,7 +134,7 @@ def test_ctrl_c_at_random_points_during_100_writes(tmp_path):
                 outcomes["before writing"] += 1
                 window *= 1.25
             else:
-                assert m is not None and int(m.group(2)) == length, where
+                assert m is not None and (m.group(2) is None if piped else int(m.group(2)) == length), where
                 kept = int(m.group(1))
                 outcomes["midway"] += 1
         expected[offset : offset + kept] = data[:kept]

@@ -384,7 +384,8 @@ class Zram:
 
     # --- byte-range I/O ---------------------------------------------------
 
-    def _check_range(self, offset: int, length: int, what: str) -> None:
+    def check_range(self, offset: int, length: int, what: str) -> None:
+        """EINVAL (ENOSPC for a write) unless ``[offset, offset + length)`` lies within the device."""
         if offset < 0 or length < 0:
             raise ZramError(errno.EINVAL, what)
         code = errno.ENOSPC if what == "write" else errno.EINVAL
@@ -397,16 +398,18 @@ class Zram:
                 f"{offset + length} bytes is past the end of the device ({self.config.disksize} bytes)",
             )
 
-    def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+    def write(self, offset: int, data: bytes | bytearray | memoryview, *, checked: bool = False) -> int:
         """Write ``data`` at byte ``offset``; partial pages are read, merged and rewritten.
 
-        All of it is checked against disksize first (ENOSPC, nothing written).
+        All of it is checked against disksize first (ENOSPC, nothing written),
+        unless ``checked``: the caller checked a whole transfer once (store.DeviceHandle).
         A page that fails (compression, allocation, mem_limit) counts in
         failed_writes and stops the write: ZramError.done says how many bytes
         before it were stored; nothing stored before is lost.
         """
         data = memoryview(data).cast("B")
-        self._check_range(offset, len(data), "write")
+        if not checked:
+            self.check_range(offset, len(data), "write")
         pos, end = 0, len(data)
         st = self.stats
         write_page = self._write_page
@@ -428,9 +431,10 @@ class Zram:
             pos += n
         return pos
 
-    def read(self, offset: int, length: int) -> bytes:
-        """``length`` bytes from ``offset`` (unwritten pages read as zeros)."""
-        self._check_range(offset, length, "read")
+    def read(self, offset: int, length: int, *, checked: bool = False) -> bytes:
+        """``length`` bytes from ``offset`` (unwritten pages read as zeros); ``checked`` as for write."""
+        if not checked:
+            self.check_range(offset, length, "read")
         if not length:
             return b""
         first, head = divmod(offset, PAGE_SIZE)
@@ -465,7 +469,7 @@ class Zram:
         whole page, stored or not.  (The 2013 driver had no discard; there the
         same thing is what swap_slot_free_notify does, page by page.)
         """
-        self._check_range(offset, length, "discard")
+        self.check_range(offset, length, "discard")
         index, in_page = divmod(offset, PAGE_SIZE)
         n = length
         if in_page:

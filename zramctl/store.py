@@ -5,7 +5,11 @@ directory holding ``zramN.img`` (the device's image, see ``image.py`` and
 zram-image(5)) and ``zramN.wal`` (its commit log, empty between commands).
 Everything a command does to a device goes through a ``DeviceHandle``:
 open (lock, recover an interrupted commit, load the header), work on
-``handle.zram``, commit, close.
+``handle.zram``, commit, close.  The handle also does the device I/O of the
+commands, as the kernel's block layer does for ``dd``: ``write_from`` a
+stream, ``read_to`` a stream, ``discard`` a range.  Each checks its range
+once, moves bounded chunks, commits as it goes and once at the end, and on a
+failure says how many bytes were written and committed (``TransferError``).
 
 Naming follows the kernel: devices are ``zramN``; ``/dev/zramN`` is accepted
 as a spelling of the same *image* device.  ``hot_add`` creates the lowest free
@@ -36,13 +40,18 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
-from .device import ZramError
+from .device import Zram, ZramError
 from .image import CrashPoints, Image, empty_image
 from .image_io import open_regular, wal_pending
+from .interrupts import Deferred, Interrupted
+from .profiles import PAGE_SIZE
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 # Lock polling: start short (a commit takes milliseconds) and back off to this.
@@ -545,17 +554,100 @@ def _holder(fd: int, wanted: int) -> str:
     return "for writing"
 
 
-class DeviceHandle:
-    """An open device: ``zram`` to work on, ``commit()`` to make it durable.
+CHUNK = 4 << 20
+"""Bytes moved per engine call: memory stays bounded whatever the transfer's size."""
+COMMIT_EVERY = 64 << 20
+"""A long write commits at least this often, so a crash loses at most this much work."""
+PIECE = 256 << 10
+"""A write looks for a pending signal (Ctrl-C) after at most this many bytes, at a page boundary
+of the device: often enough to stop within milliseconds, seldom enough to cost nothing measurable.
+It is also the least a write gathers from a pipe before storing it (or the input's end)."""
 
-    Used as a context manager: a writer commits on a clean exit; on an
-    exception nothing more is committed.  Either way the lock is released.
+Progress = Callable[[int], None]
+"""Called with each number of bytes moved, as it is moved (a progress bar's ``advance``)."""
+
+
+def counted(done: int, total: int | None, words: str) -> str:
+    """``N of M bytes <words>``, or ``N bytes <words>`` for a stream whose length is not known."""
+    return f"{done} of {total} bytes {words}" if total is not None else f"{done} bytes {words}"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What a streaming operation did: ``done`` of ``total`` bytes (None: a stream, length unknown).
+
+    ``stopped_by`` is the signal it stopped early for (``interrupts.Deferred``), if any; for a
+    write, everything done is committed.
+    """
+
+    done: int
+    total: int | None
+    stopped_by: int | None = None
+
+
+class TransferError(ZramError):
+    """A write, read or discard that failed midway.
+
+    ``done`` bytes were moved before the failure and, for a write, ``committed``
+    of them are held by the last commit that succeeded (normally all of them:
+    what the device stored before a failure is committed).  ``detail`` says so
+    in words, so that the one-line message needs nothing more.
+    """
+
+    def __init__(
+        self, code: int, what: str, detail: str, *, done: int, committed: int, total: int | None
+    ) -> None:
+        super().__init__(code, what, detail, done)
+        self.committed = committed
+        self.total = total
+
+
+def _words(exc: OSError) -> tuple[int, str, str | None]:
+    """An error's errno, its system words and its own detail (not repeating the words)."""
+    code = exc.errno or errno.EIO
+    words = exc.strerror or os.strerror(code)
+    detail = getattr(exc, "detail", None)
+    if not detail or detail.lower() == words.lower():
+        return code, words, None
+    return code, words, detail.removesuffix(f": {words}")
+
+
+@contextmanager
+def _waiting(signals: Deferred | None) -> Iterator[None]:
+    """Around a wait for input that changes nothing: a signal stops it at once (``Interrupted``)."""
+    if signals is None:
+        yield
+        return
+    with signals.allowed():
+        yield
+
+
+class DeviceHandle:
+    """An open device: ``zram`` to work on, ``commit()`` to make it durable, and the transfers
+    ``write_from``, ``read_to`` and ``discard``.
+
+    Used as a context manager: a writer commits on a clean exit, unless nothing
+    can have changed since its last commit (the transfers commit at their end;
+    only handing out ``zram`` can lead to a change the handle does not see);
+    on an exception nothing more is committed.  Either way the lock is released.
     """
 
     def __init__(self, image: Image, write: bool) -> None:
         self._image: Image | None = image
         self.write = write
-        self.zram = image.zram
+        self._zram = image.zram
+        self._settled = True
+        """Nothing changed since the last commit (or the open): closing needs no commit."""
+
+    @property
+    def zram(self) -> Zram:
+        """The device itself.  For a writer, whoever has it may change it: the close commits."""
+        self._settled = False
+        return self._zram
+
+    @property
+    def disksize(self) -> int:
+        return self._zram.config.disksize
 
     @property
     def image(self) -> Image:
@@ -568,6 +660,191 @@ class DeviceHandle:
         if not self.write:
             raise ZramError(errno.EBADF, "commit", "the device is open read-only")
         self.image.commit()
+        self._settled = True
+
+    # --- transfers ------------------------------------------------------------------
+
+    def write_from(
+        self,
+        source: BinaryIO,
+        offset: int,
+        *,
+        length: int | None = None,
+        progress: Progress | None = None,
+        signals: Deferred | None = None,
+    ) -> Transfer:
+        """Store ``source`` at byte ``offset``, as ``dd of=/dev/zramN`` does; commit at the end.
+
+        ``length``: the bytes ``source`` holds (a regular file's), or None for a
+        stream (a pipe, a terminal).  One range check, before anything is read:
+        a known length that does not fit, or a device not set up, fails with
+        ENOSPC and nothing written.  A stream is stored as it arrives, a piece
+        (``PIECE``) at a time, in ``CHUNK``-sized reads (memory stays bounded);
+        one that runs past the end of the device has what fits stored and
+        committed, and fails with ENOSPC saying how much.  A long write commits
+        every ``COMMIT_EVERY`` bytes, and once at the end.
+
+        ``signals`` (entered by the caller): a signal is acted on between pieces,
+        and at once while waiting for input; what is stored by then is committed
+        and the result's ``stopped_by`` names the signal.  A signal that comes
+        before anything is stored stops the write with ``Interrupted``: nothing
+        written, nothing to commit.
+
+        Failures raise ``TransferError`` (an errno and a detail ending in
+        ``N of M bytes written and committed``), after committing what was stored.
+        The count is exact: the device holds the first N bytes of the input and,
+        past them, what it held before.
+        """
+        zram = self._writer("write")
+        disksize = zram.config.disksize
+        try:
+            zram.check_range(offset, length or 0, "write")
+        except ZramError as exc:
+            exc.detail = f"{exc.detail}; nothing written" if exc.detail else "nothing written"
+            raise
+        room = disksize - offset
+        limit = length if length is not None else room + 1  # a stream: one byte more shows it is too long
+        advance = progress or _no_progress
+        readinto = getattr(source, "readinto1", None) or source.readinto
+        buf = bytearray(min(CHUNK, max(limit, 1)))
+        view = memoryview(buf)
+        done = committed = since_commit = 0
+        signal_seen = (lambda: signals.received is not None) if signals is not None else (lambda: False)
+        ended = False
+        try:
+            while done < limit and not ended and not signal_seen():
+                want = min(len(buf), limit - done)
+                n, ended = _gather(readinto, view[:want], min(want, PIECE), signals)
+                fits = min(n, room - done)
+                pos = 0
+                while pos < fits and not signal_seen():
+                    at = offset + done
+                    step = min(fits - pos, PIECE - at % PAGE_SIZE)
+                    zram.write(at, view[pos : pos + step], checked=True)
+                    pos += step
+                    done += step
+                    since_commit += step
+                    advance(step)
+                if fits < n and not signal_seen():  # a stream longer than the room left
+                    raise ZramError(
+                        errno.ENOSPC,
+                        "write",
+                        f"the input is longer than the {room} bytes from offset {offset} "
+                        "to the end of the device",
+                    )
+                if since_commit >= COMMIT_EVERY and not signal_seen():
+                    self._commit_transfer(done, committed, length)
+                    committed, since_commit = done, 0
+        except Interrupted:
+            if not done:
+                raise  # nothing stored: nothing to commit or to count
+            assert signals is not None
+            self._commit_transfer(done, committed, length)
+            return Transfer(done, length, signals.received)
+        except TransferError:
+            raise
+        except OSError as exc:  # a page that could not be stored, the input unreadable, or no room left
+            if isinstance(exc, ZramError):
+                done += exc.done  # the pages of the failing call stored before it
+            self._commit_transfer(done, committed, length, first=exc)
+            code, words, detail = _words(exc)
+            note = counted(done, length, "written and committed")
+            raise TransferError(
+                code, "write", f"{detail + '; ' if detail else ''}{note}",
+                done=done, committed=done, total=length,
+            ) from None
+        self._commit_transfer(done, committed, length)
+        return Transfer(done, length, signals.received if signals is not None else None)
+
+    def read_to(
+        self,
+        out: BinaryIO,
+        offset: int,
+        length: int | None = None,
+        *,
+        progress: Progress | None = None,
+        signals: Deferred | None = None,
+    ) -> Transfer:
+        """Copy ``length`` bytes from ``offset`` (default: to the end) to ``out``, as ``dd if=``.
+
+        One range check first (EINVAL).  ``CHUNK`` bytes at a time; a signal is
+        acted on between chunks (the result's ``stopped_by``) and at once while
+        ``out`` is slow to take a chunk.  A failure raises ``TransferError``,
+        whose detail counts the bytes read before it.
+        """
+        zram = self._zram
+        want = max(zram.config.disksize - offset, 0) if length is None else length
+        zram.check_range(offset, want, "read")
+        advance = progress or _no_progress
+        done = 0
+        try:
+            while done < want and (signals is None or signals.received is None):
+                n = min(CHUNK, want - done)
+                block = zram.read(offset + done, n, checked=True)
+                # The block read is written out even if a signal came meanwhile; while it
+                # is being written (a slow reader), a signal stops the command at once.
+                with _output(signals):
+                    _write_all(out, block)
+                done += n
+                advance(n)
+        except ZramError as exc:
+            _, _, detail = _words(exc)
+            before = done + exc.done
+            if before:
+                detail = f"{detail + '; ' if detail else ''}{before} bytes read before"
+            raise TransferError(
+                exc.errno or errno.EIO, exc.what, detail or "", done=before, committed=0, total=want
+            ) from None
+        with _output(signals):
+            out.flush()
+        return Transfer(done, want, signals.received if signals is not None else None)
+
+    def discard(self, offset: int, length: int | None = None) -> int:
+        """Free the whole pages of a range (default: to the end), as ``blkdiscard``; commit.
+
+        Returns the pages freed.  Discard cannot stop midway: it is one step.
+        """
+        zram = self._writer("discard")
+        want = max(zram.config.disksize - offset, 0) if length is None else length
+        freed = zram.discard(offset, want)
+        self.commit()
+        return freed
+
+    def _writer(self, what: str) -> Zram:
+        if not self.write:
+            raise ZramError(errno.EBADF, what, "the device is open read-only")
+        self._settled = False
+        return self._zram
+
+    def _commit_transfer(
+        self, done: int, committed: int, total: int | None, first: OSError | None = None
+    ) -> None:
+        """Commit a write's first ``done`` bytes; if that fails, say what the device keeps for certain:
+        the first ``committed`` bytes, held by the last commit that succeeded.
+
+        ``first`` is the failure that came before it (a page that could not be stored), if any.
+        """
+        try:
+            self.commit()
+        except OSError as exc:
+            parts = []
+            if first is not None:
+                code, words, detail = _words(first)
+                if detail:
+                    parts.append(detail)
+                _, commit_words, commit_detail = _words(exc)
+                why: str | None = f"{commit_words}{', ' + commit_detail if commit_detail else ''}"
+            else:
+                code, words, why = _words(exc)
+            parts.append(f"committing the first {counted(done, total, 'failed')}{': ' + why if why else ''}")
+            parts.append(
+                f"the last commit holds the first {committed} bytes" if committed else "no commit holds any"
+            )
+            raise TransferError(
+                code, "write", "; ".join(parts), done=done, committed=committed, total=total
+            ) from None
+
+    # --- closing ----------------------------------------------------------------------
 
     def close(self) -> None:
         """Release the lock; changes since the last commit are discarded."""
@@ -585,7 +862,44 @@ class DeviceHandle:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if exc_type is None and self.write and self._image is not None:
+            if exc_type is None and self.write and self._image is not None and not self._settled:
                 self.commit()
         finally:
             self.close()
+
+
+def _output(signals: Deferred | None) -> AbstractContextManager[None]:
+    """Around writing out what was read: a signal stops it at once (a slow reader), though one
+    received before does not stop it from starting."""
+    return signals.allowed(stop_now=False) if signals is not None else nullcontext()
+
+
+def _no_progress(n: int) -> None:
+    pass
+
+
+def _gather(
+    readinto: Callable[[memoryview], int | None], view: memoryview, least: int, signals: Deferred | None
+) -> tuple[int, bool]:
+    """Read into ``view`` until it holds at least ``least`` bytes or the input ends: (bytes, ended).
+
+    One read(2) at a time (``readinto1``), so that a short read from a terminal
+    is not retried and one ^D (a read of nothing) ends the input, as for cat;
+    after the end nothing more is read.
+    """
+    n = 0
+    while n < least:
+        with _waiting(signals):
+            got = readinto(view[n:])
+        if not got:
+            return n, True
+        n += got
+    return n, False
+
+
+def _write_all(out: BinaryIO, data: bytes) -> None:
+    """All of ``data``: a raw (unbuffered, ``python -u``) stdout may take only part of it."""
+    view = memoryview(data)
+    while view:
+        n = out.write(view)
+        view = view[len(view) if n is None else n :]

@@ -17,7 +17,6 @@ import functools
 import os
 import stat as statmod
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
@@ -25,29 +24,21 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from . import interrupts, sysfs
-from .cli import PROG, Failure, detail_words, device_failure, error_words
+from .cli import PROG, Failure, device_failure, error_words
 from .cli_estimate import HELP as _ESTIMATE_HELP
 from .cli_estimate import estimate_cmd
 from .cli_status import LOCK_WAIT, device_name, resolve
 from .device import ZramError
 from .interrupts import Deferred
-from .profiles import PAGE_SIZE
-from .store import RootError
+from .store import CHUNK as CHUNK  # the transfer sizes are the store's (named here for the tests)
+from .store import PIECE as PIECE
+from .store import RootError, counted
 
 if TYPE_CHECKING:
     from .store import DeviceHandle
 
-CHUNK = 4 << 20
-"""Bytes moved per engine call: memory stays bounded whatever the transfer's size."""
-COMMIT_EVERY = 64 << 20
-"""A long write commits at least this often, so a crash loses at most this much work."""
-SPOOL_IN_MEMORY = 64 << 20
-"""Piped input is spooled (to know its length before writing); beyond this, to a temporary file."""
 LONG_TRANSFER = 32 << 20
-"""Transfers at least this long show a progress bar (when stderr is a terminal)."""
-PIECE = 256 << 10
-"""A write looks for a pending signal (Ctrl-C) after at most this many bytes, at a page boundary
-of the device: often enough to stop within milliseconds, seldom enough to cost nothing measurable."""
+"""Transfers at least this long show a progress bar (when stderr is a terminal); so does a pipe."""
 
 app = typer.Typer(
     name=PROG,
@@ -167,13 +158,16 @@ class _NotDeferred(Deferred):
 
 
 @contextmanager
-def progress(total: int, label: str, ratio: Callable[[], float | None]) -> Iterator[Callable[[int], None]]:
+def progress(
+    total: int | None, label: str, ratio: Callable[[], float | None]
+) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr for a long transfer to or from a terminal user; else nothing.
 
     Yields ``advance(nbytes)``.  Shows bytes done, throughput and, when the
-    device has data, its compression ratio so far (DATA/TOTAL).
+    device has data, its compression ratio so far (DATA/TOTAL).  ``total`` None
+    is a pipe's, not known: the bar then shows bytes and rate only, from the start.
     """
-    if total < LONG_TRANSFER or not sys.stderr.isatty():
+    if (total is not None and total < LONG_TRANSFER) or not sys.stderr.isatty():
         yield lambda n: None
         return
     from rich.console import Console
@@ -181,21 +175,19 @@ def progress(total: int, label: str, ratio: Callable[[], float | None]) -> Itera
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[ratio]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    columns: list[ProgressColumn | str] = [TextColumn("{task.description}")]
+    if total is not None:
+        columns.append(BarColumn())
+    columns += [DownloadColumn(binary_units=True), TransferSpeedColumn(), TextColumn("{task.fields[ratio]}")]
+    if total is not None:
+        columns.append(TimeRemainingColumn())
+    bar = Progress(*columns, console=Console(stderr=True), transient=True)
     with bar:
         task = bar.add_task(label, total=total, ratio="")
 
@@ -215,16 +207,6 @@ def _ratio(zram) -> Callable[[], float | None]:
 
 
 # --- write ------------------------------------------------------------------------------
-
-
-def _past_end(end: int, disksize: int) -> ZramError:
-    if not disksize:
-        return ZramError(errno.ENOSPC, "write", "the device is not set up (disksize 0); nothing written")
-    return ZramError(
-        errno.ENOSPC,
-        "write",
-        f"the data would end at byte {end}, the device holds {disksize} bytes; nothing written",
-    )
 
 
 STDIN_IS_DIRECTORY = "ZRAMCTL_STDIN_IS_DIRECTORY"
@@ -264,171 +246,27 @@ def _regular_length(f: BinaryIO) -> int | None:
         return None
 
 
-def _spool(f: BinaryIO, room: int, offset: int, disksize: int) -> tuple[BinaryIO, int]:
-    """Read a stream whole (it must fit in ``room`` bytes) so that nothing is written if it does not."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - returned
-    total = 0
-    # read1: one read(2) at a time, so that a short read from a terminal is not retried and one
-    # ^D (a read of nothing) ends the input, as it does for cat.
-    read = getattr(f, "read1", f.read)
-    while True:
-        block = read(min(CHUNK, room + 1 - total))
-        if not block:
-            break
-        spool.write(block)
-        total += len(block)
-        if total > room:
-            spool.close()
-            if not disksize:
-                raise _past_end(total, disksize)
-            raise ZramError(
-                errno.ENOSPC,
-                "write",
-                f"the input is longer than the {room} bytes from offset {offset} to the end of the device; "
-                "nothing written",
-            )
-    spool.seek(0)
-    return spool, total
-
-
 def do_write(store, device: str, path: str, offset: int) -> None:
+    """Open the device once, then the input, and let the store stream one into the other.
+
+    A regular file's length is known: one that does not fit is refused before
+    anything is written.  Anything else (a pipe, a terminal) is written as it
+    arrives, as ``dd of=/dev/zramN`` does.
+    """
     number, name = resolve(store, device)
-    with _open(store, number, name, write=False, what="write") as handle:
-        disksize = handle.zram.config.disksize
-    with _source(path, name) as f:
-        length = _regular_length(f)
-        if length is None:
-            try:
-                data, length = _spool(f, max(disksize - offset, 0), offset, disksize)
-            except ZramError as exc:
-                raise device_failure(name, exc) from None
-        else:
-            data = f
-        with data if data is not f else _nothing():
-            signals = Deferred(linger=True)
-            with _open(store, number, name, write=True, what="write", signals=signals) as handle:
-                _write_into(handle, name, data, offset, length, signals)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
-
-
-class _CommitFailed(Exception):
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _commit(handle) -> None:
-    try:
-        handle.commit()
-    except OSError as exc:
-        raise _CommitFailed(exc) from None
-
-
-def _write_into(handle, name: str, data: BinaryIO, offset: int, length: int, signals: Deferred) -> None:
-    """Check the range first (ENOSPC, nothing written), then copy in chunks, committing as we go.
-
-    A signal (Ctrl-C) is acted on only between pieces of at most PIECE bytes:
-    what is stored by then is committed, and the message gives that count,
-    which is exact: the device holds the first N bytes of the input and, past
-    them, what it held before.
-    """
-    zram = handle.zram
-    disksize = zram.config.disksize
-    if not zram.initialized or offset + length > disksize:
-        raise device_failure(name, _past_end(offset + length, disksize))
-    done = committed = 0
-    since_commit = 0
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    try:
-        with progress(length, f"write {name}", _ratio(zram)) as advance:
-            while done < length and signals.received is None:
-                n = data.readinto(view[: min(CHUNK, length - done)])
-                if not n:
-                    break  # the file shrank under us: what was there is written
-                pos = 0
-                while pos < n and signals.received is None:
-                    at = offset + done
-                    step = min(n - pos, PIECE - at % PAGE_SIZE)
-                    zram.write(at, view[pos : pos + step])
-                    pos += step
-                    done += step
-                    since_commit += step
-                    advance(step)
-                if since_commit >= COMMIT_EVERY and signals.received is None:
-                    _commit(handle)
-                    committed, since_commit = done, 0
-            _commit(handle)
-            committed = done
-    except _CommitFailed as exc:
-        raise _commit_failure(name, exc.error, done, committed, length) from None
-    except ZramError as exc:
-        done += exc.done
-        try:
-            _commit(handle)  # what the device stored before the failure stays stored
-        except _CommitFailed as failed:
-            raise _commit_failure(name, failed.error, done, committed, length, first=exc) from None
-        raise _partial(name, exc, done, length) from None
-    except OSError as exc:  # reading the input failed
-        try:
-            _commit(handle)
-        except _CommitFailed as failed:
-            raise _commit_failure(name, failed.error, done, committed, length, first=exc) from None
-        raise _partial(name, exc, done, length) from None
-    if signals.received is not None:
-        # Ctrl-C: keep what is stored (as dd leaves what it wrote), and say exactly how much that is.
-        raise Failure(
-            f"{name}: write: {interrupts.words(signals.received)} "
-            f"({committed} of {length} bytes written and committed)",
-            code=interrupts.exit_code(signals.received),
-        )
-
-
-def _partial(name: str, exc: OSError, committed: int, length: int) -> Failure:
-    """A write that failed midway, after what was stored before the failure was committed."""
-    words = exc.strerror or os.strerror(exc.errno or errno.EIO)
-    detail = detail_words(exc, words)
-    note = f"{committed} of {length} bytes written and committed"
-    return Failure(f"{name}: write: {words} ({detail + '; ' if detail else ''}{note})")
-
-
-def _words(exc: OSError) -> tuple[str, str | None]:
-    words = exc.strerror or os.strerror(exc.errno or errno.EIO)
-    return words, detail_words(exc, words)
-
-
-def _commit_failure(
-    name: str, exc: OSError, done: int, committed: int, length: int, first: OSError | None = None
-) -> Failure:
-    """A commit that failed: what it was committing, why (the image's words), and what the
-    device keeps for certain: the first ``committed`` bytes, held by the last commit that succeeded.
-
-    ``first`` is the failure that came before it (a page that could not be stored), if any.
-    """
-    parts = []
-    if first is not None:
-        words, detail = _words(first)
-        if detail:
-            parts.append(detail)
-        commit_words, commit_detail = _words(exc)
-        why: str | None = f"{commit_words}{', ' + commit_detail if commit_detail else ''}"
-    else:
-        words, why = _words(exc)
-    parts.append(f"committing the first {done} of {length} bytes failed{': ' + why if why else ''}")
-    parts.append(f"the last commit holds the first {committed} bytes" if committed else "no commit holds any")
-    return Failure(f"{name}: write: {words} ({'; '.join(parts)})")
-
-
-def _write_all(out: BinaryIO, data: bytes) -> None:
-    """All of ``data``: a raw (unbuffered, ``python -u``) stdout may take only part of it."""
-    view = memoryview(data)
-    while view:
-        n = out.write(view)
-        view = view[len(view) if n is None else n :]
+    signals = Deferred(linger=True)
+    with _open(store, number, name, write=True, what="write", signals=signals) as handle:
+        with _source(path, name) as f:
+            length = _regular_length(f)
+            with progress(length, f"write {name}", _ratio(handle.zram)) as advance:
+                done = handle.write_from(f, offset, length=length, progress=advance, signals=signals)
+        if done.stopped_by is not None:
+            # Ctrl-C: what is stored is committed (as dd leaves what it wrote); say exactly how much.
+            raise Failure(
+                f"{name}: write: {interrupts.words(done.stopped_by)} "
+                f"({counted(done.done, done.total, 'written and committed')})",
+                code=interrupts.exit_code(done.stopped_by),
+            )
 
 
 # --- the commands -------------------------------------------------------------------------
@@ -452,35 +290,16 @@ def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: 
     start = _size(offset, "offset")
     want = None if length is None else _size(length, "length")
     number, name = resolve(store, device)
-    out = sys.stdout.buffer
     signals = Deferred()
     with _open(store, number, name, write=False, what="read", signals=signals) as handle:
-        zram = handle.zram
-        if want is None:
-            want = max(zram.config.disksize - start, 0)
-        done = 0
-        try:
-            zram.read(start, 0) if want == 0 else None  # the range checks, also for an empty read
-            with progress(want, f"read {name}", _ratio(zram)) as advance:
-                while done < want and signals.received is None:
-                    n = min(CHUNK, want - done)
-                    block = zram.read(start + done, n)
-                    # The block read is written out even if a signal came meanwhile; while it
-                    # is being written (a slow reader), a signal stops the command at once.
-                    with signals.allowed(stop_now=False):
-                        _write_all(out, block)
-                    done += n
-                    advance(n)
-        except ZramError as exc:
-            if done or exc.done:
-                exc.detail = f"{exc.detail + '; ' if exc.detail else ''}{done + exc.done} bytes read before"
-            raise
-        with signals.allowed(stop_now=False):
-            out.flush()
-        if signals.received is not None:
+        total = max(handle.disksize - start, 0) if want is None else want
+        with progress(total, f"read {name}", _ratio(handle.zram)) as advance:
+            done = handle.read_to(sys.stdout.buffer, start, want, progress=advance, signals=signals)
+        if done.stopped_by is not None:
+            copied = counted(done.done, done.total, "copied")
             raise Failure(
-                f"{name}: read: {interrupts.words(signals.received)} ({done} of {want} bytes copied)",
-                code=interrupts.exit_code(signals.received),
+                f"{name}: read: {interrupts.words(done.stopped_by)} ({copied})",
+                code=interrupts.exit_code(done.stopped_by),
             )
 
 
@@ -492,10 +311,7 @@ def discard_cmd(device: Device, offset: Offset = "0", length: Length = None, roo
     want = None if length is None else _size(length, "length")
     number, name = resolve(store, device)
     with _open(store, number, name, write=True, what="discard") as handle:
-        zram = handle.zram
-        if want is None:
-            want = max(zram.config.disksize - start, 0)
-        zram.discard(start, want)
+        handle.discard(start, want)
 
 
 @app.command("attr", help="Read or write an attribute, as [i]cat[/i] or [i]echo >[/i] /sys/block/zramN/NAME.")
