@@ -8,7 +8,7 @@ What it measures (MB = 10^6 bytes, KiB/MiB/GiB = powers of 1024):
 - the corpus (``tools/make-corpus memory 64M``, or ``--corpus FILE``) written to a device:
   metadata bytes per stored page (page-table blocks, pointer blocks included)
   and per zspage (zspage-record blocks), disk usage beside mem_used_total,
-  write throughput through the image (commits every 64 MiB, as the CLI);
+  write throughput through the image (DeviceHandle.write_from, as the CLI: commits every 64 MiB);
 - the O(work) requirement: one whole command (a fresh process: open, 4 KiB
   write or read, commit, exit) on a device holding ``--full`` (1 GiB) beside the
   same on an empty device, median of ``--runs`` runs each, and the ratio.
@@ -22,6 +22,7 @@ usage: .venv/bin/python benchmarks/image_ops.py [--corpus FILE] [--full 1G] [--r
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import random
 import shutil
@@ -40,7 +41,6 @@ from zramctl.check import image_usage  # noqa: E402
 from zramctl.store import Store  # noqa: E402
 
 PAGE = 4096
-COMMIT_EVERY = 64 << 20
 STORE_SCRIPT = """
 import sys
 from zramctl.store import Store
@@ -48,9 +48,9 @@ root, op, dev, off = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]
 s = Store(root)
 with s.open(dev, write=op == "write") as h:
     if op == "write":
-        h.zram.write(off, sys.stdin.buffer.read())
+        h.write_from(sys.stdin.buffer, off)
     else:
-        sys.stdout.buffer.write(h.zram.read(off, 4096))
+        h.read_to(sys.stdout.buffer, off, 4096)
 """
 
 
@@ -77,19 +77,30 @@ def new_device(store: Store, size: int) -> int:
     return dev
 
 
+class Repeated(io.RawIOBase):
+    """``data`` over and over, ``total`` bytes in all: a stream for DeviceHandle.write_from."""
+
+    def __init__(self, data: bytes, total: int) -> None:
+        self.data = memoryview(data)
+        self.total = total
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        at = self.pos % len(self.data)
+        n = min(len(buf), len(self.data) - at, self.total - self.pos)
+        buf[:n] = self.data[at : at + n]
+        self.pos += n
+        return n
+
+
 def fill(store: Store, dev: int, data: bytes, total: int) -> float:
-    """Write ``data`` repeatedly up to ``total`` bytes, committing every 64 MiB; seconds taken."""
+    """Write ``data`` repeatedly up to ``total`` bytes through the store's write_from; seconds taken."""
     start = time.perf_counter()
     with store.open(dev, write=True) as h:
-        done = since = 0
-        while done < total:
-            n = min(len(data), total - done, 4 << 20)
-            h.zram.write(done, data[done % len(data) : done % len(data) + n])
-            done += n
-            since += n
-            if since >= COMMIT_EVERY:
-                h.commit()
-                since = 0
+        h.write_from(Repeated(data, total), 0, length=total)
     return time.perf_counter() - start
 
 
