@@ -178,6 +178,27 @@ CORPUS = [
     ["attr", "zram1", "comp_algorithm", "x" * 100_000],
     ["attr", "zram0", "", "1"],
     ["attr", "zram0", "x" * 100_000],
+    # estimate: empty input, missing or unreadable processes, bad lists and files
+    ["estimate"],
+    ["estimate", "-"],
+    ["estimate", "/nonexistent"],
+    ["estimate", "/"],
+    ["estimate", "a", "b"],
+    ["estimate", "--pid", "99999999"],
+    ["estimate", "--pid", "2"],
+    ["estimate", "--pid", "x"],
+    ["estimate", "--pid", HUGE],
+    ["estimate", "--pid", ""],
+    ["estimate", "--all-processes", "x"],
+    ["estimate", "-a", "foo"],
+    ["estimate", "-a", HUGE],
+    ["estimate", "-a", "zstd:" + HUGE],
+    ["estimate", "-a", "zstd:9..1"],
+    ["estimate", "-a", ","],
+    ["estimate", "--allocator", "bar"],
+    ["estimate", "--allocator", "zsmalloc:" + HUGE],
+    ["estimate", "-t", "0"],
+    ["estimate", "-t", HUGE],
 ]
 
 

@@ -115,7 +115,7 @@ def parse_algorithms(text: str | None) -> list[AlgorithmSpec]:
         if not level:
             levels: list[int | None] = [None]
         else:
-            m = re.fullmatch(r"(-?\d+)(?:\.\.(-?\d+))?", level)
+            m = re.fullmatch(r"(-?\d{1,9})(?:\.\.(-?\d{1,9}))?", level)  # no level has more digits
             if not m:
                 raise EstimateError(f"{item}: a level is a number or a range LOW..HIGH")
             lo = int(m[1])
