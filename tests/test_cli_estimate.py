@@ -246,3 +246,58 @@ def test_an_empty_file(tmp_path):
 def test_bad_input_is_one_line(args, words):
     line = failure(*args)
     assert words in line, line
+
+
+# --- on a terminal -------------------------------------------------------------------------------
+
+
+def on_tty(*args: str, stream: str = "stdout", env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run with stdout or stderr on a pseudo-terminal (120 columns); the exit status and what it got."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    kw = {"stdout": slave} if stream == "stdout" else {"stderr": slave, "stdout": subprocess.DEVNULL}
+    e = dict(os.environ, TERM="xterm-256color", COLUMNS="120")
+    e.pop("NO_COLOR", None)
+    e.update(env or {})
+    proc = subprocess.Popen([ZRAMCTL, "estimate", *args], stdin=subprocess.DEVNULL, env=e, **kw)
+    os.close(slave)
+    chunks = []
+    while select.select([master], [], [], 120)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_a_rich_table_with_a_bar_per_row(corpus):
+    rc, text = on_tty(str(corpus), "-a", "lz4,zstd", "--allocator", "zsmalloc,zbud")
+    assert rc == 0
+    rows = [line for line in text.splitlines() if line.startswith(("lz4 ", "zstd "))]
+    assert len(rows) == 4 and all("█" in row for row in rows), text
+    assert "ALGORITHM" in text and "TOTAL / INPUT" in text
+    lists = ("-a", "lz4,zstd", "--allocator", "zsmalloc,zbud")
+    rc, plain = on_tty(str(corpus), *lists, env={"NO_COLOR": "1"})
+    assert rc == 0 and "█" not in plain
+    assert plain.replace("\r\n", "\n") == run(str(corpus), *lists).stdout.decode()
+
+
+def test_a_long_input_shows_progress_on_a_terminal(tmp_path, corpus):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(17):  # 34 MiB: above the 32 MiB at which every long transfer shows one
+            f.write(corpus.read_bytes())
+    rc, text = on_tty(str(big), "-a", "lz4", "--allocator", "zsmalloc", stream="stderr")
+    assert rc == 0 and "estimate" in text and "MiB" in text, text
+    quiet = run(str(big), "-a", "lz4", "--allocator", "zsmalloc")
+    assert quiet.stderr == b""  # not a terminal: no bar
