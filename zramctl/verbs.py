@@ -174,6 +174,7 @@ def progress(
     from rich.progress import (
         BarColumn,
         DownloadColumn,
+        FileSizeColumn,
         Progress,
         ProgressColumn,
         TextColumn,
@@ -183,8 +184,10 @@ def progress(
 
     columns: list[ProgressColumn | str] = [TextColumn("{task.description}")]
     if total is not None:
-        columns.append(BarColumn())
-    columns += [DownloadColumn(binary_units=True), TransferSpeedColumn(), TextColumn("{task.fields[ratio]}")]
+        columns += [BarColumn(), DownloadColumn(binary_units=True)]
+    else:  # a pipe: no bar, no "of ?", no time left; bytes so far, in the units of the rate
+        columns.append(FileSizeColumn())
+    columns += [TransferSpeedColumn(), TextColumn("{task.fields[ratio]}")]
     if total is not None:
         columns.append(TimeRemainingColumn())
     bar = Progress(*columns, console=Console(stderr=True), transient=True)

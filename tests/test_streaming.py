@@ -1,0 +1,348 @@
+"""The store does the device I/O, and a pipe streams into ``write`` as it does into ``dd``.
+
+- A pipe longer than the device: what fits is written and committed, then ENOSPC with the
+  exact count; the device holds the input's first part and, past the end of the write,
+  what it held before.
+- No temporary space: no temporary file is made for a pipe, and a 256 MiB pipe keeps the
+  process's peak RSS bounded.
+- Each command opens the device once and commits once at the end (plus every
+  COMMIT_EVERY bytes of a long write).
+- The API itself: write_from/read_to/discard on a handle, their counts and errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from zramctl import cli, store, verbs
+from zramctl.device import Zram, ZramError
+from zramctl.image import Image
+from zramctl.store import Store, TransferError
+
+PAGE = 4096
+ZRAMCTL = str(Path(sys.executable).with_name("zramctl"))
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path / "root"))
+    monkeypatch.setattr(store, "CHUNK", 16 * PAGE)
+    monkeypatch.setattr(store, "COMMIT_EVERY", 64 * PAGE)
+    return tmp_path / "root"
+
+
+def run(capfdbinary, *args: str) -> tuple[int, bytes, str]:
+    rc = cli.main(list(args))
+    out, err = capfdbinary.readouterr()
+    return rc, out, err.decode()
+
+
+def _pipe(data: bytes) -> str:
+    """A pipe whose writer runs in a thread; its reading end as a path (/dev/fd/N)."""
+    r, w = os.pipe()
+
+    def feed():
+        with os.fdopen(w, "wb") as f:
+            try:
+                f.write(data)
+            except BrokenPipeError:
+                pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    return f"/dev/fd/{r}"
+
+
+def _device(root: Path, dev: int = 0) -> bytes:
+    with Store(root).open(dev, write=False) as h:
+        return h.zram.read(0, h.disksize)
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    """How many times the device was opened and committed (Store.open, Image.commit)."""
+    seen = {"open": 0, "commit": 0}
+    real_open, real_commit = Store.open, Image.commit
+
+    def counting_open(self, *args, **kwargs):
+        seen["open"] += 1
+        return real_open(self, *args, **kwargs)
+
+    def counting_commit(self):
+        seen["commit"] += 1
+        return real_commit(self)
+
+    monkeypatch.setattr(Store, "open", counting_open)
+    monkeypatch.setattr(Image, "commit", counting_commit)
+    return seen
+
+
+# --- pipes past the end ----------------------------------------------------------------------
+
+
+def test_a_pipe_longer_than_the_device_writes_what_fits(root, capfdbinary):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    before = random.Random(1).randbytes(1 << 20)
+    assert cli.main(["write", "zram0", _pipe(before)]) == 0
+    data = random.Random(2).randbytes((1 << 20) + 5 * PAGE)
+    offset = 100 * PAGE + 17
+    room = (1 << 20) - offset
+    capfdbinary.readouterr()
+    rc, _, err = run(capfdbinary, "write", "zram0", "--offset", str(offset), _pipe(data))
+    assert rc == 1
+    assert err == (
+        f"zramctl: zram0: write: No space left on device (the input is longer than the {room} bytes "
+        f"from offset {offset} to the end of the device; {room} bytes written and committed)\n"
+    )
+    assert _device(root) == before[:offset] + data[:room]
+    rc, out, _ = run(capfdbinary, "check", "zram0", "--data")
+    assert (rc, out) == (0, b"")
+
+
+def test_a_pipe_that_ends_at_the_end_of_the_device_is_no_error(root, capfdbinary):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    data = random.Random(3).randbytes((1 << 20) - 100)
+    assert cli.main(["write", "zram0", "--offset", "100", _pipe(data)]) == 0
+    assert _device(root) == bytes(100) + data
+
+
+def test_a_file_longer_than_the_room_left_is_refused_before_anything_is_written(root, capfdbinary, tmp_path):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    src = tmp_path / "big"
+    src.write_bytes(random.Random(4).randbytes(1 << 20))
+    with Store(root).open(0, write=False) as h:
+        txid = h.image.header.txid
+    capfdbinary.readouterr()
+    rc, _, err = run(capfdbinary, "write", "zram0", "--offset", "1", str(src))
+    assert rc == 1
+    assert err == (
+        "zramctl: zram0: write: No space left on device "
+        "(1048577 bytes is past the end of the device (1048576 bytes); nothing written)\n"
+    )
+    with Store(root).open(0, write=False) as h:
+        assert h.image.header.txid == txid and h.zram.stats.pages_stored == 0
+
+
+def test_a_page_failure_on_a_pipe_counts_without_a_total(root, capfdbinary):
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    assert cli.main(["attr", "zram0", "mem_limit", "64K"]) == 0
+    capfdbinary.readouterr()
+    data = random.Random(5).randbytes(1 << 20)
+    rc, _, err = run(capfdbinary, "write", "zram0", _pipe(data))
+    assert rc == 1
+    prefix = "zramctl: zram0: write: Cannot allocate memory (mem_limit reached; "
+    assert err.startswith(prefix) and err.endswith(" bytes written and committed)\n"), err
+    kept = int(err[len(prefix) :].split()[0])
+    assert err == f"{prefix}{kept} bytes written and committed)\n"
+    assert 0 < kept < len(data) and kept % PAGE == 0
+    assert _device(root)[: len(data)] == data[:kept] + bytes(len(data) - kept)
+
+
+def test_a_signal_during_a_piped_write_commits_and_counts(root, capfdbinary, monkeypatch):
+    monkeypatch.setattr(store, "PIECE", 4 * PAGE)
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(6).randbytes(100 * PAGE + 5)
+    capfdbinary.readouterr()
+    real = Zram._write_page
+    pages = [0]
+
+    def signalled(self, index, page):
+        pages[0] += 1
+        if pages[0] == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, index, page)
+
+    monkeypatch.setattr(Zram, "_write_page", signalled)
+    rc, _, err = run(capfdbinary, "write", "zram0", "--offset", "1", _pipe(data))
+    monkeypatch.setattr(Zram, "_write_page", real)
+    assert rc == 130
+    prefix, suffix = "zramctl: zram0: write: interrupted (", " bytes written and committed)\n"
+    assert err.startswith(prefix) and err.endswith(suffix), err
+    kept = int(err[len(prefix) : -len(suffix)])
+    assert 9 * PAGE <= kept < 20 * PAGE  # stopped at the end of the piece that held page 10
+    assert _device(root)[: len(data) + 1] == b"\0" + data[:kept] + bytes(len(data) - kept)
+
+
+# --- no temporary space, bounded memory ----------------------------------------------------------
+
+
+def test_a_pipe_makes_no_temporary_file(root, capfdbinary, monkeypatch):
+    def refused(*args, **kwargs):
+        raise AssertionError("a temporary file was made")
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp"):
+        monkeypatch.setattr(tempfile, name, refused)
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(7).randbytes(300 * PAGE)
+    assert cli.main(["write", "zram0", _pipe(data)]) == 0
+    assert _device(root)[: len(data)] == data
+
+
+def _feed_chunks(pipe, total: int) -> None:
+    """``total`` bytes of mixed pages (text, random, zero) into ``pipe``, a MiB at a time."""
+    rng = random.Random(8)
+    block = b"".join(
+        (rng.randbytes(1500) + bytes(PAGE - 1500)) if i % 3 == 0 else (b"zram page %06d " % i) * 240
+        for i in range(256)
+    )
+    block = (block + bytes(1 << 20))[: 1 << 20]
+    try:
+        for _ in range(total >> 20):
+            pipe.write(block)
+        pipe.close()
+    except BrokenPipeError:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4")
+def test_a_256_mib_pipe_uses_no_temporary_space_and_bounded_memory(tmp_path):
+    """Peak RSS (the child's ru_maxrss, from wait4) stays far below the input's size, and the
+    command's TMPDIR, an empty directory of its own, stays empty and is never written to."""
+    total = 256 << 20
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = dict(os.environ, ZRAMCTL_ROOT=str(tmp_path / "root"), TMPDIR=str(tmpdir))
+    subprocess.run([ZRAMCTL, "-f", "-s", "300M"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([ZRAMCTL, "write", "zram0"], env=env, stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    feeder = threading.Thread(target=_feed_chunks, args=(proc.stdin, total))
+    feeder.start()
+    held_open: set[str] = set()
+    while proc.poll() is None:  # any file under TMPDIR the command holds open, even unlinked
+        try:
+            for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith(str(tmpdir)):
+                    held_open.add(target)
+        except OSError:
+            pass
+        try:
+            _, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if _:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            break
+        threading.Event().wait(0.05)
+    feeder.join(timeout=600)
+    err = proc.stderr.read()
+    assert proc.returncode == 0, err
+    assert held_open == set() and list(tmpdir.iterdir()) == []
+    peak = usage.ru_maxrss * 1024  # Linux: KiB
+    assert peak < 150 * 10**6, peak
+    with Store(tmp_path / "root").open(0, write=False) as h:
+        assert h.zram.stats.pages_stored * PAGE == total  # all of it, same-filled pages included
+
+
+# --- one open, one commit -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["file", "pipe"])
+def test_write_opens_once_and_commits_once(root, tmp_path, counts, source):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    with Store(root).open(0, write=False) as h:
+        txid = h.image.header.txid
+    data = random.Random(9).randbytes(10 * PAGE + 3)
+    src = tmp_path / "data"
+    src.write_bytes(data)
+    counts.update(open=0, commit=0)
+    assert cli.main(["write", "zram0", "--offset", "5", str(src) if source == "file" else _pipe(data)]) == 0
+    assert counts == {"open": 1, "commit": 1}
+    with Store(root).open(0, write=False) as h:
+        assert h.image.header.txid == txid + 1
+        assert h.zram.read(5, len(data)) == data
+
+
+def test_a_long_write_commits_every_commit_every_bytes_and_once_at_the_end(root, tmp_path, counts):
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    data = random.Random(10).randbytes(300 * PAGE)
+    counts.update(open=0, commit=0)
+    assert cli.main(["write", "zram0", _pipe(data)]) == 0
+    assert counts["open"] == 1
+    assert counts["commit"] == len(data) // store.COMMIT_EVERY + 1  # 4 on the way, 1 at the end
+
+
+@pytest.mark.parametrize("verb", [["read", "zram0", "--length", "64K"], ["discard", "zram0"]])
+def test_read_and_discard_open_once(root, capfdbinary, counts, verb):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    assert cli.main(["write", "zram0", _pipe(random.Random(11).randbytes(20 * PAGE))]) == 0
+    capfdbinary.readouterr()
+    counts.update(open=0, commit=0)
+    rc, out, _ = run(capfdbinary, *verb)
+    assert rc == 0
+    assert counts == {"open": 1, "commit": 0 if verb[0] == "read" else 1}
+
+
+def test_the_close_after_a_transfer_commits_nothing_more(root, counts):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    counts.update(open=0, commit=0)
+    with Store(root).open(0, write=True) as h:
+        h.write_from(io.BytesIO(b"x" * 5000), 0)
+    assert counts["commit"] == 1
+    with Store(root).open(0, write=True) as h:  # handing out zram: the close commits
+        h.zram.write(0, b"y")
+    assert counts["commit"] == 2
+    assert _device(root)[:5001] == b"y" + b"x" * 4999 + b"\0"
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+def test_write_from_read_to_discard(root):
+    assert cli.main(["-f", "-s", "1M"]) == 0
+    data = random.Random(12).randbytes(50 * PAGE + 7)
+    moved: list[int] = []
+    with Store(root).open(0, write=True) as h:
+        done = h.write_from(io.BytesIO(data), 3, length=len(data), progress=moved.append)
+        assert done == store.Transfer(len(data), len(data), None)
+        assert sum(moved) == len(data)
+        out = io.BytesIO()
+        got = h.read_to(out, 3, len(data))
+        assert got == store.Transfer(len(data), len(data), None) and out.getvalue() == data
+        assert h.discard(0) == 256
+        assert h.zram.stats.pages_stored == 0
+    with Store(root).open(0, write=False) as h:
+        with pytest.raises(ZramError) as info:  # the range check, before anything is read
+            h.read_to(io.BytesIO(), 1 << 20, 1)
+        assert info.value.errno == errno.EINVAL
+        with pytest.raises(ZramError) as info:
+            h.write_from(io.BytesIO(b"x"), 0)
+        assert info.value.errno == errno.EBADF
+
+
+def test_write_from_a_stream_past_the_end_raises_with_the_counts(root):
+    assert cli.main(["-f", "-s", "64K"]) == 0
+    data = random.Random(13).randbytes(70 << 10)
+    with Store(root).open(0, write=True) as h:
+        with pytest.raises(TransferError) as info:
+            h.write_from(io.BytesIO(data), 1000)
+    exc = info.value
+    room = 64 * 1024 - 1000
+    assert (exc.errno, exc.done, exc.committed, exc.total) == (errno.ENOSPC, room, room, None)
+    assert _device(root) == bytes(1000) + data[:room]
+
+
+def test_progress_on_a_pipe_shows_bytes_and_rate_without_a_total(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    monkeypatch.setenv("COLUMNS", "100")
+    with verbs.progress(None, "write zram0", lambda: 2.5) as advance:
+        for _ in range(8):
+            advance(4 << 20)
+    shown = screen.getvalue()
+    assert "write zram0" in shown and "33.6 MB" in shown and "B/s" in shown and "ratio 2.50" in shown
+    assert "/?" not in shown and "-:--:--" not in shown  # no total, no time left
