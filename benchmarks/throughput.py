@@ -320,21 +320,21 @@ def kernel_figures(data: mmap.mmap, size: int, algorithm: str, repeat: int) -> K
             return "zram0 is in use (disksize != 0); left as it is"
         try:
             for _ in range(repeat):
-                for two in (False, True):
-                    zram.reset()
+                for two in (False, True):  # a fresh device each run: zram0 starts at disksize 0
                     oracle.set_up(zram, algorithm, str(size))
                     t = time.perf_counter()
                     if two:
                         _two_writers(data, size)
                         w2.append(time.perf_counter() - t)
-                        continue
-                    _direct_write(data, 0, size, threading.Event())
-                    w1.append(time.perf_counter() - t)
-                    if int(zram.mm_stat()[0]) != size:
-                        raise BenchError(f"zram0: {zram.mm_stat()[0]} bytes stored of {size}")
-                    t = time.perf_counter()
-                    _direct_read(size)
-                    r1.append(time.perf_counter() - t)
+                    else:
+                        _direct_write(data, 0, size, threading.Event())
+                        w1.append(time.perf_counter() - t)
+                        if int(zram.mm_stat()[0]) != size:
+                            raise BenchError(f"zram0: {zram.mm_stat()[0]} bytes stored of {size}")
+                        t = time.perf_counter()
+                        _direct_read(size)
+                        r1.append(time.perf_counter() - t)
+                    zram.reset()
         except oracle.Unavailable as exc:
             return str(exc)
         except oracle.Failed as exc:

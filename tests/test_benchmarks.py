@@ -98,3 +98,36 @@ def test_a_watched_command_is_charged_its_own_memory_and_temporary_files(
     assert 48 << 20 < ran.maxrss < 200 << 20, ran.maxrss
     assert ran.tmp_peak >= 8 << 20, ran.tmp_peak
     assert ran.seconds >= 0.4
+
+
+@pytest.fixture
+def fake_zram0(bench, tmp_path, monkeypatch):
+    """A zram0 made of plain files (no root): sysfs attributes, a device node, a lock."""
+    sys_dir = tmp_path / "sys"
+    sys_dir.mkdir()
+    for name, text in {"disksize": "0\n", "comp_algorithm": "[lzo-rle] lzo lz4\n", "reset": ""}.items():
+        (sys_dir / name).write_text(text)
+    (sys_dir / "mm_stat").write_text("0 0 0 0 0 0 0 0 0\n")
+    dev = tmp_path / "zram0"
+    dev.write_bytes(b"")
+    monkeypatch.setattr(bench, "SYS", sys_dir)
+    monkeypatch.setattr(bench, "DEV", dev)
+    monkeypatch.setattr(bench, "LOCK", str(tmp_path / "lock"))
+    return sys_dir
+
+
+def test_a_zram0_in_use_is_refused_and_left_alone(bench, fake_zram0):
+    (fake_zram0 / "disksize").write_text("1048576\n")
+    data = bench.mmap.mmap(-1, 1 << 20)
+    got = bench.kernel_figures(data, 1 << 20, "lzo-rle", 1)
+    assert isinstance(got, str) and "in use" in got
+    assert (fake_zram0 / "reset").read_text() == "" and (fake_zram0 / "disksize").read_text() == "1048576\n"
+
+
+def test_zram0_is_reset_after_a_failure(bench, fake_zram0):
+    """The first write 'stores' nothing (mm_stat: 0 bytes), or O_DIRECT is refused (tmpfs): reset anyway."""
+    data = bench.mmap.mmap(-1, 1 << 20)
+    with pytest.raises((bench.BenchError, OSError)):
+        bench.kernel_figures(data, 1 << 20, "lz4", 1)
+    assert (fake_zram0 / "reset").read_text() == "1"
+    assert (fake_zram0 / "comp_algorithm").read_text() == "lz4"
