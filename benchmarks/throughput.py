@@ -381,9 +381,18 @@ def _child(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             first = f.read().split()[:1]
+        return int(first[0]) if first else None
+    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN, or pid gone: look at every parent
+        pass
     except OSError:
         return None
-    return int(first[0]) if first else None
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        return int(name)
+    return None
 
 
 def _vm_hwm(pid: int) -> int:
