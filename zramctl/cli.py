@@ -306,7 +306,7 @@ def help_text() -> str:
         " check <device> [--data]   verify a device image",
         " estimate [<file>|-|--pid <pid>...|--all-processes] [--algorithm <list>]",
         "          [--allocator <list>] [--threads <n>] [--json] [--bytes] [--raw]",
-        "                           what zram would save on data, every algorithm x allocator",
+        "                           what zram would save: every algorithm x allocator",
         " (<command> --help shows a command's options.)",
         "",
         "Available output columns:",
