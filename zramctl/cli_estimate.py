@@ -267,8 +267,7 @@ def estimate_cmd(
         raise Failure(f"estimate: {exc}") from None
     skipped: list[ProcessError] = []
     with open_source(args or [], pid or [], all_processes, skipped.append) as source:
-        total = source.total or 0
-        with progress(total, "estimate", lambda: None) as advance:
+        with progress(source.total, "estimate", lambda: None) as advance:
             done = 0
 
             def bar(now: int, _total: int | None) -> None:
