@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 # python-lzo has no wheels: it compiles against liblzo2's headers.  tools/ensure-lzo
 # installs them with apt when we are root, and otherwise stops with the exact command.
-$(STAMP): pyproject.toml setup.py zramctl/_kcomp.c bin/zramctl tools/ensure-lzo
+$(STAMP): pyproject.toml setup.py zramctl/kernel/_kcomp.c bin/zramctl tools/ensure-lzo
 	@sh tools/ensure-lzo
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null

@@ -1,4 +1,4 @@
-"""Builds zramctl's one compiled module, ``zramctl._kcomp`` (the kernel's lzo, lzo-rle and lz4).
+"""Builds zramctl's one compiled module, ``zramctl.kernel._kcomp`` (the kernel's lzo, lzo-rle and lz4).
 
 Everything else about the package is in pyproject.toml.  The module is plain C against the
 CPython API; it needs only a C compiler and Python's headers, which python-lzo already needs.
@@ -30,8 +30,8 @@ class BuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "zramctl._kcomp",
-            sources=["zramctl/_kcomp.c"],
+            "zramctl.kernel._kcomp",
+            sources=["zramctl/kernel/_kcomp.c"],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra"],
         )
     ],

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from zramctl import sysfs  # noqa: E402
-from zramctl.compress import get_backend  # noqa: E402
-from zramctl.device import Zram, ZramConfig  # noqa: E402
-from zramctl.sysfs import MM_STAT_FIELDS  # noqa: E402
+from zramctl.kernel.sysfs import MM_STAT_FIELDS  # noqa: E402
+from zramctl.kernel.zcomp import get_backend  # noqa: E402
+from zramctl.kernel.zram_drv import Zram, ZramConfig  # noqa: E402
 
 PAGE = 4096
 MAKE_CORPUS = ROOT / "tools" / "make-corpus"
@@ -142,8 +142,8 @@ def kernel_replay(data: bytes, algorithm: str) -> tuple[int, int, int] | None:
         from kernel import PAGE as KPAGE
         from kernel import Write, kernel_available, run_oracle
 
-        from zramctl.profiles import MODERN
-        from zramctl.zsmalloc import Pool
+        from zramctl.kernel.profiles import MODERN
+        from zramctl.kernel.zsmalloc import Pool
 
         if not kernel_available():
             return None

@@ -11,7 +11,7 @@ The corpus is ``tools/make-corpus memory --size`` (256 MiB by default; the issue
 runs in a fresh Python process of its own, so that each peak RSS (``ru_maxrss``) is its
 own and neither warms the other's allocator:
 
-- device: an in-memory ``zramctl.device.Zram`` (lzo-rle, 6.18) takes the file in 4 MiB
+- device: an in-memory ``zramctl.kernel.zram_drv.Zram`` (lzo-rle, 6.18) takes the file in 4 MiB
   writes, as ``zramctl write`` does (the file read in 4 MiB chunks);
 - estimate: ``zramctl.estimate.estimate`` over the file read in 1 MiB chunks, with
   ``--threads`` workers (default: the CPUs we may use).
@@ -62,7 +62,7 @@ def ratio(a: float, b: float) -> float:
 
 
 def run_device(path: str) -> dict[str, float]:
-    from zramctl.device import Zram, ZramConfig
+    from zramctl.kernel.zram_drv import Zram, ZramConfig
 
     size = os.path.getsize(path)
     wall, cpu = time.perf_counter(), cpu_seconds()
@@ -97,8 +97,8 @@ def run_estimate(path: str, threads: int | None, algorithms: str | None, allocat
 def run_bound(path: str, algorithms: str | None) -> dict:
     """CPU seconds to compress every page that is not same-filled once, per algorithm, one thread:
     what the pass must cost at least, whatever it does around the compressors."""
-    from zramctl.device import is_same_filled
     from zramctl.estimate import parse_algorithms
+    from zramctl.kernel.zram_drv import is_same_filled
 
     out = {}
     for spec in parse_algorithms(algorithms):

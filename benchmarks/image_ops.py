@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zramctl import sysfs  # noqa: E402
-from zramctl.check import image_usage  # noqa: E402
+from zramctl.image.check import image_usage  # noqa: E402
 from zramctl.store import Store  # noqa: E402
 
 PAGE = 4096

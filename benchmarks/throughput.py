@@ -78,8 +78,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zramctl import sysfs  # noqa: E402
-from zramctl.compress import get_backend  # noqa: E402
-from zramctl.device import Zram  # noqa: E402
+from zramctl.kernel.zcomp import get_backend  # noqa: E402
+from zramctl.kernel.zram_drv import Zram  # noqa: E402
 
 PROG = "throughput"
 PAGE = 4096

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from zramctl.sysfs import IO_STAT_FIELDS, MM_STAT_FIELDS
+from zramctl.kernel.sysfs import IO_STAT_FIELDS, MM_STAT_FIELDS
 
 PAGE = 4096
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,7 +319,7 @@ def read_kernel_counters(sysdir: Path = SYS) -> tuple[tuple[int, ...], tuple[int
 
 def engine_device(algorithm: str = "lzo", disksize: int = DEFAULT_DISKSIZE, compat: str = "6.18"):
     """A fresh in-memory Zram set up as the oracle sets zram0 up."""
-    from zramctl.device import Zram, ZramConfig
+    from zramctl.kernel.zram_drv import Zram, ZramConfig
 
     z = Zram(ZramConfig(compat=compat, comp_algorithm=algorithm))
     z.init(disksize)
@@ -327,7 +327,7 @@ def engine_device(algorithm: str = "lzo", disksize: int = DEFAULT_DISKSIZE, comp
 
 
 def engine_counters(z) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    from zramctl import sysfs
+    from zramctl.kernel import sysfs
 
     return parse_counters(sysfs.show(z, "mm_stat"), sysfs.show(z, "io_stat"))
 
@@ -384,7 +384,7 @@ def candidate_pages(count: int, seed: int) -> list[bytes]:
     """``count`` candidate pages (seeded), none of them same-filled."""
     import random
 
-    from zramctl.device import is_same_filled
+    from zramctl.kernel.zram_drv import is_same_filled
 
     rng = random.Random(seed)
     pages: list[bytes] = []
@@ -418,7 +418,7 @@ def engine_object_size(page: bytes, backend, huge_class_size: int = 3625) -> int
 
 def agreeing_pages(pages: Sequence[bytes], algorithm: str) -> dict[int, list[bytes]]:
     """The pages whose kernel object size equals ours, by that size."""
-    from zramctl.compress import get_backend
+    from zramctl.kernel.zcomp import get_backend
 
     backend = get_backend(algorithm)
     out: dict[int, list[bytes]] = {}

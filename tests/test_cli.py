@@ -12,8 +12,9 @@ import json
 
 import pytest
 
-from zramctl import cli, sysfs
-from zramctl.device import ZramError
+from zramctl.cli import main as cli
+from zramctl.errors import ZramError
+from zramctl.kernel import sysfs
 from zramctl.store import Store
 
 TRY = "Try 'zramctl --help' for more information.\n"

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from kernel import make_corpus
 
-from zramctl.cli_estimate import COLUMNS
+from zramctl.cli.estimate import COLUMNS
+from zramctl.cli.units import size_to_human_string
 from zramctl.estimate import estimate, file_chunks, parse_algorithms, parse_allocators
-from zramctl.profiles import PAGE_SIZE
-from zramctl.units import size_to_human_string
+from zramctl.kernel.profiles import PAGE_SIZE
 
 ZRAMCTL = str(Path(sys.executable).with_name("zramctl"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,7 +196,7 @@ def test_a_kernel_thread_has_nothing_to_give():
 
 
 SETPRIV = shutil.which("setpriv")
-ENTRY = "import sys; sys.argv[0] = 'zramctl'; from zramctl.cli import entry; entry()"
+ENTRY = "import sys; sys.argv[0] = 'zramctl'; from zramctl.cli.main import entry; entry()"
 """What bin/zramctl runs (nobody may be unable to run the Python the launcher picks: a pyenv under /root)."""
 
 

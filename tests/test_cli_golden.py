@@ -22,7 +22,7 @@ import random
 
 import pytest
 
-from zramctl import cli
+from zramctl.cli import main as cli
 
 PAGE = 4096
 

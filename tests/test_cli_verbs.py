@@ -10,8 +10,10 @@ import threading
 
 import pytest
 
-from zramctl import cli, store
-from zramctl.device import Zram, ZramError
+from zramctl import store
+from zramctl.cli import main as cli
+from zramctl.errors import ZramError
+from zramctl.kernel.zram_drv import Zram
 from zramctl.store import DeviceHandle
 
 PAGE = 4096

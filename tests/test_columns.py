@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zramctl.columns import (
+from zramctl.cli.columns import (
     COLUMNS,
     DEFAULT_COLUMNS,
     MAX_COLUMNS,

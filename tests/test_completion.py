@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import cli, sysfs
-from zramctl.columns import COLUMNS
-from zramctl.compress import AVAILABLE
-from zramctl.profiles import PROFILES
+from zramctl.cli import main as cli
+from zramctl.cli.columns import COLUMNS
+from zramctl.kernel import sysfs
+from zramctl.kernel.profiles import PROFILES
+from zramctl.kernel.zcomp import AVAILABLE
 
 REPO = Path(__file__).resolve().parent.parent
 BASH = REPO / "completions" / "zramctl.bash"

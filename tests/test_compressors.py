@@ -1,4 +1,4 @@
-"""The compiled kernel compressors (zramctl._kcomp) against their readable reference (kcomp_ref).
+"""The compiled kernel compressors (zramctl.kernel._kcomp) against their readable reference (kcomp_ref).
 
 - Byte-exact on thousands of real pages (program binaries, text, a live process's memory,
   made by tools/make-corpus) and on the edge pages where a compressor's corner cases live.
@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zramctl import _kcomp, kcomp_ref
+from zramctl.kernel import _kcomp, kcomp_ref
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -518,9 +518,9 @@ def test_levels_the_kernel_refuses_fail_at_set_up(tmp_path, algorithm, level, wo
 
 def test_no_silent_fallback_when_the_module_is_missing(monkeypatch):
     """Without the compiled module, choosing lzo-rle, lzo or lz4 fails and says how to fix it."""
-    from zramctl import compress
+    from zramctl.kernel import zcomp as compress
 
-    monkeypatch.setitem(sys.modules, "zramctl._kcomp", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "zramctl.kernel._kcomp", None)  # import now fails
     for name in ("lzo-rle", "lzo", "lz4"):
         with pytest.raises(ImportError, match=r"not built: reinstall zramctl with a C compiler"):
             compress.get_backend(name)
@@ -534,7 +534,7 @@ def test_zstd_and_deflate_use_the_kernels_parameters():
 
     import zstandard
 
-    from zramctl.compress import get_backend
+    from zramctl.kernel.zcomp import get_backend
 
     assert tuple(int(x) for x in zstandard.__version__.split(".")[:2]) >= (0, 24)
     page = real_bytes(PAGE)
@@ -555,7 +555,8 @@ def test_zstd_and_deflate_use_the_kernels_parameters():
 def test_images_written_by_the_earlier_compressors_still_read(tmp_path, monkeypatch, algorithm):
     """A device filled through python-lzo / lz4.block (what earlier versions stored) reads back
     through today's decoders in a new process, passes check --data, and keeps its counters."""
-    from zramctl import cli, compress
+    from zramctl.cli import main as cli
+    from zramctl.kernel import zcomp as compress
 
     def old_backend(level: int | None) -> compress.Backend:
         if algorithm == "lzo":

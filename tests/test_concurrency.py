@@ -18,9 +18,8 @@ import struct
 import time
 from pathlib import Path
 
-from zramctl import sysfs
-from zramctl.check import check_image
-from zramctl.store import Store
+from zramctl.kernel import sysfs
+from zramctl.store import Store, check_image
 
 PAGE = 4096
 WORKERS = 4

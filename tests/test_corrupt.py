@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import sysfs
-from zramctl.check import check_image, device_state
-from zramctl.device import ZramError
-from zramctl.store import Store
+from zramctl.errors import ZramError
+from zramctl.image.check import device_state
+from zramctl.kernel import sysfs
+from zramctl.store import Store, check_image
 
 PAGE = 4096
 CASES = 2400

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import sysfs
-from zramctl.check import check_image, device_state
-from zramctl.device import Zram
-from zramctl.image_io import read_log, wal_pending
-from zramctl.store import Store
+from zramctl.image.check import device_state
+from zramctl.image.io import read_log, wal_pending
+from zramctl.kernel import sysfs
+from zramctl.kernel.zram_drv import Zram
+from zramctl.store import Store, check_image
 
 PAGE = 4096
 DISK = 4 << 20

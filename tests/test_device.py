@@ -10,11 +10,12 @@ import struct
 
 import pytest
 
-from zramctl import sysfs
-from zramctl.compress import CompressionError, get_backend, safe_decompress
-from zramctl.device import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramConfig, ZramError, is_same_filled
-from zramctl.profiles import PAGE_SIZE
-from zramctl.zsmalloc import decode_handle
+from zramctl.errors import CompressionError, ZramError
+from zramctl.kernel import sysfs
+from zramctl.kernel.profiles import PAGE_SIZE
+from zramctl.kernel.zcomp import get_backend, safe_decompress
+from zramctl.kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramConfig, is_same_filled
+from zramctl.kernel.zsmalloc import decode_handle
 
 PAGE = PAGE_SIZE
 PROFILES = ("3.11", "6.18")

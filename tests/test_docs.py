@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import typer
 
-from zramctl import cli, verbs
-from zramctl.columns import COLUMNS, DEFAULT_COLUMNS
+from zramctl.cli import main as cli
+from zramctl.cli import verbs
+from zramctl.cli.columns import COLUMNS, DEFAULT_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 MAN = REPO / "man" / "zramctl.8"

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from zramctl.check import check_image
-from zramctl.store import Store
+from zramctl.store import Store, check_image
 
 FS_SIZE = 16 << 20
 MIB = 1 << 20
@@ -147,7 +146,8 @@ def test_a_failed_reservation_is_given_back_exactly(tmp_path: Path, monkeypatch:
     """Without root: the file system runs out in the middle of a commit's reservation (at the
     second call that would take new space, after reserving all it asked for); the image goes back
     to the committed size and the committed allocation, holes punched inside it included."""
-    from zramctl import image_io, sysfs
+    from zramctl.image import io as image_io
+    from zramctl.kernel import sysfs
 
     store = Store(tmp_path / "r")
     store.hot_add()

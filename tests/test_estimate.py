@@ -38,9 +38,6 @@ from kernel import (
     run_oracle,
 )
 
-from zramctl.allocator import Allocator, ZsmallocAllocator
-from zramctl.compress import AVAILABLE, get_backend
-from zramctl.device import Zram, ZramConfig, is_same_filled
 from zramctl.estimate import (
     ALLOCATORS,
     EstimateError,
@@ -53,6 +50,12 @@ from zramctl.estimate import (
     parse_allocators,
     rebatch,
 )
+from zramctl.kernel.allocator import Allocator, ZsmallocAllocator
+from zramctl.kernel.profiles import LEGACY, MODERN, PAGE_SIZE
+from zramctl.kernel.z3fold import Z3foldPool
+from zramctl.kernel.zbud import ZBUD_MAX_SIZE, ZbudPool
+from zramctl.kernel.zcomp import AVAILABLE, get_backend
+from zramctl.kernel.zram_drv import Zram, ZramConfig, is_same_filled
 from zramctl.procmem import (
     ProcessError,
     ProcessMemory,
@@ -60,9 +63,6 @@ from zramctl.procmem import (
     anonymous_mappings,
     process_chunks,
 )
-from zramctl.profiles import LEGACY, MODERN, PAGE_SIZE
-from zramctl.z3fold import Z3foldPool
-from zramctl.zbud import ZBUD_MAX_SIZE, ZbudPool
 
 MiB = 1 << 20
 CORPUS = 4 * MiB

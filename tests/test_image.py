@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import image_io, sysfs
-from zramctl.check import check_image, image_usage
-from zramctl.device import ZramConfig, ZramError, ZramStats
-from zramctl.image_format import (
+from zramctl.errors import ZramError
+from zramctl.image import io as image_io
+from zramctl.image.check import image_usage
+from zramctl.image.format import (
     CONFIG_FIELDS,
     ENTRIES_PER_BLOCK,
     HEADER_LAYOUT,
@@ -30,9 +30,11 @@ from zramctl.image_format import (
     block_crc,
     layout_offsets,
 )
-from zramctl.image_io import read_log
-from zramctl.image_maps import ImageState
-from zramctl.store import Store
+from zramctl.image.io import read_log
+from zramctl.image.maps import ImageState
+from zramctl.kernel import sysfs
+from zramctl.kernel.zram_drv import ZramConfig, ZramStats
+from zramctl.store import Store, check_image
 
 PAGE = 4096
 MAN = Path(__file__).resolve().parent.parent / "man" / "zram-image.5"
@@ -281,7 +283,7 @@ def test_bad_magic_and_newer_version(tmp_path: Path) -> None:
 EFBIG_CHILD = """
 import os, resource, sys
 from zramctl.store import Store
-from zramctl.device import ZramError
+from zramctl.errors import ZramError
 s = Store(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
 committed = 0
@@ -350,7 +352,7 @@ def test_disk_full_before_the_commit_record(
 
 def test_tiny_caches_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With caches of a few blocks, eviction runs all the time: every write must still land."""
-    from zramctl import image_maps
+    from zramctl.image import maps as image_maps
 
     monkeypatch.setattr(image_maps, "LEAF_CACHE", 4)
     monkeypatch.setattr(image_maps, "FRAME_CACHE", 4)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import sysfs
+from zramctl.kernel import sysfs
 from zramctl.store import Store
 
 BLOCK = 4096

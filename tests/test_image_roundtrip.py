@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import rule
 from test_statemachine import SIZE, ZramMachine
 
-from zramctl import sysfs
-from zramctl.check import check_image, device_state
-from zramctl.device import Zram, ZramConfig
-from zramctl.store import DeviceHandle, Store
+from zramctl.image.check import device_state
+from zramctl.kernel import sysfs
+from zramctl.kernel.zram_drv import Zram, ZramConfig
+from zramctl.store import DeviceHandle, Store, check_image
 
 
 class ImageMachine(ZramMachine):

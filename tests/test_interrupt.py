@@ -26,8 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from zramctl.check import check_image
-from zramctl.store import Store
+from zramctl.store import Store, check_image
 
 ZRAMCTL = str(Path(sys.executable).with_name("zramctl"))
 TRIALS = 100
@@ -208,7 +207,7 @@ def test_the_signal_points_benchmark_runs(monkeypatch, tmp_path):
         import signal_points
     finally:
         sys.path.pop(0)
-    from zramctl import verbs
+    from zramctl.cli import verbs
 
     piece = verbs.PIECE
     best = signal_points.run(1 << 20, 1)

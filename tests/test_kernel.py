@@ -44,10 +44,11 @@ from kernel import (
 )
 from test_statemachine import check_invariants
 
-from zramctl import sysfs
-from zramctl.device import Zram, ZramError
-from zramctl.profiles import MODERN
-from zramctl.zsmalloc import Pool
+from zramctl.errors import ZramError
+from zramctl.kernel import sysfs
+from zramctl.kernel.profiles import MODERN
+from zramctl.kernel.zram_drv import Zram
+from zramctl.kernel.zsmalloc import Pool
 
 pytestmark = pytest.mark.kernel
 

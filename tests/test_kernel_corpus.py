@@ -1,6 +1,6 @@
 """Real data on our engine and on the machine's kernel zram0: every counter equal.
 
-With the kernel's own compressors (zramctl._kcomp) the engine needs no hand-picked pages: any
+With the kernel's own compressors (zramctl.kernel._kcomp) the engine needs no hand-picked pages: any
 data gives the kernel's object sizes.  For lzo-rle, lzo and lz4 (each skipped where the kernel
 lacks it), 8 MiB each of program binaries, installed files and a live Python process's memory
 (tools/make-corpus) are written to a fresh device, and every mm_stat and io_stat field must be

@@ -391,8 +391,9 @@ ATTR_GARBAGE = ["", " \t\n", "-1", HUGE, "0x" + "f" * 5000, "\u0663", "1_0", "le
 @pytest.mark.parametrize("compat", ["6.18", "3.11"])
 def test_every_attribute_with_every_garbage(tmp_path, monkeypatch, capfd, compat):
     """In process (the same main() the command runs): one line of words or success, every time."""
-    from zramctl import cli, sysfs
-    from zramctl.device import Zram, ZramConfig
+    from zramctl.cli import main as cli
+    from zramctl.kernel import sysfs
+    from zramctl.kernel.zram_drv import Zram, ZramConfig
 
     monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path))
     def fresh() -> None:

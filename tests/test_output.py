@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zramctl.columns import COLUMNS, DEFAULT_COLUMNS, Column, find_column, parse_columns, row, row_values
-from zramctl.output import (
+from zramctl.cli.columns import COLUMNS, DEFAULT_COLUMNS, Column, find_column, parse_columns, row, row_values
+from zramctl.cli.output import (
     column_width,
     escape_raw,
     print_table,
@@ -566,7 +566,7 @@ def test_use_rich() -> None:
 
 def test_rich_is_not_imported_for_piped_output() -> None:
     code = (
-        "import sys, zramctl.output as o, zramctl.columns as c\n"
+        "import sys, zramctl.cli.output as o, zramctl.cli.columns as c\n"
         "o.print_table(list(c.DEFAULT_COLUMNS), [['a'] * 8], raw=False, noheadings=False)\n"
         "assert 'rich' not in sys.modules, 'rich imported'\n"
     )

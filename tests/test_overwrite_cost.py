@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import image_maps, sysfs
+from zramctl.image import maps as image_maps
+from zramctl.kernel import sysfs
 from zramctl.store import Store
 
 PAGE = 4096

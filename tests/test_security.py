@@ -27,11 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import cli
-from zramctl.check import check_image
-from zramctl.device import ZramError
-from zramctl.image_io import WAL_BLOCK, CrashPoints, LogRecord, write_log
-from zramctl.store import RootError, Store, choose_root
+from zramctl.cli import main as cli
+from zramctl.errors import ZramError
+from zramctl.image.io import WAL_BLOCK, CrashPoints, LogRecord, write_log
+from zramctl.store import RootError, Store, check_image, choose_root
 
 ROOT_ONLY = os.geteuid() == 0
 SETPRIV = shutil.which("setpriv")
@@ -82,7 +81,7 @@ def new_device(root: Path, size: str = "1M") -> Store:
     store = Store(root)
     dev = store.hot_add()
     with store.open(dev, write=True) as h:
-        from zramctl import sysfs
+        from zramctl.kernel import sysfs
 
         sysfs.store(h.zram, "disksize", size)
     return store
@@ -395,7 +394,7 @@ def test_find_moves_on_when_its_device_was_taken_meanwhile(tmp_path: Path, monke
         if write and dev == 0 and not racing.done:  # type: ignore[attr-defined]
             racing.done = True  # type: ignore[attr-defined]
             with real(self, 0, write=True) as h:  # another -f wins zram0 just before our lock
-                from zramctl import sysfs
+                from zramctl.kernel import sysfs
 
                 sysfs.store(h.zram, "disksize", "4M")
         return real(self, dev, write=write, timeout=timeout)

@@ -18,11 +18,12 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from zramctl import sysfs
-from zramctl.compress import get_backend
-from zramctl.device import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramConfig, ZramError, ZramStats
-from zramctl.profiles import MODERN, PAGE_SIZE
-from zramctl.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS, Pool, decode_handle
+from zramctl.errors import ZramError
+from zramctl.kernel import sysfs
+from zramctl.kernel.profiles import MODERN, PAGE_SIZE
+from zramctl.kernel.zcomp import get_backend
+from zramctl.kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramConfig, ZramStats
+from zramctl.kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS, Pool, decode_handle
 
 PAGE = PAGE_SIZE
 PAGES = 64

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import sysfs
-from zramctl.device import ZramError
+from zramctl.errors import ZramError
+from zramctl.kernel import sysfs
 from zramctl.store import DEFAULT_LOCK_TIMEOUT, Store, default_root, parse_device_name
 
 # A child that opens device 0 of a store, says "ready", and holds it until stdin closes.
@@ -213,7 +213,7 @@ def test_recovery_streams_a_long_log_in_bounded_memory(tmp_path: Path) -> None:
     """A 16 MiB log is checked, then replayed, without ever holding more than about a MiB of it."""
     import tracemalloc
 
-    from zramctl.image_io import WAL_BLOCK, WAL_READ, CrashPoints, LogRecord, write_log
+    from zramctl.image.io import WAL_BLOCK, WAL_READ, CrashPoints, LogRecord, write_log
 
     store = Store(tmp_path)
     store.hot_add()

@@ -25,9 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import cli, store, verbs
-from zramctl.device import Zram, ZramError
-from zramctl.image import Image
+from zramctl import store
+from zramctl.cli import main as cli
+from zramctl.cli import verbs
+from zramctl.errors import ZramError
+from zramctl.image.image import Image
+from zramctl.kernel.zram_drv import Zram
 from zramctl.store import Store, TransferError
 
 PAGE = 4096

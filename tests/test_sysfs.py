@@ -8,9 +8,10 @@ import random
 
 import pytest
 
-from zramctl import sysfs
-from zramctl.device import Zram, ZramConfig, ZramError
-from zramctl.profiles import PAGE_SIZE
+from zramctl.errors import ZramError
+from zramctl.kernel import sysfs
+from zramctl.kernel.profiles import PAGE_SIZE
+from zramctl.kernel.zram_drv import Zram, ZramConfig
 
 PAGE = PAGE_SIZE
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zramctl.units import U64_MAX, SizeError, locale_point, parse_size, parse_u64, size_to_human_string
+from zramctl.cli.units import U64_MAX, SizeError, locale_point, parse_size, parse_u64, size_to_human_string
 
 # --- size_to_human_string --------------------------------------------------------------------
 

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from zramctl import sysfs
-from zramctl.device import ZRAM_SAME, ZramError
-from zramctl.image_format import BLOCK_SIZE, RECORD_FREE, RECORDS_PER_BLOCK, encode_records
+from zramctl.errors import ZramError
+from zramctl.image.format import BLOCK_SIZE, RECORD_FREE, RECORDS_PER_BLOCK, encode_records
+from zramctl.kernel import sysfs
+from zramctl.kernel.zram_drv import ZRAM_SAME
+from zramctl.kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS
 from zramctl.store import Store
-from zramctl.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS
 
 PAGE = 4096
 REPO = Path(__file__).resolve().parent.parent

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zramctl.allocator import Allocator, AllocError, ZsmallocAllocator
-from zramctl.profiles import LEGACY, MODERN
-from zramctl.z3fold import (
+from zramctl.kernel.allocator import Allocator, AllocError, ZsmallocAllocator
+from zramctl.kernel.profiles import LEGACY, MODERN
+from zramctl.kernel.z3fold import (
     BIG_CHUNK_GAP,
     CHUNK_SIZE,
     FIRST,
@@ -40,8 +40,8 @@ from zramctl.z3fold import (
     get_free_buddy,
     size_to_chunks,
 )
-from zramctl.zbud import ZbudAppendOnly, ZbudPool
-from zramctl.zsmalloc import Pool
+from zramctl.kernel.zbud import ZbudAppendOnly, ZbudPool
+from zramctl.kernel.zsmalloc import Pool
 
 
 def layout(pool: Z3foldPool) -> list[tuple[int, int, int | None, int, int]]:

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zramctl.allocator import Allocator, AllocError
-from zramctl.zbud import (
+from zramctl.kernel.allocator import Allocator, AllocError
+from zramctl.kernel.zbud import (
     BUDDIED,
     CHUNK_SIZE,
     FIRST,

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from zramctl.profiles import LEGACY, MODERN, PAGE_SIZE
-from zramctl.zsmalloc import (
+from zramctl.kernel.profiles import LEGACY, MODERN, PAGE_SIZE
+from zramctl.kernel.zsmalloc import (
     OBJ_ALLOCATED_TAG,
     OBJ_TAG_BITS,
     QUARTER_FULLNESS,

@@ -61,13 +61,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from .allocator import AllocError, ClassStat, check_size
-from .compress import AVAILABLE, Backend, CompressionError, check_algorithm, get_backend
-from .device import is_same_filled
-from .profiles import LEGACY, MODERN, PAGE_SIZE, Profile
-from .z3fold import Z3foldAppendOnly
-from .zbud import ZBUD_MAX_SIZE, ZbudAppendOnly
-from .zsmalloc import ZS_MAX_ALLOC_SIZE, Pool
+from .errors import CompressionError
+from .kernel.allocator import AllocError, ClassStat, check_size
+from .kernel.profiles import LEGACY, MODERN, PAGE_SIZE, Profile
+from .kernel.z3fold import Z3foldAppendOnly
+from .kernel.zbud import ZBUD_MAX_SIZE, ZbudAppendOnly
+from .kernel.zcomp import AVAILABLE, Backend, check_algorithm, get_backend
+from .kernel.zram_drv import is_same_filled
+from .kernel.zsmalloc import ZS_MAX_ALLOC_SIZE, Pool
 
 BATCH_PAGES = 256
 """Pages a worker compresses per task (1 MiB): large enough that handing over is cheap."""

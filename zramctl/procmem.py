@@ -36,7 +36,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .profiles import PAGE_SIZE
+from .kernel.profiles import PAGE_SIZE
 
 CHUNK = 1 << 20
 """Largest read from /proc/PID/mem (and so the largest chunk a reader yields)."""

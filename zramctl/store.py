@@ -47,11 +47,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from .device import Zram, ZramError
-from .image import CrashPoints, Image, empty_image
-from .image_io import open_regular, wal_pending
+from .errors import ZramError
+from .image.check import check_opened
+from .image.image import CrashPoints, Image, empty_image
+from .image.io import open_regular, wal_pending
 from .interrupts import Deferred, Interrupted
-from .profiles import PAGE_SIZE
+from .kernel.profiles import PAGE_SIZE
+from .kernel.zram_drv import Zram
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 # Lock polling: start short (a commit takes milliseconds) and back off to this.
@@ -903,3 +905,38 @@ def _write_all(out: BinaryIO, data: bytes) -> None:
     while view:
         n = out.write(view)
         view = view[len(view) if n is None else n :]
+
+
+def check_image(
+    target: str | os.PathLike[str] | Store | tuple[Store, int],
+    dev_id: int | None = None,
+    *,
+    data: bool = False,
+) -> list[str]:
+    """Problems found in a device image, in words; [] when it is clean (see image/check.py).
+
+    ``target`` is an image path (``.../zramN.img``), ``(store, dev_id)``, or a
+    store with ``dev_id`` beside it.  The device is opened for reading (a
+    pending log is completed first, as any open does); a device that cannot
+    even be opened is one problem.
+    """
+    if isinstance(target, tuple):
+        store, dev_id = target
+    elif isinstance(target, Store):
+        store = target
+    else:
+        path = Path(target)
+        try:
+            dev_id = parse_device_name(path.name.removesuffix(".img"))
+        except ValueError:
+            return [f"{path.name} is not named like a device image (zramN.img)"]
+        store = Store(path.parent)
+    if dev_id is None:
+        raise TypeError("check_image: which device of the store?")
+    try:
+        with store.open(dev_id, write=False, timeout=DEFAULT_LOCK_TIMEOUT) as handle:
+            return check_opened(handle.image, data=data)
+    except ZramError as exc:
+        if exc.errno in (errno.ENODEV, errno.EBUSY, errno.EACCES):
+            raise  # not a problem *of the image*: the caller reports it as any command would
+        return [exc.detail or str(exc)]

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from zramctl.units import U64_MAX, SizeError, parse_u64, size_to_human_string
+from zramctl.cli.units import U64_MAX, SizeError, parse_u64, size_to_human_string
 
 Attrs = Callable[[str], str | None]
 """``attrs(name)``: a sysfs attribute's text without its trailing newline, or None if absent."""

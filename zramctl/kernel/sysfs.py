@@ -15,10 +15,11 @@ import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .compress import AVAILABLE, UNAVAILABLE, check_algorithm
-from .device import Zram, ZramError
+from ..errors import ZramError
+from .kstrtox import U64_MAX, digits_mod_u64, digits_value
 from .profiles import PAGE_SHIFT, PAGE_SIZE, PROFILES
-from .units import U64_MAX, digits_mod_u64, digits_value
+from .zcomp import AVAILABLE, UNAVAILABLE, check_algorithm
+from .zram_drv import Zram
 
 # CRYPTO_MAX_ALG_NAME: a longer algorithm name is refused with E2BIG.
 CRYPTO_MAX_ALG_NAME = 128

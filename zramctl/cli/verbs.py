@@ -23,21 +23,21 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
-from . import interrupts, sysfs
-from .cli import PROG, Failure, device_failure, error_words
-from .cli_estimate import HELP as _ESTIMATE_HELP
-from .cli_estimate import estimate_cmd
-from .cli_status import LOCK_WAIT, device_name, resolve
-from .device import ZramError
-from .interrupts import Deferred
-from .store import CHUNK as CHUNK  # the transfer sizes are the store's (named here for the tests)
-from .store import PIECE as PIECE
-from .store import RootError, counted
+from .. import interrupts
+from ..errors import Failure, ZramError, device_failure, error_words
+from ..interrupts import Deferred
+from ..kernel import sysfs
+from ..store import CHUNK as CHUNK  # the transfer sizes are the store's (named here for the tests)
+from ..store import PIECE as PIECE
+from ..store import RootError, counted
+from .common import PROG, STDIN_IS_DIRECTORY, open_store, progress
+from .estimate import HELP as _ESTIMATE_HELP
+from .estimate import estimate_cmd
+from .status import LOCK_WAIT, device_name, resolve
 
 if TYPE_CHECKING:
-    from .store import DeviceHandle
+    from ..store import DeviceHandle
 
-LONG_TRANSFER = 32 << 20
 """Transfers at least this long show a progress bar (when stderr is a terminal); so does a pipe."""
 
 app = typer.Typer(
@@ -92,7 +92,6 @@ def _verb(func: Callable[..., int | None]) -> Callable[..., int | None]:
 
 
 def _store(root: str | None):
-    from .cli import open_store
 
     return open_store(root if root is not None else _state["root"])
 
@@ -157,50 +156,6 @@ class _NotDeferred(Deferred):
 # --- progress -----------------------------------------------------------------------
 
 
-@contextmanager
-def progress(
-    total: int | None, label: str, ratio: Callable[[], float | None]
-) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr for a long transfer to or from a terminal user; else nothing.
-
-    Yields ``advance(nbytes)``.  Shows bytes done, throughput and, when the
-    device has data, its compression ratio so far (DATA/TOTAL).  ``total`` None
-    is a pipe's, not known: the bar then shows bytes and rate only, from the start.
-    """
-    if (total is not None and total < LONG_TRANSFER) or not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        FileSizeColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns: list[ProgressColumn | str] = [TextColumn("{task.description}")]
-    if total is not None:
-        columns += [BarColumn(), DownloadColumn(binary_units=True)]
-    else:  # a pipe: no bar, no "of ?", no time left; bytes so far, in the units of the rate
-        columns.append(FileSizeColumn())
-    columns += [TransferSpeedColumn(), TextColumn("{task.fields[ratio]}")]
-    if total is not None:
-        columns.append(TimeRemainingColumn())
-    bar = Progress(*columns, console=Console(stderr=True), transient=True)
-    with bar:
-        task = bar.add_task(label, total=total, ratio="")
-
-        def advance(n: int) -> None:
-            r = ratio()
-            bar.update(task, advance=n, ratio=f"ratio {r:.2f}" if r else "")
-
-        yield advance
-
-
 def _ratio(zram) -> Callable[[], float | None]:
     def ratio() -> float | None:
         used = zram.mem_used_pages()
@@ -210,11 +165,6 @@ def _ratio(zram) -> Callable[[], float | None]:
 
 
 # --- write ------------------------------------------------------------------------------
-
-
-STDIN_IS_DIRECTORY = "ZRAMCTL_STDIN_IS_DIRECTORY"
-"""Set (to 1) by the ``zramctl`` launcher when it found stdin a directory, which Python itself
-refuses to start with; it then runs us with stdin on /dev/null (see zramctl/launcher.sh)."""
 
 
 @contextmanager
@@ -344,8 +294,8 @@ def stat_cmd(
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     root: Root = None,
 ) -> None:
-    from .cli_stat import print_report
     from .report import device_report
+    from .stat import print_report
 
     store = _store(root)
     number, name = resolve(store, device)
@@ -398,7 +348,7 @@ def check_cmd(
     data: Annotated[bool, typer.Option("--data", help="Also read and verify every stored page.")] = False,
     root: Root = None,
 ) -> int:
-    from .check import check_image
+    from ..store import check_image
 
     store = _store(root)
     number, name = resolve(store, device)

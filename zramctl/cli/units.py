@@ -22,8 +22,8 @@ from __future__ import annotations
 import errno
 import locale
 
-U64_MAX = (1 << 64) - 1
-"""Largest value of C's uint64_t/uintmax_t; every parsed size must fit in it."""
+from ..kernel.kstrtox import U64_MAX as U64_MAX  # sizes share the kernel's 64-bit bound
+from ..kernel.kstrtox import digits_value
 
 _C_SPACE = " \t\n\v\f\r"
 """What C's isspace() accepts in the C locale (and for ASCII in any glibc locale)."""
@@ -31,39 +31,6 @@ _C_SPACE = " \t\n\v\f\r"
 _HEX_DIGITS = "0123456789abcdefABCDEF"
 _SUFFIXES = "KMGTPEZY"
 """Suffix letters; the index + 1 is the power of the base (K = base**1 ... Y = base**8)."""
-
-
-def digits_value(digits: str, base: int, limit: int = U64_MAX) -> int | None:
-    """``int(digits, base)`` for ASCII digits of ``base``, or None when the value exceeds ``limit``.
-
-    A number of any length is judged by its count of significant digits first, so a
-    5,000-digit argument is "out of range", not Python's refusal to convert it (its
-    int() stops at 4,300 decimal digits) nor a quadratic conversion.
-    """
-    significant = digits.lstrip("0")
-    if len(significant) > _digit_count(limit, base):
-        return None
-    value = int(significant or "0", base)
-    return value if value <= limit else None
-
-
-def digits_mod_u64(digits: str, base: int) -> int:
-    """``int(digits, base) % 2**64`` for a digit string of any length: what a C loop that
-    multiplies and adds in 64-bit arithmetic (the kernel's simple_strtoull) computes."""
-    step = 1000
-    value = 0
-    for i in range(0, len(digits), step):
-        chunk = digits[i : i + step]
-        value = (value * pow(base, len(chunk), 1 << 64) + int(chunk, base)) & U64_MAX
-    return value
-
-
-def _digit_count(n: int, base: int) -> int:
-    count = 1
-    while n >= base:
-        n //= base
-        count += 1
-    return count
 
 
 class SizeError(ValueError):

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .device import ZramError
+from ..errors import ZramError
 
 BLOCK_SIZE = 4096
 Buffer = bytes | bytearray | memoryview

@@ -1,7 +1,7 @@
 /*
  * _kcomp: the Linux kernel's own page compressors, byte for byte, and a checked LZO1X decoder.
  *
- * Written for zramctl from the format and the kernel's parameters (see zramctl/kcomp_ref.py, the
+ * Written for zramctl from the format and the kernel's parameters (see zramctl/kernel/kcomp_ref.py, the
  * readable reference this file is tested equal to, page by page).  No code is taken from the
  * kernel, liblzo2 or liblz4.
  *

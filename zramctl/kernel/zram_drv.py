@@ -22,14 +22,14 @@ pool's counters.  Nothing here knows about files or the command line.
 from __future__ import annotations
 
 import errno
-import os
 import zlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, fields
 
-from .compress import Backend, CompressionError, check_algorithm, get_backend, safe_decompress
+from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
-from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsCorrupt, ZsError, ZsPage
+from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
+from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsPage
 
 # Low bits of Entry.flags: the object size (up to PAGE_SIZE, so 13 bits).
 ZRAM_FLAG_SHIFT = PAGE_SHIFT + 1
@@ -48,23 +48,6 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 # fresh memory instead costs a page fault per page once glibc has given the
 # previous result back to the kernel, which halves read speed.
 SCRATCH_MAX = 8 << 20
-
-
-class ZramError(OSError):
-    """A failure the kernel would report with an errno: ``what`` failed, ``strerror`` says why.
-
-    ``done`` is how many bytes of a write/read/discard completed before it failed.
-    """
-
-    def __init__(self, code: int, what: str, detail: str | None = None, done: int = 0) -> None:
-        super().__init__(code, os.strerror(code))
-        self.what = what
-        self.detail = detail
-        self.done = done
-
-    def __str__(self) -> str:
-        text = f"{self.what}: {self.strerror}"
-        return f"{text} ({self.detail})" if self.detail else text
 
 
 @dataclass

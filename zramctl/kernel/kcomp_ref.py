@@ -1,6 +1,6 @@
 """The kernel's page compressors, written to be read: lzo, lzo-rle and lz4, and an LZO1X decoder.
 
-This is the reference that the compiled module ``zramctl._kcomp`` is tested equal to, byte for
+This is the reference that the compiled module ``zramctl.kernel._kcomp`` is tested equal to, byte for
 byte.  It is slow (about a millisecond a page) and is never used to store data; it exists so that
 a reader can see, one idea at a time, why a page compresses to exactly the length the kernel's
 zram reports, and so that the fast code has something plain to be checked against.

@@ -39,8 +39,10 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .device import Entry, ZramError
-from .image_format import (
+from ..errors import ZramError, ZsCorrupt
+from ..kernel.zram_drv import Entry
+from ..kernel.zsmalloc import SizeClass, ZsPage
+from .format import (
     ENTRIES_PER_BLOCK,
     EXTENT_BLOCKS,
     MAX_EXTENTS,
@@ -59,8 +61,7 @@ from .image_format import (
     encode_records,
     encode_table,
 )
-from .image_io import BLOCK_SIZE, BlockFile
-from .zsmalloc import SizeClass, ZsCorrupt, ZsPage
+from .io import BLOCK_SIZE, BlockFile
 
 # Clean decoded blocks kept per cache; dirty ones stay until commit.
 FRAME_CACHE = 512

@@ -5,7 +5,7 @@ later compress pages on several workers while allocation stays in order.
 
 Which bytes each gives, against the kernel's (the lengths decide every counter):
 
-* ``lzo-rle``, ``lzo``, ``lz4``: the compiled module ``zramctl._kcomp``, written here
+* ``lzo-rle``, ``lzo``, ``lz4``: the compiled module ``zramctl.kernel._kcomp``, written here
   to emit exactly the kernel's bytes (``kcomp_ref.py`` is its readable reference).
   lzo and lzo-rle are decoded by its bounds-checked decoder, lz4 by the lz4 package.
   Images written by the earlier python-lzo / lz4.block compressors still read: any
@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import CompressionError
 from .profiles import PAGE_SIZE
 
 # Every algorithm the kernel's zcomp knows, in backends[] order.
@@ -55,14 +56,6 @@ LZ4HC_DEFAULT_LEVEL, LZ4HC_MAX_LEVEL = 9, 12
 LZ4_MAX_ACCELERATION = 65537
 
 
-class CompressionError(Exception):
-    """A backend failed to compress or decompress; ``errno`` says how the kernel would report it."""
-
-    def __init__(self, errno_code: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = errno_code
-
-
 @dataclass(frozen=True)
 class Backend:
     """One compressor: ``compress(page) -> bytes`` and ``decompress(data) -> page``."""
@@ -78,7 +71,7 @@ def _kcomp():  # a C module: no stub to name its type
         return importlib.import_module("._kcomp", __package__)
     except ImportError as exc:
         raise ImportError(
-            "zramctl._kcomp (the kernel's lzo, lzo-rle and lz4) is not built: "
+            "zramctl.kernel._kcomp (the kernel's lzo, lzo-rle and lz4) is not built: "
             "reinstall zramctl with a C compiler (pip install .)"
         ) from exc
 

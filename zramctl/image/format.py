@@ -14,18 +14,18 @@ import struct
 import zlib
 from dataclasses import dataclass, field, fields
 
-from .device import (
+from ..errors import ZramError
+from ..kernel.profiles import PAGE_SIZE, PROFILES
+from ..kernel.zram_drv import (
     ZRAM_FLAG_SHIFT,
     ZRAM_HUGE,
     ZRAM_SAME,
     ZRAM_SIZE_MASK,
     Entry,
     ZramConfig,
-    ZramError,
     ZramStats,
 )
-from .profiles import PAGE_SIZE, PROFILES
-from .zsmalloc import FREE_END, NO_ZSPAGE, ZsPage
+from ..kernel.zsmalloc import FREE_END, NO_ZSPAGE, ZsPage
 
 BLOCK_SIZE = 4096
 EXTENT_BLOCKS = 8

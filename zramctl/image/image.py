@@ -45,8 +45,11 @@ from __future__ import annotations
 import errno
 import os
 
-from .device import Backing, Zram, ZramConfig, ZramError, ZramStats
-from .image_format import (
+from ..errors import ZramError
+from ..interrupts import Deferred
+from ..kernel.zram_drv import Backing, Zram, ZramConfig, ZramStats
+from ..kernel.zsmalloc import NO_ZSPAGE, Pool, SizeClass
+from .format import (
     BLOCK_SIZE,
     CLASS_BLOCKS,
     EXTENT_BLOCKS,
@@ -61,7 +64,7 @@ from .image_format import (
     encode_classes,
     encode_header,
 )
-from .image_io import (
+from .io import (
     WAL_BLOCK,
     WAL_PUNCH,
     WAL_SHRINK,
@@ -77,9 +80,7 @@ from .image_io import (
     wal_pending,
     write_log,
 )
-from .image_maps import ImageState
-from .interrupts import Deferred
-from .zsmalloc import NO_ZSPAGE, Pool, SizeClass
+from .maps import ImageState
 
 __all__ = ["CrashPoints", "Image", "empty_image", "wal_pending"]
 

@@ -22,16 +22,15 @@ an empty list means clean.
 
 from __future__ import annotations
 
-import errno
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-from .device import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Entry, Zram, ZramError
-from .image import Image
-from .image_format import (
+from ..errors import ZramError
+from ..kernel.profiles import PAGE_SIZE
+from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Entry, Zram
+from ..kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS, Pool, SizeClass, ZsPage
+from .format import (
     ENTRIES_PER_BLOCK,
     EXTENT_BLOCKS,
     POINTERS_PER_BLOCK,
@@ -42,9 +41,7 @@ from .image_format import (
     decode_records,
     decode_table,
 )
-from .profiles import PAGE_SIZE
-from .store import DEFAULT_LOCK_TIMEOUT, Store, parse_device_name
-from .zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS, Pool, SizeClass, ZsPage
+from .image import Image
 
 # Past this many problems the rest are counted, not listed.
 MAX_PROBLEMS = 100
@@ -67,39 +64,16 @@ class Report:
         return self.problems
 
 
-def check_image(
-    target: str | os.PathLike[str] | Store | tuple[Store, int],
-    dev_id: int | None = None,
-    *,
-    data: bool = False,
-) -> list[str]:
-    """Problems found in a device image, in words; [] when it is clean.
+def check_opened(image: Image, *, data: bool = False) -> list[str]:
+    """Problems found in an open device image, in words; [] when it is clean.
 
-    ``target`` is an image path (``.../zramN.img``), ``(store, dev_id)``, or a
-    store with ``dev_id`` beside it.  The device is opened for reading (a
-    pending log is completed first, as any open does); a device that cannot
-    even be opened is one problem.
+    The store opens the device (``store.check_image``): this module reads what
+    it is given and never opens a file itself.
     """
-    if isinstance(target, tuple):
-        store, dev_id = target
-    elif isinstance(target, Store):
-        store = target
-    else:
-        path = Path(target)
-        try:
-            dev_id = parse_device_name(path.name.removesuffix(".img"))
-        except ValueError:
-            return [f"{path.name} is not named like a device image (zramN.img)"]
-        store = Store(path.parent)
-    if dev_id is None:
-        raise TypeError("check_image: which device of the store?")
     report = Report()
     try:
-        with store.open(dev_id, write=False, timeout=DEFAULT_LOCK_TIMEOUT) as handle:
-            _check(handle.image, report, data)
+        _check(image, report, data)
     except ZramError as exc:
-        if exc.errno in (errno.ENODEV, errno.EBUSY, errno.EACCES):
-            raise  # not a problem *of the image*: the caller reports it as any command would
         report.add(exc.detail or str(exc))
     return report.result()
 

@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 
-from .cli import PROG, Failure, error_words
+from ..errors import Failure, error_words
+from ..procmem import ProcessError
 from .columns import Column, format_ratio
-from .procmem import ProcessError
+from .common import PROG
 from .units import size_to_human_string
 
 if TYPE_CHECKING:
-    from .estimate import Estimate, Result
+    from ..estimate import Estimate, Result
 
 HELP = (
     "Estimate what zram would save on FILE, stdin, or processes' memory: every algorithm x allocator "
@@ -170,8 +171,8 @@ def open_source(
     args: Sequence[str], pids: Sequence[str], all_processes: bool, skipped: Callable[[ProcessError], None]
 ) -> Iterator[Source]:
     """The pages named on the command line (one source, as the synopsis says)."""
-    from . import procmem
-    from .estimate import file_chunks, file_size
+    from .. import procmem
+    from ..estimate import file_chunks, file_size
 
     if all_processes:
         if args or pids:
@@ -189,7 +190,7 @@ def open_source(
         raise Failure(f"estimate: one FILE at a time ('{args[1]}' is one too many; --pid takes several PIDs)")
     path = args[0] if args else "-"
     if path == "-":
-        from .verbs import STDIN_IS_DIRECTORY
+        from .common import STDIN_IS_DIRECTORY
 
         if os.environ.get(STDIN_IS_DIRECTORY) == "1":
             raise Failure(f"estimate: stdin: {os.strerror(errno.EISDIR)}")
@@ -257,8 +258,8 @@ def estimate_cmd(
     inbytes: Annotated[bool, typer.Option("-b", "--bytes", help="Print sizes in bytes.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Use the raw output format.")] = False,
 ) -> None:
-    from .estimate import EstimateError, estimate, parse_algorithms, parse_allocators
-    from .verbs import progress
+    from ..estimate import EstimateError, estimate, parse_algorithms, parse_allocators
+    from .common import progress
 
     try:
         algs = parse_algorithms(algorithms)

@@ -34,7 +34,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from zramctl.columns import Column, Value, format_ratio
+from zramctl.cli.columns import Column, Value, format_ratio
 
 JSON_TABLE_NAME = "zramdevices"
 """The top-level key of ``--json`` output, named like lsblk's ``blockdevices``."""

@@ -24,72 +24,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from .cli_getopt import LONG_OPTIONS, GetoptError, getopt_long, long_option
+from ..errors import Failure, error_words
+from .common import PROG, Options, root_dir, warn
+from .getopt import LONG_OPTIONS, GetoptError, getopt_long, long_option
 
-PROG = "zramctl"
 VERBS = ("write", "read", "discard", "attr", "stat", "compact", "hot-add", "hot-remove", "check", "estimate")
 GLOBAL_KEYS = ("root", "compat")
 """Options that may come before a verb (``zramctl --root DIR stat zram0``)."""
-
-# --- errors ---------------------------------------------------------------------
-
-
-class Failure(Exception):
-    """An error already worded for the user.
-
-    ``main`` prints ``zramctl: <message>`` (nothing when message is None) and
-    exits with ``code``; ``usage`` adds util-linux's "Try 'zramctl --help'" line.
-    """
-
-    def __init__(self, message: str | None, code: int = 1, usage: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.usage = usage
-        """The command whose --help the "Try" line names (``zramctl``, ``zramctl write``)."""
-
-
-def error_words(exc: BaseException) -> str:
-    """The system's words for an OSError (``strerror``) plus its detail, if it has one."""
-    if isinstance(exc, OSError):
-        words = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
-        detail = detail_words(exc, words)
-        return f"{words} ({detail})" if detail else words
-    return str(exc)
-
-
-def detail_words(exc: BaseException, words: str) -> str | None:
-    """ZramError.detail without repeating the system's words (``no such device``, ``...: File too large``)."""
-    detail = getattr(exc, "detail", None)
-    if not detail or detail.lower() == words.lower():
-        return None
-    return detail.removesuffix(f": {words}")
-
-
-def device_failure(device: str, exc: BaseException, doing: str | None = None) -> Failure:
-    """``<device>: <doing or what failed>: <strerror> (<detail>)``: the one shape of a device error.
-
-    ``doing`` is util-linux's phrase ("failed to set algorithm"); without it the
-    failing attribute or operation (ZramError.what) is named.  A ``what`` equal
-    to the device name itself (a missing device) is not repeated.
-    """
-    if doing is None:
-        what = getattr(exc, "what", None)
-        doing = what if what and what != device else None
-    parts = [device] + ([doing] if doing else []) + [error_words(exc)]
-    return Failure(": ".join(parts))
-
-
-def warn(message: str) -> None:
-    """``zramctl: <message>`` on stderr (for failures that do not stop the command)."""
-    try:
-        sys.stderr.write(f"{PROG}: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):  # stderr closed or gone (a hung-up terminal): nowhere to say it
-        pass
-
 
 # --- the util-linux options -----------------------------------------------------------
 
@@ -97,36 +39,6 @@ def warn(message: str) -> None:
 # shown by its long name in the message.
 EXCLUSIVE = (("f", "o", "r"), ("o", "r", "s"))
 _LONG_NAME = {o.key: o.name for o in reversed(LONG_OPTIONS)}
-
-
-@dataclass
-class Options:
-    """What the util-linux grammar asked for."""
-
-    algorithm: str | None = None
-    params: str | None = None
-    inbytes: bool = False
-    find: bool = False
-    outarg: str | None = None
-    output_all: bool = False
-    noheadings: bool = False
-    raw: bool = False
-    reset: bool = False
-    size: int | None = None
-    streams: int = 0
-    """0 means "not given", as in util-linux (``-t 0`` is accepted and ignored)."""
-    json: bool = False
-    compat: str | None = None
-    root: str | None = None
-    devices: list[str] = field(default_factory=list)
-
-    @property
-    def action(self) -> str:
-        if self.reset:
-            return "reset"
-        if self.size is not None:
-            return "create"
-        return "find" if self.find else "status"
 
 
 def _check_exclusive(key: str, seen: list[str | None]) -> None:
@@ -223,7 +135,7 @@ def parse_options(argv: Sequence[str]) -> Options:
 
 
 def _check_compat(value: str) -> str:
-    from .profiles import PROFILES
+    from ..kernel.profiles import PROFILES
 
     if value not in PROFILES:
         raise Failure(f"unknown --compat version: '{value}' (known: {', '.join(PROFILES)})")
@@ -245,8 +157,8 @@ def version_text() -> str:
 
 def help_text() -> str:
     """util-linux's newest usage() text, with our algorithms and columns, then our extensions."""
+    from ..kernel.zcomp import AVAILABLE, KERNEL_ORDER
     from .columns import COLUMNS
-    from .compress import AVAILABLE, KERNEL_ORDER
 
     missing = [a for a in KERNEL_ORDER if a not in AVAILABLE]
     lines = [
@@ -348,30 +260,6 @@ def split_globals(argv: Sequence[str]) -> tuple[dict[str, str], int]:
     return found, i
 
 
-def _root(option: str | None) -> str:
-    """The store's directory: store.choose_root() decides (--root, $ZRAMCTL_ROOT, the default;
-    an empty --root or ZRAMCTL_ROOT is refused alike), its refusal said in one line."""
-    from .store import RootError, choose_root
-
-    try:
-        return str(choose_root(option))
-    except RootError as exc:
-        raise Failure(str(exc)) from None
-
-
-def open_store(root: str | None):
-    """The Store for ``root`` (as _root() decides), its directory checked now if it exists, so
-    that a bad root is said in its own words (``<dir>: bad permissions: ...``) before any device's."""
-    from .store import RootError, Store
-
-    store = Store(_root(root))
-    try:
-        store.dir_fd()
-    except RootError as exc:
-        raise Failure(str(exc)) from None
-    return store
-
-
 def _dispatch(argv: list[str]) -> int:
     found, first = split_globals(argv)
     if first < len(argv) and argv[first] in VERBS:
@@ -379,11 +267,11 @@ def _dispatch(argv: list[str]) -> int:
             raise Failure("option --compat must be combined with --size")
         from .verbs import run_verb
 
-        return run_verb(argv[first:], _root(found.get("root")))
+        return run_verb(argv[first:], root_dir(found.get("root")))
     opts = parse_options(argv)
-    from . import cli_status
+    from . import status as cli_status
 
-    return cli_status.run(opts, _root(opts.root))
+    return cli_status.run(opts, root_dir(opts.root))
 
 
 def _discard_stdout() -> None:
@@ -492,7 +380,7 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file size limit becomes EFBIG
-    from .interrupts import block_signals, restore_handlers, saved_handlers
+    from ..interrupts import block_signals, restore_handlers, saved_handlers
 
     saved = sys.stdout
     handlers = saved_handlers()

@@ -56,12 +56,12 @@ the pool writes its frames.
 
 from __future__ import annotations
 
-import errno
 import struct
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..errors import ZsCorrupt, ZsError
 from .profiles import PAGE_SIZE, Profile
 
 # Objects are 8-byte aligned so that a link_free never crosses a page.
@@ -86,23 +86,6 @@ NO_ZSPAGE = -1
 _WORD = struct.Struct("<Q")
 _unpack_word = _WORD.unpack_from
 _pack_word = _WORD.pack_into
-
-
-class ZsError(Exception):
-    """An allocation request the allocator refuses (the kernel's -EINVAL/-ENOSPC/-ENOMEM)."""
-
-    def __init__(self, errno_code: int, message: str) -> None:
-        super().__init__(message)
-        self.errno = errno_code
-
-
-class ZsCorrupt(ZsError):
-    """The allocator's own bytes contradict its records (a slot word, a free link, a handle): EUCLEAN."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(errno.EUCLEAN, message)
-        self.midway = False
-        """Found after the operation had changed something (its checks came first and passed)."""
 
 
 class FrameStore(Protocol):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from . import sysfs
-from .device import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramStats
-from .profiles import PAGE_SHIFT, PAGE_SIZE
+from ..kernel import sysfs
+from ..kernel.profiles import PAGE_SHIFT, PAGE_SIZE
+from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramStats
 
 # Object sizes are binned by 256 bytes: 16 bins from 0 to a page, the last one
 # holding the raw (huge / bad_compress) pages.

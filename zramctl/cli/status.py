@@ -13,9 +13,10 @@ from __future__ import annotations
 import errno
 import sys
 
-from . import sysfs
-from .cli import Failure, Options, device_failure, error_words, warn
-from .device import Zram, ZramError
+from ..errors import Failure, ZramError, device_failure, error_words
+from ..kernel import sysfs
+from ..kernel.zram_drv import Zram
+from .common import Options, warn
 
 # A writer holds a device for at most one command; set-up waits this long for it
 # (util-linux takes a blocking flock), reset does not wait (LOCK_NB).
@@ -28,7 +29,7 @@ def device_name(number: int) -> str:
 
 def resolve(store, text: str) -> tuple[int, str]:
     """A device argument as (number, zramN); ``<text>: No such device`` if it names none."""
-    from .store import parse_device_name
+    from ..store import parse_device_name
 
     try:
         number = parse_device_name(text)
@@ -106,7 +107,7 @@ def _open(store, number: int, name: str, *, write: bool, doing: str | None = Non
 
 def _hot_add(store) -> int:
     """hot_add for -f: a bad root in its own words; any other failure as util-linux words it."""
-    from .store import RootError
+    from ..store import RootError
 
     try:
         return store.hot_add()
@@ -203,7 +204,7 @@ def create(store, opts: Options) -> int:
 
 def reset(store, opts: Options) -> int:
     """Reset and remove each device; report each failure and go on; 1 if any failed."""
-    from .store import parse_device_name
+    from ..store import parse_device_name
 
     if not opts.devices:
         raise Failure("no device specified")
@@ -231,7 +232,7 @@ def reset(store, opts: Options) -> int:
 
 
 def run(opts: Options, root: str | None) -> int:
-    from .cli import open_store
+    from .common import open_store
 
     store = open_store(root)
     action = opts.action

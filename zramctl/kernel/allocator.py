@@ -49,8 +49,9 @@ import itertools
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ..errors import ZsError
 from .profiles import MODERN, Profile
-from .zsmalloc import ZS_MAX_ALLOC_SIZE, Pool, ZsError
+from .zsmalloc import ZS_MAX_ALLOC_SIZE, Pool
 
 
 class AllocError(Exception):
