@@ -84,7 +84,7 @@ def test_four_processes_serialise(tmp_path: Path) -> None:
             try:
                 worker(store.root, me, tmp_path / f"log{me}")
                 code = 0
-            except BaseException as exc:  # noqa: BLE001 - reported through the exit code and a file
+            except BaseException as exc:  # reported through the exit code and a file
                 (tmp_path / f"error{me}").write_text(repr(exc))
             finally:
                 os._exit(code)

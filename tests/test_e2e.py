@@ -276,7 +276,7 @@ def on_tty(env, *args: str, stream: str = "stdout", data: Path | None = None) ->
 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     kw = {"stdout": slave} if stream == "stdout" else {"stderr": slave, "stdout": subprocess.DEVNULL}
-    stdin = open(data, "rb") if data else subprocess.DEVNULL  # noqa: SIM115
+    stdin = open(data, "rb") if data else subprocess.DEVNULL
     e = dict(env, TERM="xterm-256color", COLUMNS="120")
     proc = subprocess.Popen([ZRAMCTL, *args], stdin=stdin, env=e, **kw)
     os.close(slave)

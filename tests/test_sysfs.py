@@ -97,7 +97,7 @@ def test_mm_stat_format():
     sysfs.store(z, "mem_limit", "1G")
     z.write(0, random.Random(0).randbytes(PAGE) + b"q" * PAGE)
     fmt = "%8d %8d %8d %8d %8d %8d %8d %8d %8d\n"  # the kernel's mm_stat_show() format
-    expected = fmt % (2 * PAGE, PAGE, PAGE, 1 << 30, PAGE, 1, 0, 1, 1)  # noqa: UP031
+    expected = fmt % (2 * PAGE, PAGE, PAGE, 1 << 30, PAGE, 1, 0, 1, 1)
     assert sysfs.show(z, "mm_stat") == expected
     assert (
         sysfs.show(z, "mm_stat")

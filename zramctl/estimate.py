@@ -60,6 +60,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import BinaryIO
 
 from .errors import CompressionError
 from .kernel.allocator import AllocError, ClassStat, check_size
@@ -608,7 +609,7 @@ def _result(
 # Page sources
 
 
-def file_chunks(f, chunk: int = 1 << 20) -> Iterator[bytes]:  # noqa: ANN001 - any binary file object
+def file_chunks(f: BinaryIO, chunk: int = 1 << 20) -> Iterator[bytes]:
     """A binary file or pipe, read ``chunk`` bytes at a time until end of file."""
     while True:
         data = f.read(chunk)
@@ -617,7 +618,7 @@ def file_chunks(f, chunk: int = 1 << 20) -> Iterator[bytes]:  # noqa: ANN001 - a
         yield data
 
 
-def file_size(f) -> int | None:  # noqa: ANN001 - any binary file object
+def file_size(f: BinaryIO) -> int | None:
     """The bytes left to read in a regular file (for progress); None for a pipe or terminal."""
     import stat
 

@@ -35,6 +35,7 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .kernel.profiles import PAGE_SIZE
 
@@ -139,9 +140,9 @@ class ProcessMemory:
             with open(f"{PROC}/{pid}/maps") as f:
                 self.mappings = anonymous_mappings(f.read())
             if self.mappings:  # a kernel thread has none, and its pagemap and mem refuse to open (ESRCH)
-                self._pagemap = open(f"{PROC}/{pid}/pagemap", "rb", buffering=0)  # noqa: SIM115
+                self._pagemap = open(f"{PROC}/{pid}/pagemap", "rb", buffering=0)
                 self._files.append(self._pagemap)
-                self._mem = open(f"{PROC}/{pid}/mem", "rb", buffering=0)  # noqa: SIM115
+                self._mem = open(f"{PROC}/{pid}/mem", "rb", buffering=0)
                 self._files.append(self._mem)
         except OSError as exc:
             self.close()
@@ -161,7 +162,7 @@ class ProcessMemory:
     def _exited(self) -> ProcessError:
         return ProcessError(self.pid, "the process exited while its memory was being read", errno.ESRCH)
 
-    def _pread(self, f, size: int, offset: int) -> bytes:  # noqa: ANN001 - a raw binary file
+    def _pread(self, f: BinaryIO, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes at ``offset``; b"" for a range the kernel will not give (EIO, EFAULT)."""
         try:
             return os.pread(f.fileno(), size, offset)

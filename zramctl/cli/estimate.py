@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO, TextIO
 
 import typer
 
@@ -103,7 +103,7 @@ def render_json(est: Estimate) -> str:
     return json.dumps([r.as_dict() for r in sorted_results(est)], indent=2) + "\n"
 
 
-def _print_rich(rows: Sequence[Result], table_cells: Sequence[list[str]], stream) -> None:  # noqa: ANN001
+def _print_rich(rows: Sequence[Result], table_cells: Sequence[list[str]], stream: TextIO) -> None:
     """The table drawn by rich, with a bar per row: TOTAL against the uncompressed input."""
     from rich import box
     from rich.bar import Bar
@@ -124,7 +124,9 @@ def _print_rich(rows: Sequence[Result], table_cells: Sequence[list[str]], stream
     Console(file=stream, highlight=False, soft_wrap=False).print(table)
 
 
-def print_estimate(est: Estimate, *, inbytes: bool, raw: bool, as_json: bool, stream=None) -> None:  # noqa: ANN001
+def print_estimate(
+    est: Estimate, *, inbytes: bool, raw: bool, as_json: bool, stream: TextIO | None = None
+) -> None:
     """The report: JSON, the plain util-linux-style table, or (on a terminal) the rich one."""
     from .output import render_table, use_rich
 
@@ -202,7 +204,7 @@ def open_source(
         yield Source(file_chunks(stdin), file_size(stdin), "stdin")
         return
     try:
-        f: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
+        f: BinaryIO = open(path, "rb")  # closed below
     except OSError as exc:
         raise Failure(f"{path}: {error_words(exc)}") from None
     with f:

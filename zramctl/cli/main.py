@@ -347,7 +347,7 @@ def _prepare_streams() -> None:
     if not isinstance(sys.stdout, _Guarded):
         sys.stdout = _Guarded(sys.stdout)  # type: ignore[assignment]
     if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        sys.stderr = open(os.devnull, "w")  # for the life of the process
     try:  # print argv bytes that are not UTF-8 back as the same bytes, as C does
         sys.stderr.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):

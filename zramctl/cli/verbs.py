@@ -178,7 +178,7 @@ def _source(path: str, name: str) -> Iterator[BinaryIO]:
         yield stdin
         return
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
+        f = open(path, "rb")  # closed below
     except OSError as exc:
         raise Failure(f"{path}: {error_words(exc)}") from None
     with f:
