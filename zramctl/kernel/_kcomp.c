@@ -701,6 +701,72 @@ py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
     return res;
 }
 
+/* compress_pages(kind, data, page_size, acceleration=1) -> list[bytes]: every page_size piece
+ * of data compressed on its own, exactly as one call per page would, with the GIL released
+ * once for them all.  This is what lets a compression stream (a worker thread) run beside the
+ * thread that stores the pages: one call per page would wait for the GIL after every page. */
+static PyObject *
+py_compress_pages(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    static char *kwlist[] = {"kind", "data", "page_size", "acceleration", NULL};
+    Py_buffer view;
+    int kind, accel = 1;
+    Py_ssize_t page;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iy*n|i:compress_pages", kwlist, &kind, &view, &page,
+                                     &accel))
+        return NULL;
+    size_t limit = kind == 2 ? LZ4_MAX_INPUT : LZO_MAX_INPUT;
+    if (kind < 0 || kind > 2 || page <= 0 || (size_t)page > limit || view.len % page) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "compress_pages: kind 0..2 and whole pages of a valid size");
+        return NULL;
+    }
+    if (accel < 1)
+        accel = 1;
+    if (accel > 65537)
+        accel = 65537;
+    size_t n = (size_t)(view.len / page);
+    size_t bound = kind == 2 ? lz4_bound((size_t)page) : lzo_bound((size_t)page);
+    uint8_t *out = malloc(n * bound + 1);
+    size_t *lens = malloc((n + 1) * sizeof(size_t));
+    void *work = malloc(sizeof(uint16_t) * ((1u << LZ4_HASH_LOG) > LZO_D_SIZE ? (1u << LZ4_HASH_LOG)
+                                                                               : LZO_D_SIZE));
+    if (out == NULL || lens == NULL || work == NULL) {
+        free(out);
+        free(lens);
+        free(work);
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    const uint8_t *in = view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *src = in + i * (size_t)page;
+        uint8_t *dst = out + i * bound;
+        if (kind == 2)
+            lens[i] = lz4_compress_core(src, (size_t)page, dst, (unsigned)accel, work);
+        else if (kind == 1)
+            lens[i] = lzo_compress_v1(src, (size_t)page, dst, work);
+        else
+            lens[i] = lzo_compress_v0(src, (size_t)page, dst, work);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *res = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; res != NULL && i < n; i++) {
+        PyObject *item = PyBytes_FromStringAndSize((const char *)(out + i * bound), (Py_ssize_t)lens[i]);
+        if (item == NULL)
+            Py_CLEAR(res);
+        else
+            PyList_SET_ITEM(res, (Py_ssize_t)i, item);
+    }
+    free(out);
+    free(lens);
+    free(work);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"lzo1x_1_compress", py_lzo1x_1_compress, METH_O,
      "lzo1x_1_compress(data) -> bytes: the kernel's lzo (LZO1X-1, 2^13 dictionary), up to 48 KiB."},
@@ -710,6 +776,9 @@ static PyMethodDef methods[] = {
      "lzo_decompress(data, max_out) -> bytes: LZO1X, version 0 or 1; ValueError if malformed."},
     {"lz4_compress", (PyCFunction)(void (*)(void))py_lz4_compress, METH_VARARGS | METH_KEYWORDS,
      "lz4_compress(data, acceleration=1) -> bytes: LZ4 1.7.3 block (byU16 table), under 64 KiB."},
+    {"compress_pages", (PyCFunction)(void (*)(void))py_compress_pages, METH_VARARGS | METH_KEYWORDS,
+     "compress_pages(kind, data, page_size, acceleration=1) -> list[bytes]: each page of data "
+     "compressed on its own (kind 0 lzo, 1 lzo-rle, 2 lz4), with the GIL released once."},
     {NULL, NULL, 0, NULL},
 };
 
