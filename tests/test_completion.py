@@ -22,7 +22,7 @@ from zramctl.kernel.profiles import PROFILES
 from zramctl.kernel.zcomp import AVAILABLE
 
 REPO = Path(__file__).resolve().parent.parent
-BASH = REPO / "completions" / "zramctl.bash"
+BASH = REPO / "completions" / "zramctl"
 ZSH = REPO / "completions" / "_zramctl"
 FISH = REPO / "completions" / "zramctl.fish"
 FILES = {"bash": BASH, "zsh": ZSH, "fish": FISH}

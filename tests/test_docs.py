@@ -22,7 +22,7 @@ from zramctl.cli.columns import COLUMNS, DEFAULT_COLUMNS
 REPO = Path(__file__).resolve().parent.parent
 MAN = REPO / "man" / "zramctl.8"
 COMPLETIONS = {
-    "bash": REPO / "completions" / "zramctl.bash",
+    "bash": REPO / "completions" / "zramctl",
     "zsh": REPO / "completions" / "_zramctl",
     "fish": REPO / "completions" / "zramctl.fish",
 }
