@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,7 @@ def open_store(root: str | None) -> Store:
     return store
 
 
+@contextmanager
 def progress(
     total: int | None, label: str, ratio: Callable[[], float | None]
 ) -> Iterator[Callable[[int], None]]:
