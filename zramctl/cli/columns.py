@@ -2,8 +2,9 @@
 
 This is util-linux ``sys-utils/zramctl.c``'s ``infos[]`` table and its ``fill_table_row()``
 switch, reimplemented.  The table drives ``--output`` validation, the ``--help`` column list,
-the completions and the man page, so adding a column is one line in ``COLUMNS`` plus one case in
-``_cell_text()`` / ``cell_value()``.
+the completions and the man page.  Each entry also carries the column's one reader, which gives
+both the cell's text (with and without ``-b``) and its typed value (``--json``), so the text and
+the number can never disagree: adding a column is one line in ``COLUMNS`` (and its reader).
 
 A device is seen through ``attrs(name) -> str | None``: the text of a sysfs attribute with one
 trailing newline removed (``ul_path_read_string()``), or None when the attribute does not exist.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zramctl.cli.units import U64_MAX, SizeError, parse_u64, size_to_human_string
 
@@ -32,60 +33,11 @@ Value = int | float | str | None
 """A typed cell for JSON: bytes and counts as int, COMP-RATIO as float, text as str, empty as None."""
 
 
-@dataclass(frozen=True)
-class Column:
-    """One status column, as util-linux's ``struct colinfo``."""
-
-    name: str
-    """Header text and the ``--output`` name (matched case-insensitively)."""
-    whint: float
-    """libsmartcols width hint: >= 1 is a minimum width in cells, < 1 a fraction of the terminal."""
-    right: bool
-    """SCOLS_FL_RIGHT: right-aligned, header included."""
-    trunc: bool
-    """SCOLS_FL_TRUNC: may be truncated to fit a terminal (tty output only)."""
-    help: str
-    """The ``--help`` description (util-linux's newest wording)."""
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("NAME", 0.25, False, False, "zram device name"),
-    Column("DISKSIZE", 5, True, False, "limit on the uncompressed amount of data"),
-    Column("DATA", 5, True, False, "uncompressed size of stored data"),
-    Column("COMPR", 5, True, False, "compressed size of stored data"),
-    Column("ALGORITHM", 3, False, False, "the selected compression algorithm"),
-    Column("STREAMS", 3, True, False, "number of concurrent compress operations"),
-    Column("ZERO-PAGES", 3, True, False, "empty pages with no allocated memory"),
-    Column("TOTAL", 5, True, False, "all memory including allocator fragmentation and metadata overhead"),
-    Column("MEM-LIMIT", 5, True, False, "memory limit used to store compressed data"),
-    Column("MEM-USED", 5, True, False, "peak memory usage to store compressed data"),
-    Column("MIGRATED", 5, True, False, "number of objects migrated by compaction"),
-    Column("COMP-RATIO", 5, True, False, "compression ratio: DATA/TOTAL"),
-    Column("MOUNTPOINT", 0.10, False, True, "where the device is mounted"),
-)
-"""All columns in util-linux's table order, which is also the ``--output-all`` order."""
-
-_BY_NAME = {c.name: c for c in COLUMNS}
-
-DEFAULT_COLUMNS: tuple[Column, ...] = tuple(
-    _BY_NAME[n] for n in ("NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT")
-)
-"""The status columns when neither ``-o`` nor ``--output-all`` is given."""
-
-MAX_COLUMNS = 2 * len(COLUMNS)
-"""Size of zramctl.c's ``columns[]`` array: a longer ``-o`` list fails, silently (exit 1)."""
-
 MM_STAT_FILES = (
     "orig_data_size", "compr_data_size", "mem_used_total", "mem_limit",
     "mem_used_max", "zero_pages", "num_migrated",
 )
 """The pre-4.1 per-value files, in ``mm_stat`` field order (the fallback when mm_stat is short)."""
-
-_MM_STAT_FIELD = {
-    "DATA": 0, "COMPR": 1, "TOTAL": 2, "MEM-LIMIT": 3, "MEM-USED": 4, "ZERO-PAGES": 5, "MIGRATED": 6,
-}
-"""Which ``mm_stat`` field each statistics column shows."""
-
 
 class ColumnError(ValueError):
     """A bad ``--output`` list.
@@ -111,6 +63,242 @@ class StatError(ValueError):
         self.message = f"Failed to parse mm_stat: '{field}'"
         super().__init__(self.message)
         self.errno = err
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a device's attributes the way zramctl.c does
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of one device, read once: every form any output prints."""
+
+    text: str
+    """What the table shows without ``-b`` (a human size for sizes)."""
+    raw: str
+    """What the table shows with ``-b/--bytes`` (the attribute's own text for sizes)."""
+    value: Value
+    """The typed value for ``--json``: what the text shows, before formatting."""
+
+
+Reader = Callable[[Attrs, str], Cell]
+"""A column's reader: ``reader(attrs, name) -> Cell`` (``name`` as zramctl shows it, ``/dev/zramN``).
+
+It raises ``StatError`` where zramctl would exit because ``mm_stat`` is not numeric."""
+
+
+def _scanf_u64(text: str | None) -> int | None:
+    """``fscanf(f, "%" SCNu64)`` as ``ul_path_read_u64`` uses it; None when it converts nothing.
+
+    Lenient like glibc: leading whitespace, a sign (``-5`` wraps modulo 2**64), trailing
+    characters ignored, overflow clamped to 2**64 - 1.
+    """
+    if text is None:
+        return None
+    s = text.lstrip(" \t\n\v\f\r")
+    sign = 1
+    if s[:1] in ("+", "-"):
+        sign = -1 if s[0] == "-" else 1
+        s = s[1:]
+    n = 0
+    while n < len(s) and "0" <= s[n] <= "9":
+        n += 1
+    if n == 0:
+        return None
+    value = int(s[:n])
+    if value > U64_MAX:
+        return U64_MAX
+    return (sign * value) & U64_MAX
+
+
+def _mm_stat(attrs: Attrs) -> list[str] | None:
+    """The ``mm_stat`` fields, or None when the legacy files must be used instead.
+
+    ``ul_strv_split(str, " ")`` splits on spaces only and drops empty fields; a file that is
+    empty (after the newline) or has fewer than 7 fields does not count.
+    """
+    text = attrs("mm_stat")
+    if not text:
+        return None
+    fields = [f for f in text.split(" ") if f]
+    return fields if len(fields) >= len(MM_STAT_FILES) else None
+
+
+def _mm_stat_number(field: str) -> int:
+    """A field parsed by ``strtou64_or_err(field, "Failed to parse mm_stat")``."""
+    try:
+        return parse_u64(field)
+    except SizeError as e:
+        raise StatError(field, e.errno) from None
+
+
+def _stat(attrs: Attrs, index: int) -> tuple[str | None, int | None]:
+    """One statistic as ``(text, number)``, read like zramctl.c's ``get_mm_stat()``.
+
+    ``text`` is what ``-b`` (or ZERO-PAGES) prints; ``number`` feeds the human size, JSON and
+    COMP-RATIO.  From ``mm_stat`` the field is always validated.  From a legacy file the text is
+    taken verbatim and the number is fscanf's (None when the file is missing or does not start
+    with a number; with ``-b`` zramctl prints the text and never parses it).
+    """
+    fields = _mm_stat(attrs)
+    if fields is not None:
+        item = fields[index]
+        return item, _mm_stat_number(item)
+    text = attrs(MM_STAT_FILES[index])
+    return text, _scanf_u64(text)
+
+
+def _algorithm(attrs: Attrs) -> str:
+    """The text between the last ``[`` and the last ``]`` of ``comp_algorithm`` (empty if none)."""
+    text = attrs("comp_algorithm")
+    if text is None:
+        return ""
+    left, right = text.rfind("["), text.rfind("]")
+    if left < 0 or right < 0 or right - left <= 1:
+        return ""
+    return text[left + 1:right]
+
+
+def format_ratio(ratio: float) -> str:
+    """C's ``printf("%.4f")`` of a ratio: ``-nan``/``nan``, ``inf``, or four decimals."""
+    if math.isnan(ratio):
+        return "-nan" if math.copysign(1.0, ratio) < 0 else "nan"
+    if math.isinf(ratio):
+        return "inf" if ratio > 0 else "-inf"
+    return f"{ratio:.4f}"
+
+
+def _number_or_text(text: str | None) -> Value:
+    """An all-digit attribute as int; other text unchanged; missing or empty as None."""
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return text
+
+
+def _size(text: str | None, number: int | None) -> Cell:
+    """A size: the human form of ``number``, the attribute's text with ``-b``, bytes in JSON."""
+    return Cell("" if number is None else size_to_human_string(number), text or "", number)
+
+
+def _read_name(attrs: Attrs, name: str) -> Cell:
+    return Cell(name, name, name or None)
+
+
+def _read_disksize(attrs: Attrs, name: str) -> Cell:
+    text = attrs("disksize")
+    return _size(text, _scanf_u64(text))
+
+
+def _read_algorithm(attrs: Attrs, name: str) -> Cell:
+    algorithm = _algorithm(attrs)
+    return Cell(algorithm, algorithm, algorithm or None)
+
+
+def _read_streams(attrs: Attrs, name: str) -> Cell:
+    text = attrs("max_comp_streams") or ""
+    return Cell(text, text, _number_or_text(text))
+
+
+def _read_stat(index: int) -> Reader:
+    """The reader of the ``mm_stat`` field ``index`` (or its legacy file), shown as a size."""
+
+    def read(attrs: Attrs, name: str) -> Cell:
+        return _size(*_stat(attrs, index))
+
+    return read
+
+
+def _read_count(index: int) -> Reader:
+    """The reader of an ``mm_stat`` count that zramctl always prints raw (ZERO-PAGES)."""
+
+    def read(attrs: Attrs, name: str) -> Cell:
+        text, number = _stat(attrs, index)
+        return Cell(text or "", text or "", number)
+
+    return read
+
+
+def _ratio(attrs: Attrs) -> float:
+    """DATA/TOTAL as C's double division; a missing value counts as 0, so 0/0 is NaN."""
+    orig = _stat(attrs, _DATA)[1] or 0
+    total = _stat(attrs, _TOTAL)[1] or 0
+    if total == 0:
+        # x86's 0.0/0.0 yields the negative default NaN, which glibc prints as "-nan".
+        return -math.nan if orig == 0 else math.inf
+    return float(orig) / float(total)
+
+
+def _read_ratio(attrs: Attrs, name: str) -> Cell:
+    """COMP-RATIO: the same text with or without ``-b``; JSON has no NaN or infinity (None)."""
+    ratio = _ratio(attrs)
+    text = format_ratio(ratio)
+    return Cell(text, text, ratio if math.isfinite(ratio) else None)
+
+
+def _read_empty(attrs: Attrs, name: str) -> Cell:
+    """An empty cell: MOUNTPOINT (our devices are image files: never mounted, never in /proc/swaps),
+    and any column laid out from other data (``zramctl estimate``'s table), which reads no device."""
+    return Cell("", "", None)
+
+
+_DATA, _COMPR, _TOTAL, _LIMIT, _USED, _ZERO, _MIGRATED = range(len(MM_STAT_FILES))
+"""The ``mm_stat`` field (and ``MM_STAT_FILES`` index) of each statistics column."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    """One status column, as util-linux's ``struct colinfo``, with the reader of its cells."""
+
+    name: str
+    """Header text and the ``--output`` name (matched case-insensitively)."""
+    whint: float
+    """libsmartcols width hint: >= 1 is a minimum width in cells, < 1 a fraction of the terminal."""
+    right: bool
+    """SCOLS_FL_RIGHT: right-aligned, header included."""
+    trunc: bool
+    """SCOLS_FL_TRUNC: may be truncated to fit a terminal (tty output only)."""
+    help: str
+    """The ``--help`` description (util-linux's newest wording)."""
+    read: Reader = field(default=_read_empty, compare=False, repr=False)
+    """The one source of this column's cells: text, ``-b`` text and JSON value."""
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("NAME", 0.25, False, False, "zram device name", _read_name),
+    Column("DISKSIZE", 5, True, False, "limit on the uncompressed amount of data", _read_disksize),
+    Column("DATA", 5, True, False, "uncompressed size of stored data", _read_stat(_DATA)),
+    Column("COMPR", 5, True, False, "compressed size of stored data", _read_stat(_COMPR)),
+    Column("ALGORITHM", 3, False, False, "the selected compression algorithm", _read_algorithm),
+    Column("STREAMS", 3, True, False, "number of concurrent compress operations", _read_streams),
+    Column("ZERO-PAGES", 3, True, False, "empty pages with no allocated memory", _read_count(_ZERO)),
+    Column(
+        "TOTAL", 5, True, False, "all memory including allocator fragmentation and metadata overhead",
+        _read_stat(_TOTAL),
+    ),
+    Column("MEM-LIMIT", 5, True, False, "memory limit used to store compressed data", _read_stat(_LIMIT)),
+    Column("MEM-USED", 5, True, False, "peak memory usage to store compressed data", _read_stat(_USED)),
+    Column("MIGRATED", 5, True, False, "number of objects migrated by compaction", _read_stat(_MIGRATED)),
+    Column("COMP-RATIO", 5, True, False, "compression ratio: DATA/TOTAL", _read_ratio),
+    Column("MOUNTPOINT", 0.10, False, True, "where the device is mounted", _read_empty),
+)
+"""All columns in util-linux's table order, which is also the ``--output-all`` order."""
+
+_BY_NAME = {c.name: c for c in COLUMNS}
+
+DEFAULT_COLUMNS: tuple[Column, ...] = tuple(
+    _BY_NAME[n] for n in ("NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT")
+)
+"""The status columns when neither ``-o`` nor ``--output-all`` is given."""
+
+MAX_COLUMNS = 2 * len(COLUMNS)
+"""Size of zramctl.c's ``columns[]`` array: a longer ``-o`` list fails, silently (exit 1)."""
 
 
 def find_column(name: str) -> Column | None:
@@ -168,99 +356,8 @@ def parse_columns(spec: str, current: Sequence[Column]) -> list[Column]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading a device's attributes the way zramctl.c does
+# Rows
 # ---------------------------------------------------------------------------------------------
-
-def _scanf_u64(text: str | None) -> int | None:
-    """``fscanf(f, "%" SCNu64)`` as ``ul_path_read_u64`` uses it; None when it converts nothing.
-
-    Lenient like glibc: leading whitespace, a sign (``-5`` wraps modulo 2**64), trailing
-    characters ignored, overflow clamped to 2**64 - 1.
-    """
-    if text is None:
-        return None
-    s = text.lstrip(" \t\n\v\f\r")
-    sign = 1
-    if s[:1] in ("+", "-"):
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    n = 0
-    while n < len(s) and "0" <= s[n] <= "9":
-        n += 1
-    if n == 0:
-        return None
-    value = int(s[:n])
-    if value > U64_MAX:
-        return U64_MAX
-    return (sign * value) & U64_MAX
-
-
-def _mm_stat(attrs: Attrs) -> list[str] | None:
-    """The ``mm_stat`` fields, or None when the legacy files must be used instead.
-
-    ``ul_strv_split(str, " ")`` splits on spaces only and drops empty fields; a file that is
-    empty (after the newline) or has fewer than 7 fields does not count.
-    """
-    text = attrs("mm_stat")
-    if not text:
-        return None
-    fields = [f for f in text.split(" ") if f]
-    return fields if len(fields) >= len(MM_STAT_FILES) else None
-
-
-def _mm_stat_number(field: str) -> int:
-    """A field parsed by ``strtou64_or_err(field, "Failed to parse mm_stat")``."""
-    try:
-        return parse_u64(field)
-    except SizeError as e:
-        raise StatError(field, e.errno) from None
-
-
-def _stat(attrs: Attrs, index: int, *, raw: bool) -> tuple[str | None, int | None]:
-    """One statistic as ``(text, number)``, read like zramctl.c's ``get_mm_stat()``.
-
-    ``text`` is what ``-b`` (or ZERO-PAGES) prints; ``number`` feeds the human size, JSON and
-    COMP-RATIO.  From ``mm_stat`` the field is always validated.  From a legacy file the text is
-    taken verbatim when ``raw`` and the number is fscanf's (None when the file is missing or
-    does not start with a number).
-    """
-    fields = _mm_stat(attrs)
-    if fields is not None:
-        field = fields[index]
-        return field, _mm_stat_number(field)
-    text = attrs(MM_STAT_FILES[index])
-    return text, (None if raw else _scanf_u64(text))
-
-
-def _algorithm(attrs: Attrs) -> str:
-    """The text between the last ``[`` and the last ``]`` of ``comp_algorithm`` (empty if none)."""
-    text = attrs("comp_algorithm")
-    if text is None:
-        return ""
-    left, right = text.rfind("["), text.rfind("]")
-    if left < 0 or right < 0 or right - left <= 1:
-        return ""
-    return text[left + 1:right]
-
-
-def _ratio(attrs: Attrs) -> float:
-    """DATA/TOTAL as C's double division; a missing value counts as 0, so 0/0 is NaN."""
-    orig = _stat(attrs, _MM_STAT_FIELD["DATA"], raw=False)[1] or 0
-    total = _stat(attrs, _MM_STAT_FIELD["TOTAL"], raw=False)[1] or 0
-    if total == 0:
-        # x86's 0.0/0.0 yields the negative default NaN, which glibc prints as "-nan".
-        return -math.nan if orig == 0 else math.inf
-    return float(orig) / float(total)
-
-
-def format_ratio(ratio: float) -> str:
-    """C's ``printf("%.4f")`` of a ratio: ``-nan``/``nan``, ``inf``, or four decimals."""
-    if math.isnan(ratio):
-        return "-nan" if math.copysign(1.0, ratio) < 0 else "nan"
-    if math.isinf(ratio):
-        return "inf" if ratio > 0 else "-inf"
-    return f"{ratio:.4f}"
-
 
 def cell(column: Column, attrs: Attrs, *, inbytes: bool, name: str) -> str:
     """The text zramctl prints in ``column`` for one device (before any table layout).
@@ -268,40 +365,8 @@ def cell(column: Column, attrs: Attrs, *, inbytes: bool, name: str) -> str:
     ``inbytes`` is ``-b/--bytes``; ``name`` is the device name as zramctl shows it (``/dev/zramN``).
     Raises ``StatError`` where zramctl would exit because ``mm_stat`` is not numeric.
     """
-    key = column.name
-    if key == "NAME":
-        return name
-    if key == "DISKSIZE":
-        text = attrs("disksize")
-        if inbytes:
-            return text or ""
-        number = _scanf_u64(text)
-        return "" if number is None else size_to_human_string(number)
-    if key == "ALGORITHM":
-        return _algorithm(attrs)
-    if key == "STREAMS":
-        return attrs("max_comp_streams") or ""
-    if key == "ZERO-PAGES":
-        return _stat(attrs, _MM_STAT_FIELD[key], raw=True)[0] or ""
-    if key in _MM_STAT_FIELD:
-        text, number = _stat(attrs, _MM_STAT_FIELD[key], raw=inbytes)
-        if inbytes:
-            return text or ""
-        return "" if number is None else size_to_human_string(number)
-    if key == "COMP-RATIO":
-        return format_ratio(_ratio(attrs))
-    if key == "MOUNTPOINT":
-        return ""  # our devices are image files: never mounted, never in /proc/swaps
-    raise KeyError(f"no source for column {key}")
-
-
-def _number_or_text(text: str | None) -> Value:
-    """An all-digit attribute as int; other text unchanged; missing or empty as None."""
-    if not text:
-        return None
-    if text.isascii() and text.isdigit():
-        return int(text)
-    return text
+    read = column.read(attrs, name)
+    return read.raw if inbytes else read.text
 
 
 def cell_value(column: Column, attrs: Attrs, name: str) -> Value:
@@ -310,23 +375,7 @@ def cell_value(column: Column, attrs: Attrs, name: str) -> Value:
     Sizes and counts are ints in bytes/units, COMP-RATIO a float (None for NaN or infinity,
     which JSON cannot carry), text columns str, and an empty cell None.
     """
-    key = column.name
-    if key == "NAME":
-        return name or None
-    if key == "DISKSIZE":
-        return _scanf_u64(attrs("disksize"))
-    if key == "ALGORITHM":
-        return _algorithm(attrs) or None
-    if key == "STREAMS":
-        return _number_or_text(attrs("max_comp_streams"))
-    if key in _MM_STAT_FIELD:
-        return _stat(attrs, _MM_STAT_FIELD[key], raw=False)[1]
-    if key == "COMP-RATIO":
-        ratio = _ratio(attrs)
-        return ratio if math.isfinite(ratio) else None
-    if key == "MOUNTPOINT":
-        return None
-    raise KeyError(f"no source for column {key}")
+    return column.read(attrs, name).value
 
 
 def memoized(attrs: Attrs) -> Attrs:
@@ -355,4 +404,3 @@ def row_values(columns: Sequence[Column], attrs: Attrs, name: str) -> list[Value
     """All typed cells of one device, for ``render_json``."""
     read = memoized(attrs)
     return [cell_value(c, read, name) for c in columns]
-
