@@ -1,7 +1,7 @@
 """The util-linux grammar, in process: options, messages, exit codes, actions, set-up order.
 
-Every expected message here is util-linux zramctl's (newest version, see
-zramctl-compat.md); where 2.38.1 prints the same, test_parity_util_linux.py
+Every expected message here is util-linux zramctl's (2.42, ``sys-utils/zramctl.c``
+and ``lib/strutils.c``); where 2.38.1 prints the same, test_parity_util_linux.py
 also checks it against the installed binary.
 """
 
@@ -178,7 +178,7 @@ def test_help_keeps_util_linux_layout(root, capsys):
 def test_version(root, capsys):
     rc, out, _ = run(capsys, "-V")
     assert rc == 0 and out.startswith("zramctl from zramctl ")
-    assert out.endswith("(util-linux 2.42 compatible)\n")
+    assert out.endswith(" (util-linux 2.42 options and messages; 2.38.1 table layout)\n")
 
 
 # --- actions -----------------------------------------------------------------------------------

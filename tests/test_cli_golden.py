@@ -10,7 +10,7 @@ MEM-LIMIT, MEM-USED and MIGRATED are empty and ALGORITHM too (no
 comp_algorithm in 2013): it holds 10 random pages and 5 zero pages, and a
 2013 zero page does not count in orig_data_size.
 
-The texts are util-linux's layout rules (zramctl-compat.md §1.6) applied by
+The texts are util-linux's layout rules (2.38.1's ``libsmartcols/src/print.c``) applied by
 hand; test_parity_util_linux.py checks the same rules against the real
 util-linux on the kernel's zram0.
 """
@@ -77,7 +77,7 @@ def status(capsys, devices, *args: str) -> str:
 
 
 def g(text: str) -> str:
-    """A golden text whose lines end in ``$`` (so trailing spaces show), as in zramctl-compat.md."""
+    """A golden text whose lines end in ``$`` (so trailing spaces show)."""
     assert all(line.endswith("$") for line in text.splitlines())
     return text.replace("$\n", "\n")
 

@@ -1,4 +1,4 @@
-"""The zram device model per profile (kernel-zram.md §2 and §6): same-filled and
+"""The zram device model per profile (``drivers/block/zram/zram_drv.c``, 6.18 and 3.14): same-filled and
 incompressible pages, overwrite order, mem_limit, mem_used_max, discard, partial
 I/O, reset, disksize, algorithm selection and corrupted objects."""
 

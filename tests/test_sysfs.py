@@ -1,4 +1,4 @@
-"""Every sysfs attribute of each profile: its exact text (kernel-zram.md §3, §6) and the
+"""Every sysfs attribute of each profile: its exact text (``zram_drv.c``'s show functions) and the
 kernel's errno for each bad write."""
 
 from __future__ import annotations

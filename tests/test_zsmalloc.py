@@ -1,4 +1,4 @@
-"""zsmalloc against the facts (kernel-zram.md §1 and §6): class tables, lookups, fullness
+"""zsmalloc against the facts (``mm/zsmalloc.c`` of Linux 6.18 and 3.14): class tables, lookups, fullness
 groups, which zspage and slot an allocation takes, release, compaction, spanning objects."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What zram would save on some data, for every compressor and allocator, in one pass.
 
-Why: the question of the seed thread (zbud's 2:1 against zsmalloc's 2.5-3:1, and
-what zsmalloc's fragmentation costs) and the one people still ask (which
+Why: the question of the 2013 thread that promoted zram and zsmalloc out of
+staging (zbud's 2:1 against zsmalloc's 2.5-3:1, and what zsmalloc's
+fragmentation costs) and the one people still ask (which
 algorithm for my zram?) need the kernel's own counters for *every* configuration
 on the same data.  A device gives them for one configuration per full write.
 ``estimate`` gives them all in one pass:
@@ -34,7 +35,7 @@ bytes.  An empty input is an error (``EstimateError``): there is nothing to esti
 
 Allocators (``parse_allocators``): ``zsmalloc`` (6.18, chain 8, the default),
 ``zsmalloc:4``, ``zsmalloc:16`` (``CONFIG_ZSMALLOC_CHAIN_SIZE``), ``zsmalloc:3.11``
-(the seed's), ``zbud``, ``z3fold``.  zbud and z3fold were never under zram; the
+(the 2013 promotion patch's), ``zbud``, ``z3fold``.  zbud and z3fold were never under zram; the
 estimate gives them the 6.18 driver's rules with the default chain-8
 ``huge_class_size`` (3625): same-filled pages cost nothing, a page compressing to
 3625 bytes or more is a PAGE_SIZE object.  z3fold stores that headless (a page of

@@ -284,7 +284,7 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("MEM-LIMIT", 5, True, False, "memory limit used to store compressed data", _read_stat(_LIMIT)),
     Column("MEM-USED", 5, True, False, "peak memory usage to store compressed data", _read_stat(_USED)),
-    Column("MIGRATED", 5, True, False, "number of objects migrated by compaction", _read_stat(_MIGRATED)),
+    Column("MIGRATED", 5, True, False, "number of pages freed by compaction", _read_stat(_MIGRATED)),
     Column("COMP-RATIO", 5, True, False, "compression ratio: DATA/TOTAL", _read_ratio),
     Column("MOUNTPOINT", 0.10, False, True, "where the device is mounted", _read_empty),
 )

@@ -7,7 +7,7 @@ global option (``--root DIR``, ``--compat VERSION``) names a verb (``write``,
 glibc's ``getopt_long`` parses it for util-linux's ``sys-utils/zramctl.c``
 (``cli_getopt.py``): options handled in the order they are met (so ``-h
 --bogus`` prints help), the same checks in the same order, the same messages,
-the same exit codes.  ``cli_status.py`` carries out the four util-linux actions
+the same exit codes.  ``status.py`` carries out the four util-linux actions
 (status, find, create, reset).
 
 Every failure reaches the user as one ``zramctl: ...`` line and exit 1: code
@@ -152,7 +152,7 @@ def version_text() -> str:
         ours = version("zramctl")
     except PackageNotFoundError:  # running from a source tree
         ours = "unknown"
-    return f"{PROG} from zramctl {ours} (util-linux 2.42 compatible)\n"
+    return f"{PROG} from zramctl {ours} (util-linux 2.42 options and messages; 2.38.1 table layout)\n"
 
 
 def help_text() -> str:
@@ -188,7 +188,8 @@ def help_text() -> str:
         "     --json                print the status as JSON",
         "     --root <dir>          directory that holds the device images",
         "                           (default: $ZRAMCTL_ROOT or ~/.local/state/zramctl)",
-        "     --compat <version>    kernel to behave like, with --size: 3.11 or 6.18",
+        "     --compat <version>    kernel to behave like, with --size: 6.18 (default)",
+        "                           or 3.11 (the 2013 promotion patch, merged in 3.14)",
         "",
         " -h, --help                display this help",
         " -V, --version             display version",

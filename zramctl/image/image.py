@@ -5,7 +5,7 @@ it touches (not what the device holds), and ``kill -9`` at any instant must
 leave the last commit intact.  So the image is a block file read lazily, with
 the allocator's frames *in* it (mem_used_total is real disk), and commits go
 through a redo log.  zram-image(5) is the specification; the names below are
-its names, and ``image_format.py`` holds the OFFSET/SIZE tables as code.
+its names, and ``format.py`` holds the OFFSET/SIZE tables as code.
 
 Layout (little-endian, 4096-byte blocks, 8-block *extents*)::
 
@@ -32,12 +32,12 @@ Layout (little-endian, 4096-byte blocks, 8-block *extents*)::
 - ZSPAGE RECORDS: the same tree shape (ZSMAP_ROOTS, ZSMAP_DEPTH) over leaves
   of 341 twelve-byte records, one per extent (free / zspage / metadata): the
   extent map.
-- COMMIT: see ``image_io.py``: every changed block goes to ``zramN.wal``
+- COMMIT: see ``io.py``: every changed block goes to ``zramN.wal``
   first, then in place; opening replays a complete log.
 
 Metadata cost: 11 bytes per stored page (object CRC included), 12 per zspage,
 plus one pointer block per 1023 leaves past the first 256.  ``Image`` is what
-the store opens; ``image_maps.py`` holds the lazy maps the engine works on.
+the store opens; ``maps.py`` holds the lazy maps the engine works on.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ class Image:
         return h, blocks, punch
 
     def commit(self) -> None:
-        """Write every change since the last commit, atomically (see image_io.py).
+        """Write every change since the last commit, atomically (see io.py).
 
         Nothing changed: no I/O at all.  ENOSPC/EFBIG/EIO before the log's
         commit record leave the last commit intact and this handle unusable.

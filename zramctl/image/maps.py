@@ -8,9 +8,9 @@ only the blocks that changed:
 - ``Radix``: a sparse tree from a leaf number to the block holding that leaf:
   256 roots in the header, then pointer blocks; it grows a level when a leaf
   number outgrows it.
-- ``TableMap``: the page table (``MutableMapping[int, Entry]``), 341 entries
+- ``TableMap``: the page table (``MutableMapping[int, Entry]``), 372 entries
   per leaf; setting or popping marks the leaf dirty.
-- ``ZsMap``: zspage records by first frame, 255 per leaf, one per extent.  The
+- ``ZsMap``: zspage records by first frame, 341 per leaf, one per extent.  The
   engine mutates ZsPage objects in place, so a leaf is re-encoded at commit
   and compared with the bytes it was loaded from.  The same records say which
   extents are free, hold a zspage, or hold metadata: they are the extent map.
@@ -273,7 +273,7 @@ class TableLeaf:
 
 
 class TableMap(LeafTree, MutableMapping[int, Entry]):
-    """The page table: page index -> Entry, in leaves of 341 entries."""
+    """The page table: page index -> Entry, in leaves of 372 entries."""
 
     leaves: dict[int, TableLeaf]
 

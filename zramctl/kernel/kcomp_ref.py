@@ -6,7 +6,7 @@ a reader can see, one idea at a time, why a page compresses to exactly the lengt
 zram reports, and so that the fast code has something plain to be checked against.
 
 Where the numbers come from (facts, not code, taken from the Linux sources and measured on a live
-6.18 kernel; see ``kernel-compressors.md`` in the project's notes):
+6.18 kernel: ``lib/lzo/`` and ``lib/lz4/`` of Linux 6.18):
 
 * ``lzo`` is ``lib/lzo/lzo1x_compress.c``'s ``lzo1x_1_compress``: the LZO1X-1 algorithm of LZO
   2.06, with a dictionary of 2^13 entries.  liblzo2's own ``lzo1x_1`` uses 2^14, which is why

@@ -1,10 +1,14 @@
 """Behaviour profiles: which kernel a device behaves like.
 
-The zram driver and zsmalloc changed a great deal between the 2013 patch that
-promoted them out of staging (``3.11``) and the modern kernel (``6.18``).  A
-device records its profile when it is set up.  A profile is data, not a second
-copy of the code: every place where the two kernels differ reads a field here.
-See ``kernel-zram.md`` (§6) for where each value comes from.
+The zram driver and zsmalloc changed a great deal between the driver and allocator
+of the 2013 promotion patch (``3.11``: posted for 3.11, merged in 3.14) and the
+modern kernel (``6.18``).  A device records its profile when it is set up.  A
+profile is data, not a second copy of the code: every place where the two kernels
+differ reads a field here.
+Each value comes from the staging ``zram_drv.c`` and ``zsmalloc-main.c`` that the
+promotion patch moves (3.14 ships the same allocator as ``mm/zsmalloc.c``) or from
+``drivers/block/zram/zram_drv.c`` and ``mm/zsmalloc.c`` of Linux 6.18;
+``docs/kernel-facts.md`` lists the facts the code relies on.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ deterministic.  zbud "buddies" two compressed pages together in one page: the
 first left-justified after a small header, the last right-justified at the end,
 so that freeing either leaves one free region, as large as it can be.  It never
 uses more pages than the objects it stores (at most two objects a page, at least
-one), and never better than 2:1 — the seed thread's argument.
+one), and never better than 2:1 — the argument of the 2013 thread that promoted zsmalloc.
 
 How it works (every fact, with its source, is in ``docs/allocators.md``):
 
