@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from zramctl import sysfs  # noqa: E402
+from zramctl.kernel import sysfs  # noqa: E402
 from zramctl.kernel.sysfs import MM_STAT_FIELDS  # noqa: E402
 from zramctl.kernel.zcomp import get_backend  # noqa: E402
 from zramctl.kernel.zram_drv import Zram, ZramConfig  # noqa: E402
