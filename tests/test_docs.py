@@ -125,3 +125,34 @@ def test_man_renders_without_warnings():
     if shutil.which("mandoc"):
         proc = subprocess.run(["mandoc", "-Tlint", str(MAN)], capture_output=True, text=True)
         assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+README = REPO / "README.md"
+
+
+def readme_module_table() -> set[str]:
+    """Every path the README's module table names (a bare name is in the folder of the path before it)."""
+    section = README.read_text().split("## How it is built")[1].split("\n## ")[0]
+    named: set[str] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        folder = ""
+        for name in re.findall(r"`([^`]+)`", line.split("|")[1]):
+            path = name if "/" in name else f"{folder}/{name}"
+            folder = path.rstrip("/").rpartition("/")[0] if not path.endswith("/") else path.rstrip("/")
+            named.add(path.rstrip("/"))
+    return named
+
+
+def test_readme_module_table_is_the_tree():
+    """The table under "How it is built" lists every module and package of zramctl/, and nothing else."""
+    package = REPO / "zramctl"
+    modules = {
+        str(p.relative_to(REPO))
+        for p in [*package.rglob("*.py"), *package.rglob("*.c")]
+        if p.name not in ("__init__.py", "__main__.py")
+    }
+    packages = {str(p.parent.relative_to(REPO)) for p in package.rglob("__init__.py")} - {"zramctl"}
+    named = readme_module_table()
+    assert sorted(modules | packages) == sorted(named)
