@@ -265,7 +265,7 @@ class Column:
     trunc: bool
     """SCOLS_FL_TRUNC: may be truncated to fit a terminal (tty output only)."""
     help: str
-    """The ``--help`` description (util-linux's newest wording)."""
+    """The ``--help`` description (util-linux 2.42's wording; MIGRATED's says what 6.18 counts: pages)."""
     read: Reader = field(default=_read_empty, compare=False, repr=False)
     """The one source of this column's cells: text, ``-b`` text and JSON value."""
 

@@ -156,7 +156,7 @@ def version_text() -> str:
 
 
 def help_text() -> str:
-    """util-linux's newest usage() text, with our algorithms and columns, then our extensions."""
+    """util-linux 2.42's usage() text, with our algorithms and columns, then our extensions."""
     from ..kernel.zcomp import AVAILABLE, KERNEL_ORDER
     from .columns import COLUMNS
 

@@ -1,7 +1,7 @@
 """util-linux zramctl's four actions on our device images: status, find, create, reset.
 
 The order of operations and the messages are util-linux's (``sys-utils/zramctl.c``,
-newest version): set-up is reset -> streams -> algorithm -> params -> disksize,
+2.42): set-up is reset -> streams -> algorithm -> params -> disksize,
 each step's failure named the way util-linux names it; ``-r`` resets and then
 removes every named device, going on past failures.  Our one addition to the
 set-up is ``--compat``, written right after the reset, because the profile
