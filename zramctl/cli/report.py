@@ -53,6 +53,8 @@ class DeviceReport:
     histogram: list[SizeBin] = field(default_factory=list)
     same_pages: int = 0
     huge_pages: int = 0
+    compression_ratio: float | None = None
+    """DATA/TOTAL (the device's ``compression_ratio``); None while TOTAL is 0."""
 
 
 def _class_rows(z: Zram) -> list[ClassRow]:
@@ -115,8 +117,8 @@ def device_report(z: Zram) -> DeviceReport:
         "huge_class_size": z.pool.huge_class_size if z.pool else None,
     }
     counters = {f.name: getattr(z.stats, f.name) for f in fields(ZramStats)}
-    counters["orig_data_size"] = z.stats.pages_stored << PAGE_SHIFT
-    counters["mem_used_total"] = z.mem_used_pages() << PAGE_SHIFT
+    counters["orig_data_size"] = z.orig_data_size
+    counters["mem_used_total"] = z.mem_used_total
     counters["mem_used_max"] = z.stats.max_used_pages << PAGE_SHIFT
     counters["pages_compacted"] = z.pool.pages_compacted if z.pool else 0
     attributes = {}
@@ -124,7 +126,9 @@ def device_report(z: Zram) -> DeviceReport:
         if attr.show is not None:
             attributes[name] = attr.show(z)
     histogram, same, huge = _histogram(z)
-    return DeviceReport(settings, counters, attributes, _class_rows(z), histogram, same, huge)
+    return DeviceReport(
+        settings, counters, attributes, _class_rows(z), histogram, same, huge, z.compression_ratio
+    )
 
 
 def report_to_dict(report: DeviceReport) -> dict[str, object]:

@@ -30,9 +30,8 @@ def _value(name: str, value: object, sizes: tuple[str, ...]) -> str:
 
 
 def _ratio(report: DeviceReport) -> str:
-    data = report.counters.get("orig_data_size", 0)
-    total = report.counters.get("mem_used_total", 0)
-    return f"{data / total:.4f}" if total else "-"
+    ratio = report.compression_ratio
+    return "-" if ratio is None else f"{ratio:.4f}"
 
 
 def _bins(report: DeviceReport) -> list[tuple[str, int]]:

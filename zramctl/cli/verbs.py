@@ -36,6 +36,7 @@ from .estimate import estimate_cmd
 from .status import LOCK_WAIT, device_name, resolve
 
 if TYPE_CHECKING:
+    from ..kernel.zram_drv import Zram
     from ..store import DeviceHandle
 
 """Transfers at least this long show a progress bar (when stderr is a terminal); so does a pipe."""
@@ -156,12 +157,9 @@ class _NotDeferred(Deferred):
 # --- progress -----------------------------------------------------------------------
 
 
-def _ratio(zram) -> Callable[[], float | None]:
-    def ratio() -> float | None:
-        used = zram.mem_used_pages()
-        return zram.stats.pages_stored / used if used else None
-
-    return ratio
+def _ratio(zram: Zram) -> Callable[[], float | None]:
+    """The progress bar's ratio so far: the device's own DATA/TOTAL."""
+    return lambda: zram.compression_ratio
 
 
 # --- write ------------------------------------------------------------------------------

@@ -104,9 +104,9 @@ def _mm_stat(z: Zram) -> str:
     st = z.stats
     pool = z.pool
     return "%8d %8d %8d %8d %8d %8d %8d %8d %8d\n" % (
-        st.pages_stored << PAGE_SHIFT,
+        z.orig_data_size,
         st.compr_data_size,
-        z.mem_used_pages() << PAGE_SHIFT,
+        z.mem_used_total,
         z.config.limit_pages << PAGE_SHIFT,
         st.max_used_pages << PAGE_SHIFT,
         st.same_pages,
@@ -271,9 +271,9 @@ LEGACY_ATTRIBUTES = _COMMON + (
     Attribute("invalid_io", _u(lambda z: z.stats.invalid_io)),
     Attribute("notify_free", _u(lambda z: z.stats.notify_free)),
     Attribute("zero_pages", _u(lambda z: z.stats.same_pages)),
-    Attribute("orig_data_size", _u(lambda z: z.stats.pages_stored << PAGE_SHIFT)),
+    Attribute("orig_data_size", _u(lambda z: z.orig_data_size)),
     Attribute("compr_data_size", _u(lambda z: z.stats.compr_data_size)),
-    Attribute("mem_used_total", _u(lambda z: z.mem_used_pages() << PAGE_SHIFT)),
+    Attribute("mem_used_total", _u(lambda z: z.mem_used_total)),
 )
 
 _BY_PROFILE = {

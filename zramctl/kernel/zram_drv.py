@@ -153,6 +153,28 @@ class Zram:
     def mem_used_pages(self) -> int:
         return self.pool.zs_get_total_pages() if self.pool else 0
 
+    # The device's figures, each computed here only: sysfs (mm_stat and the pre-4.1 files),
+    # the report, the progress bar and the tests read these.
+
+    @property
+    def orig_data_size(self) -> int:
+        """DATA: the uncompressed bytes stored, pages_stored * PAGE_SIZE (mm_stat field 1).
+
+        6.18 counts same-filled pages in pages_stored; 3.11 does not count its zero pages.
+        """
+        return self.stats.pages_stored << PAGE_SHIFT
+
+    @property
+    def mem_used_total(self) -> int:
+        """TOTAL: the bytes of every page the allocator holds, metadata and fragmentation included."""
+        return self.mem_used_pages() << PAGE_SHIFT
+
+    @property
+    def compression_ratio(self) -> float | None:
+        """DATA/TOTAL, util-linux's COMP-RATIO; None while the allocator holds no page (TOTAL 0)."""
+        total = self.mem_used_total
+        return self.orig_data_size / total if total else None
+
     def _create_pool(self) -> None:
         self.pool = Pool(
             self.profile,
