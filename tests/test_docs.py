@@ -1,6 +1,6 @@
 """Nothing the command line offers is missing from the man page, the completions or --help.
 
-The lists come from the code: util-linux's options from ``cli.LONG_OPTIONS``, the verbs and
+The lists come from the code: util-linux's options from ``getopt.LONG_OPTIONS``, the verbs and
 their options from the typer application, the columns from ``columns.COLUMNS``.  The man page
 must also render without a single warning.
 """

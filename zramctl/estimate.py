@@ -12,7 +12,7 @@ on the same data.  A device gives them for one configuration per full write.
   allocator is told: placement depends on sizes only (``allocator.py``);
 - the driver's rules decide first, per profile, what the allocator is asked to
   store: a same-filled page costs nothing (6.18: one repeated 8-byte word,
-  ``device.is_same_filled``; 3.11: only an all-zero page), a page that compresses
+  ``zram_drv.is_same_filled``; 3.11: only an all-zero page), a page that compresses
   too badly is stored raw as a PAGE_SIZE object (6.18: ``comp_len >=
   huge_class_size`` of that pool's class table, a *huge* page; 3.11: ``comp_len >
   max_zpage_size``, 3/4 page, counted in ``bad_compress``);
@@ -43,9 +43,9 @@ its own); zbud refuses anything above 3968 bytes, so each such page is counted a
 one whole page beside zbud's pool (it is in TOTAL and in huge_pages).  Every
 non-huge object (at most 3624 bytes) fits both.  See ``docs/allocators.md``.
 
-Algorithms (``parse_algorithms``): those of ``compress.AVAILABLE``, each with an
+Algorithms (``parse_algorithms``): those of ``zcomp.AVAILABLE``, each with an
 optional level (``zstd:1``; ``zstd:1..19`` for a range of levels).  They are the
-devices' own backends (``compress.get_backend``), so each length is the kernel's
+devices' own backends (``zcomp.get_backend``), so each length is the kernel's
 wherever a device's is (all but lz4hc, about 0.05% off; see the README).
 
 What each ``Result`` holds is in ``mm_stat``'s terms; see ``Result``.
