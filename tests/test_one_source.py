@@ -145,3 +145,18 @@ def test_rows_read_each_attribute_once() -> None:
     assert sorted(reads) == sorted(set(reads))
     ratio = values[COLUMNS.index(find_column("COMP-RATIO"))]  # type: ignore[arg-type]
     assert isinstance(ratio, float) and math.isclose(ratio, 45056 / 28672)
+
+
+# --- the device root ---------------------------------------------------------------------------
+
+def test_both_help_texts_say_the_default_root(capsys, monkeypatch) -> None:
+    """store.choose_root decides; both helps say its whole order, $XDG_STATE_HOME included."""
+    from zramctl.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the verbs' help to the terminal
+    order = ("$ZRAMCTL_ROOT", "$XDG_STATE_HOME/zramctl", "~/.local/state/zramctl")
+    for argv in (["--help"], ["write", "--help"], ["hot-add", "--help"]):
+        assert main(argv) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        at = [out.find(word) for word in order]
+        assert -1 not in at and at == sorted(at), (argv, at)

@@ -56,7 +56,10 @@ Device = Annotated[str, typer.Argument(metavar="DEVICE", help="zramN (or /dev/zr
 Root = Annotated[
     str | None,
     typer.Option(
-        "--root", metavar="DIR", help="Directory that holds the device images (default: $ZRAMCTL_ROOT).",
+        "--root", metavar="DIR", help=(
+            "Directory that holds the device images (default: $ZRAMCTL_ROOT, else $XDG_STATE_HOME/zramctl,"
+            " else ~/.local/state/zramctl)."
+        ),
         show_default=False,
     ),
 ]
