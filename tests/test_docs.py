@@ -156,3 +156,23 @@ def test_readme_module_table_is_the_tree():
     packages = {str(p.parent.relative_to(REPO)) for p in package.rglob("__init__.py")} - {"zramctl"}
     named = readme_module_table()
     assert sorted(modules | packages) == sorted(named)
+
+
+def test_no_file_cites_notes_outside_the_repository():
+    """Docstrings, tests and docs cite the kernel's and util-linux's files or the project's docs/, never a
+    facts document that a clone does not have."""
+    stems = ("kernel-zram", "kernel-compressors", "zramctl-compat", "design", "style")
+    outside = re.compile(r"\b(" + "|".join(re.escape(s) for s in stems) + r")\.md\b")
+    kept = {p.name for p in (REPO / "docs").glob("*.md")}
+    found = []
+    for folder in ("zramctl", "tests", "benchmarks", "tools", "docs", "man"):
+        for path in sorted((REPO / folder).rglob("*")):
+            if not path.is_file() or path.suffix in (".so", ".pyc") or path.name == "test_standalone.py":
+                continue
+            for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if any(m[0] not in kept for m in outside.finditer(line)):
+                    found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    for n, line in enumerate(README.read_text().splitlines(), 1):
+        if any(m[0] not in kept for m in outside.finditer(line)):
+            found.append(f"README.md:{n}: {line.strip()}")
+    assert found == []
