@@ -160,3 +160,19 @@ def test_both_help_texts_say_the_default_root(capsys, monkeypatch) -> None:
         out = " ".join(capsys.readouterr().out.split())
         at = [out.find(word) for word in order]
         assert -1 not in at and at == sorted(at), (argv, at)
+
+
+# --- the default algorithm ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("compat", ["6.18", "3.11"])
+def test_the_default_algorithm_is_the_profiles(compat: str) -> None:
+    """Profile.default_algorithm is read: a new device, and one switched to a kernel, use it."""
+    from zramctl.kernel.profiles import DEFAULT_PROFILE, get_profile
+
+    assert ZramConfig().comp_algorithm == get_profile(DEFAULT_PROFILE).default_algorithm == "lzo-rle"
+    z = Zram(ZramConfig())
+    sysfs.store(z, "compat", compat)
+    expected = get_profile(compat).default_algorithm
+    assert z.config.comp_algorithm == expected == {"6.18": "lzo-rle", "3.11": "lzo"}[compat]
+    if compat == "6.18":  # 3.11 has no comp_algorithm file (3.15 added it)
+        assert f"[{expected}]" in sysfs.show(z, "comp_algorithm")
