@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zramctl import cli, store  # noqa: E402
+from zramctl import store  # noqa: E402
+from zramctl.cli import main as cli  # noqa: E402
 
 
 def mixed(size: int, seed: int = 1) -> bytes:

@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import errno
 import zlib
-from collections.abc import MutableMapping
+from collections import deque
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
 from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
 from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsPage
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 # Low bits of Entry.flags: the object size (up to PAGE_SIZE, so 13 bits).
 ZRAM_FLAG_SHIFT = PAGE_SHIFT + 1
@@ -48,6 +53,10 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 # fresh memory instead costs a page fault per page once glibc has given the
 # previous result back to the kernel, which halves read speed.
 SCRATCH_MAX = 8 << 20
+
+STREAM_BATCH = 32
+"""Whole pages a compression stream compresses in one call (one GIL release).  A write of
+many pages is compressed a batch at a time, ahead of the thread that stores the pages."""
 
 
 @dataclass
@@ -124,6 +133,11 @@ class Zram:
         self._profile: Profile | None = None
         self._scratch: list[bytearray] = []
         """read()'s spare buffers; list.pop/append keep them per thread."""
+        self._streams: tuple[int, ThreadPoolExecutor] | None = None
+        """The compression streams' threads (``max_comp_streams`` > 1), made at the first write."""
+        self._ahead: tuple[bytes, bytes | Exception] | None = None
+        """The next page write() stores and its compression, done ahead by a stream (or the
+        compressor's failure); _store_page takes it for that very page, and only once."""
         if self.config.disksize:
             self._create_pool()
 
@@ -301,6 +315,8 @@ class Zram:
             raise self._damaged("write", exc, index, midway=True) from None
 
     def _store_page(self, index: int, page: bytes) -> None:
+        ahead, self._ahead = self._ahead, None
+        comp = ahead[1] if ahead is not None and ahead[0] is page else None
         prof = self.profile
         st = self.stats
         pool = self.pool
@@ -321,10 +337,13 @@ class Zram:
                     pool.check_handle(old[1], old[0] & ZRAM_SIZE_MASK)
                 except ZsCorrupt as exc:
                     raise self._damaged("write", exc, index) from None
-        try:
-            comp = self.backend.compress(page)
-        except Exception as exc:
-            raise ZramError(errno.EIO, "write", f"compression failed: {exc}") from None
+        if comp is None:
+            try:
+                comp = self.backend.compress(page)
+            except Exception as exc:
+                comp = exc
+        if isinstance(comp, Exception):
+            raise ZramError(errno.EIO, "write", f"compression failed: {comp}") from None
         clen = len(comp)
         flags = 0
         if prof.huge_by_class:
@@ -418,23 +437,107 @@ class Zram:
         pos, end = 0, len(data)
         st = self.stats
         write_page = self._write_page
-        while pos < end:
-            index, in_page = divmod(offset + pos, PAGE_SIZE)
-            n = min(PAGE_SIZE - in_page, end - pos)
-            try:
-                if n == PAGE_SIZE:
-                    page = data[pos : pos + n].tobytes()
-                else:
-                    old = self._read_page(index)
-                    page = old[:in_page] + data[pos : pos + n].tobytes() + old[in_page + n :]
-                st.num_writes += 1
-                write_page(index, page)
-            except ZramError as exc:
-                self.stats.failed_writes += 1
-                exc.done = pos
-                raise
-            pos += n
+        # The whole pages are compressed ahead, by the streams, in page order; each is stored
+        # in turn exactly as if it had been compressed there (a failure included).
+        first_whole = -offset % PAGE_SIZE
+        whole = max(0, (end - first_whole) // PAGE_SIZE)
+        ahead = self._compressed(data[first_whole : first_whole + whole * PAGE_SIZE], whole)
+        try:
+            while pos < end:
+                index, in_page = divmod(offset + pos, PAGE_SIZE)
+                n = min(PAGE_SIZE - in_page, end - pos)
+                try:
+                    if n == PAGE_SIZE:
+                        page = data[pos : pos + n].tobytes()
+                        comp = next(ahead) if ahead is not None else None
+                    else:
+                        old = self._read_page(index)
+                        page = old[:in_page] + data[pos : pos + n].tobytes() + old[in_page + n :]
+                        comp = None
+                    st.num_writes += 1
+                    if comp is not None:
+                        self._ahead = (page, comp)
+                    write_page(index, page)
+                except ZramError as exc:
+                    self.stats.failed_writes += 1
+                    exc.done = pos
+                    raise
+                pos += n
+        finally:
+            self._ahead = None
+            if ahead is not None:
+                ahead.close()
         return pos
+
+    def _compressed(self, pages: memoryview, count: int) -> Iterator[bytes | Exception] | None:
+        """The ``count`` whole pages of ``pages`` compressed, in order, a batch at a time; None when
+        they are better compressed one by one where they are stored (one stream, no batch call).
+
+        With ``max_comp_streams`` > 1 the batches are compressed by that many threads, at most
+        two batches per stream ahead of the pages stored (memory stays bounded), and the results
+        are taken in page order: what is stored never depends on the number of streams.  A
+        compressor's failure is the page's result, raised when that page is stored.  Closing
+        the iterator (the write stopped) waits for the batches still running, which read
+        ``pages``.
+        """
+        backend = self.backend
+        streams = max(1, self.config.max_comp_streams)
+        if count < 2 or (streams == 1 and backend.compress_pages is None):
+            return None
+        return self._batches(backend, pages, count, streams)
+
+    def _batches(
+        self, backend: Backend, pages: memoryview, count: int, streams: int
+    ) -> Iterator[bytes | Exception]:
+        def job(start: int) -> list[bytes | Exception]:
+            view = pages[start * PAGE_SIZE : min(count, start + STREAM_BATCH) * PAGE_SIZE]
+            if backend.compress_pages is not None:
+                try:
+                    return list(backend.compress_pages(view))
+                except Exception:  # pragma: no cover - the compiled compressors fail on no page
+                    pass
+            out: list[bytes | Exception] = []
+            for at in range(0, len(view), PAGE_SIZE):
+                try:
+                    out.append(backend.compress(view[at : at + PAGE_SIZE].tobytes()))
+                except Exception as exc:
+                    out.append(exc)
+            return out
+
+        starts = iter(range(0, count, STREAM_BATCH))
+        if streams == 1 or count <= STREAM_BATCH:
+            for start in starts:
+                yield from job(start)
+            return
+        executor = self._stream_pool(streams)
+        pending: deque[Future[list[bytes | Exception]]] = deque()
+        try:
+            for start in starts:
+                pending.append(executor.submit(job, start))
+                if len(pending) >= 2 * streams:
+                    break
+            while pending:
+                done = pending.popleft().result()
+                start = next(starts, None)
+                if start is not None:
+                    pending.append(executor.submit(job, start))
+                yield from done
+        finally:
+            for fut in pending:
+                fut.cancel()
+            for fut in pending:
+                if not fut.cancelled():
+                    fut.exception()  # waits; the batch's pages are no longer needed
+
+    def _stream_pool(self, streams: int) -> ThreadPoolExecutor:
+        """The compression streams: ``streams`` worker threads, kept while the count stays."""
+        if self._streams is None or self._streams[0] != streams:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if self._streams is not None:
+                self._streams[1].shutdown(wait=False)
+            self._streams = (streams, ThreadPoolExecutor(streams, thread_name_prefix="zram-stream"))
+        return self._streams[1]
 
     def read(self, offset: int, length: int, *, checked: bool = False) -> bytes:
         """``length`` bytes from ``offset`` (unwritten pages read as zeros); ``checked`` as for write."""
