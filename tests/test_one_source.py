@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from zramctl.cli.columns import COLUMNS, Cell, cell, cell_value, find_column, ro
 from zramctl.cli.report import device_report
 from zramctl.cli.stat import render_plain
 from zramctl.cli.units import size_to_human_string
+from zramctl.image.format import CLASS_FIXED, CLASS_LAYOUT, ENTRY_LAYOUT, RECORD_LAYOUT, layout_offsets
 from zramctl.kernel import sysfs
 from zramctl.kernel.profiles import PAGE_SIZE
 from zramctl.kernel.zram_drv import Zram, ZramConfig
@@ -176,3 +178,66 @@ def test_the_default_algorithm_is_the_profiles(compat: str) -> None:
     assert z.config.comp_algorithm == expected == {"6.18": "lzo-rle", "3.11": "lzo"}[compat]
     if compat == "6.18":  # 3.11 has no comp_algorithm file (3.15 added it)
         assert f"[{expected}]" in sysfs.show(z, "comp_algorithm")
+
+
+# --- the image's bit layouts -------------------------------------------------------------------
+
+MAN_IMAGE = Path(__file__).resolve().parent.parent / "man" / "zram-image.5"
+
+
+def _man_section(title: str) -> str:
+    text = MAN_IMAGE.read_text()
+    start = text.index(f"\n.SH {title}\n")
+    return text[start : text.index("\n.SH ", start + 1)]
+
+
+def _man_rows(section: str, columns: int) -> list[tuple[str, ...]]:
+    """The rows of the tbl tables in a section: ``columns - 1`` tab-separated cells, then a T{ T} block."""
+    lead = r"\t".join([r"([^\t\n]+)"] * (columns - 1))
+    return [
+        (*m.groups()[:-1], m.group(columns).replace("\\-", "-"))
+        for m in re.finditer(rf"^{lead}\tT\{{\n(.*?)\nT\}}", section, re.M | re.S)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("title", "layout"), [("PAGE TABLE", ENTRY_LAYOUT), ("ZSPAGE RECORDS", RECORD_LAYOUT)]
+)
+def test_the_manual_bits_tables_are_the_declared_layouts(title: str, layout) -> None:
+    """zram-image(5)'s BITS tables row for row: the encoders and decoders use the same declaration."""
+    rows = _man_rows(_man_section(title), 3)
+    assert rows == [(f.bits, f.name, f.description) for f in layout]
+
+
+def test_the_manual_class_table_is_the_declared_layout() -> None:
+    rows = _man_rows(_man_section("CLASS AREA"), 4)
+    fixed = [(str(off), str(size), name, desc) for off, size, name, desc in layout_offsets(CLASS_LAYOUT)]
+    assert rows[: len(fixed)] == fixed
+    assert rows[len(fixed)][0] == str(CLASS_FIXED.size)  # heads follow the fixed part
+
+
+def test_an_entry_and_a_record_are_built_from_their_fields() -> None:
+    """Every field round-trips through encode/decode at the bits the layout declares."""
+    from zramctl.image import format as fmt
+    from zramctl.kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME
+    from zramctl.kernel.zsmalloc import ZsPage
+
+    fields = {f.name: f for f in ENTRY_LAYOUT}
+    handle = (5 * fmt.EXTENT_BLOCKS) << 11 | 7
+    v = fmt.encode_entry((4096 | ZRAM_HUGE, handle, 0xDEADBEEF))
+    got = {name: fields[name].get(v) for name in ("kind", "size", "obj_idx", "key", "crc")}
+    assert got == {"kind": fmt.KIND_HUGE, "size": 4096, "obj_idx": 7, "key": 5, "crc": 0xDEADBEEF}
+    same = fmt.encode_entry((ZRAM_SAME, 0x0123456789ABCDEF, 0))
+    assert fields["fill"].get(same) == 0x0123456789ABCDEF and fields["kind"].get(same) == fmt.KIND_SAME
+    block = fmt.encode_table(fmt.EXTENT_BLOCKS, [(4096 | ZRAM_HUGE, handle, 0xDEADBEEF), None])
+    assert fmt.decode_table(fmt.EXTENT_BLOCKS, block, 6)[:2] == [(4096 | ZRAM_HUGE, handle, 0xDEADBEEF), None]
+
+    rec = {f.name: f for f in RECORD_LAYOUT}
+    z = ZsPage(3 * fmt.EXTENT_BLOCKS, 2)
+    z.inuse, z.freeobj, z.fullness = 9, 4, 1
+    z.prev, z.next = 1 * fmt.EXTENT_BLOCKS, 2 * fmt.EXTENT_BLOCKS
+    v = fmt.encode_record(z, [False, False, False])
+    got = {name: rec[name].get(v) for name in ("kind", "cls", "fullness", "inuse", "freeobj", "prev", "next")}
+    want = {"kind": fmt.RECORD_ZSPAGE, "cls": 2, "fullness": 1, "inuse": 9, "freeobj": 4}
+    want |= {"prev": 1, "next": 2}
+    assert got == want

@@ -27,9 +27,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
 from ..errors import ZramError
-from ..kernel.profiles import PAGE_SIZE
+from ..kernel.profiles import PAGE_SHIFT, PAGE_SIZE
 from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Entry, Zram
-from ..kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS, Pool, SizeClass, ZsPage
+from ..kernel.zsmalloc import (
+    FREE_END,
+    NO_ZSPAGE,
+    OBJ_ALLOCATED_TAG,
+    OBJ_TAG_BITS,
+    Pool,
+    SizeClass,
+    ZsPage,
+    decode_handle,
+)
 from .format import (
     ENTRIES_PER_BLOCK,
     EXTENT_BLOCKS,
@@ -348,7 +357,7 @@ def _check_objects(
     for index, (flags, handle, _) in entries.items():
         if flags & ZRAM_SAME:
             continue
-        first, idx = handle >> 11, handle & 0x7FF
+        first, idx = decode_handle(handle)
         z = zspages.get(first)
         size = flags & ZRAM_SIZE_MASK
         if z is None:
@@ -375,7 +384,8 @@ def _check_objects(
 
         def word(idx: int, first: int = first, cls: SizeClass = cls) -> int:
             off = idx * cls.size
-            return int.from_bytes(frame(first + (off >> 12))[off & 4095 : (off & 4095) + 8], "little")
+            at = off % PAGE_SIZE
+            return int.from_bytes(frame(first + (off >> PAGE_SHIFT))[at : at + 8], "little")
 
         free: set[int] = set()
         cur = z.freeobj

@@ -25,7 +25,7 @@ from ..kernel.zram_drv import (
     ZramConfig,
     ZramStats,
 )
-from ..kernel.zsmalloc import FREE_END, NO_ZSPAGE, ZsPage
+from ..kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_INDEX_BITS, ZsPage, decode_handle, encode_handle
 
 BLOCK_SIZE = 4096
 EXTENT_BLOCKS = 8
@@ -154,6 +154,41 @@ ROOT_ARRAY = struct.Struct(f"<{ROOTS}I")
 assert HEADER.size <= TABLE_ROOTS_OFFSET and ZSMAP_ROOTS_OFFSET + ROOT_ARRAY.size <= PAYLOAD
 MAX_DEPTH = 5
 """256 * 1023**5 leaves: more than any disksize (2^52 pages) needs."""
+
+
+@dataclass(frozen=True)
+class BitField:
+    """Bits ``low..high`` (inclusive) of a little-endian integer: one row of a BITS table of the manual.
+
+    The page-table entry and the zspage record are declared as tuples of these; the encoders,
+    the decoders and the test of the manual all read that one declaration.
+    """
+
+    name: str
+    low: int
+    high: int
+    description: str
+    mask: int = field(init=False, repr=False, compare=False)
+    """The largest value the field holds (all its bits set), unshifted."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", (1 << self.width) - 1)  # once: get() runs per entry
+
+    @property
+    def width(self) -> int:
+        return self.high - self.low + 1
+
+    @property
+    def bits(self) -> str:
+        """The manual's BITS column: ``low-high``."""
+        return f"{self.low}-{self.high}"
+
+    def get(self, v: int) -> int:
+        return v >> self.low & self.mask
+
+    def put(self, value: int) -> int:
+        """``value`` in place; the caller has checked that it fits."""
+        return value << self.low
 
 
 def layout_offsets(layout: tuple[tuple[str, str, str], ...]) -> list[tuple[int, int, str, str]]:
@@ -368,16 +403,22 @@ def decode_pointers(block: int, data: bytes | memoryview, limit: int) -> list[in
 # --- page-table leaves --------------------------------------------------------------
 
 KIND_UNWRITTEN, KIND_SAME, KIND_OBJECT, KIND_HUGE = 0, 1, 2, 3
-OBJ_INDEX_BITS = 11
-"""Same as zsmalloc's OBJ_INDEX_BITS: handle = first_frame << 11 | obj_idx."""
-ENTRY_LAYOUT: tuple[tuple[str, str, str], ...] = (
-    ("kind", "0-1", "0: unwritten (the whole entry is zero); 1: same-filled; 2: object; 3: huge object."),
-    ("size", "2-14", "Objects: bytes of the stored object, 1..4096."),
-    ("obj_idx", "15-25", "Objects: slot index in the zspage."),
-    ("key", "26-55", "Objects: the zspage's key (extent number; first frame = 8 * key)."),
-    ("crc", "56-87", "Objects: CRC-32 of the object's bytes."),
-    ("fill", "24-87", "Same-filled: the repeated 64-bit word (bits 2-23 are zero)."),
+ENTRY_LAYOUT: tuple[BitField, ...] = (
+    BitField(
+        "kind", 0, 1, "0: unwritten (the whole entry is zero); 1: same-filled; 2: object; 3: huge object."
+    ),
+    BitField("size", 2, 14, "Objects: bytes of the stored object, 1..4096."),
+    BitField("obj_idx", 15, 25, "Objects: slot index in the zspage."),
+    BitField("key", 26, 55, "Objects: the zspage's key (extent number; first frame = 8 * key)."),
+    BitField("crc", 56, 87, "Objects: CRC-32 of the object's bytes."),
+    BitField("fill", 24, 87, "Same-filled: the repeated 64-bit word (bits 2-23 are zero)."),
 )
+"""A page-table entry (zram-image(5), PAGE TABLE): an ENTRY_SIZE-byte little-endian integer."""
+E_KIND, E_SIZE, E_OBJ_IDX, E_KEY, E_CRC, E_FILL = ENTRY_LAYOUT
+E_SAME_ZERO = ((1 << E_FILL.low) - 1) & ~E_KIND.mask
+"""The bits a same-filled entry keeps zero: between its kind and its fill (2-23)."""
+assert E_OBJ_IDX.width == OBJ_INDEX_BITS and E_SIZE.mask >= PAGE_SIZE and E_CRC.width == 32
+assert E_FILL.width == 64 and max(f.high for f in ENTRY_LAYOUT) < 8 * ENTRY_SIZE
 
 
 def encode_entry(entry: Entry | None) -> int:
@@ -387,12 +428,18 @@ def encode_entry(entry: Entry | None) -> int:
     flags, handle, crc = entry
     if flags & ZRAM_SAME:
         assert flags == ZRAM_SAME and crc == 0, "same-filled slot with other flags"
-        return handle << 24 | KIND_SAME
+        return E_FILL.put(handle) | E_KIND.put(KIND_SAME)
     assert flags >> ZRAM_FLAG_SHIFT & ~(ZRAM_HUGE >> ZRAM_FLAG_SHIFT) == 0, "unknown slot flag"
     kind = KIND_HUGE if flags & ZRAM_HUGE else KIND_OBJECT
-    first, idx = handle >> OBJ_INDEX_BITS, handle & ((1 << OBJ_INDEX_BITS) - 1)
+    first, idx = decode_handle(handle)
     assert first % EXTENT_BLOCKS == 0
-    return crc << 56 | (first // EXTENT_BLOCKS) << 26 | idx << 15 | (flags & ZRAM_SIZE_MASK) << 2 | kind
+    return (
+        E_CRC.put(crc)
+        | E_KEY.put(first // EXTENT_BLOCKS)
+        | E_OBJ_IDX.put(idx)
+        | E_SIZE.put(flags & ZRAM_SIZE_MASK)
+        | E_KIND.put(kind)
+    )
 
 
 def encode_table(block: int, entries: list[Entry | None]) -> bytes:
@@ -405,40 +452,50 @@ def decode_table(block: int, data: bytes | memoryview, extents: int) -> list[Ent
     out: list[Entry | None] = []
     for i in range(ENTRIES_PER_BLOCK):
         v = int.from_bytes(payload[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE], "little")
-        kind = v & 3
+        kind = E_KIND.get(v)
         if kind == KIND_UNWRITTEN:
             if v:
                 raise corrupt(f"page-table block {block} entry {i}: unwritten but not zero")
             out.append(None)
         elif kind == KIND_SAME:
-            if v & 0xFFFFFC:
+            if v & E_SAME_ZERO:
                 raise corrupt(f"page-table block {block} entry {i}: bad same-filled entry")
-            out.append((ZRAM_SAME, v >> 24, 0))
+            out.append((ZRAM_SAME, E_FILL.get(v), 0))
         else:
-            size = v >> 2 & 0x1FFF
-            key = v >> 26 & 0x3FFFFFFF
+            size = E_SIZE.get(v)
+            key = E_KEY.get(v)
             if not (1 <= size <= PAGE_SIZE) or not (1 <= key < extents):
                 raise corrupt(f"page-table block {block} entry {i}: object out of range")
             flags = size | (ZRAM_HUGE if kind == KIND_HUGE else 0)
-            out.append((flags, (key * EXTENT_BLOCKS) << OBJ_INDEX_BITS | (v >> 15 & 0x7FF), v >> 56))
+            handle = encode_handle(key * EXTENT_BLOCKS, E_OBJ_IDX.get(v))
+            out.append((flags, handle, E_CRC.get(v)))
     return out
 
 
 # --- zspage-record leaves -------------------------------------------------------------
 
 RECORD_FREE, RECORD_ZSPAGE, RECORD_META = 0, 1, 2
-NO_KEY = (1 << 29) - 1
-"""A 29-bit prev/next key meaning 'none'."""
-RECORD_LAYOUT: tuple[tuple[str, str, str], ...] = (
-    ("kind", "0-1", "0: free extent; 1: zspage; 2: metadata extent (free and metadata: all other bits 0)."),
-    ("cls", "2-9", "Position of the zspage's class in the class area."),
-    ("fullness", "10-13", "Fullness group (15: isolated, never in a committed image)."),
-    ("inuse", "14-25", "Objects allocated in this zspage."),
-    ("freeobj", "26-37", "Index of the first free object; 4095 when none."),
-    ("prev", "38-66", "Key of the previous zspage on its fullness list; 2^29-1 none (not huge)."),
-    ("next", "67-95", "Key of the next zspage on its fullness list; 2^29-1 none (not huge)."),
-    ("owner", "38-95", "Huge classes only: 1 + page index owning the only object; 0 none."),
+RECORD_LAYOUT: tuple[BitField, ...] = (
+    BitField(
+        "kind", 0, 1, "0: free extent; 1: zspage; 2: metadata extent (free and metadata: all other bits 0)."
+    ),
+    BitField("cls", 2, 9, "Position of the zspage's class in the class area."),
+    BitField("fullness", 10, 13, "Fullness group (15: isolated, never in a committed image)."),
+    BitField("inuse", 14, 25, "Objects allocated in this zspage."),
+    BitField("freeobj", 26, 37, "Index of the first free object; 4095 when none."),
+    BitField("prev", 38, 66, "Key of the previous zspage on its fullness list; 2^29-1 none (not huge)."),
+    BitField("next", 67, 95, "Key of the next zspage on its fullness list; 2^29-1 none (not huge)."),
+    BitField("owner", 38, 95, "Huge classes only: 1 + page index owning the only object; 0 none."),
 )
+"""A zspage record (zram-image(5), ZSPAGE RECORDS): a RECORD_SIZE-byte little-endian integer."""
+R_KIND, R_CLS, R_FULLNESS, R_INUSE, R_FREEOBJ, R_PREV, R_NEXT, R_OWNER = RECORD_LAYOUT
+NO_KEY = R_PREV.mask
+"""A prev/next key meaning 'none': all 29 bits set."""
+NO_FREEOBJ = R_FREEOBJ.mask
+"""freeobj when no slot is free (4095)."""
+ISOLATED = R_FULLNESS.mask
+"""fullness of an isolated zspage (15), which a committed image never holds."""
+assert NO_KEY == R_NEXT.mask == MAX_EXTENTS and max(f.high for f in RECORD_LAYOUT) < 8 * RECORD_SIZE
 Slot = ZsPage | int
 """A record slot in memory: a ZsPage, or RECORD_FREE / RECORD_META."""
 
@@ -451,12 +508,12 @@ def encode_record(s: Slot, huge: list[bool]) -> int:
     """A slot as the 96-bit integer of zram-image(5), ZSPAGE RECORD."""
     if isinstance(s, int):
         return s
-    v = RECORD_ZSPAGE | s.cls << 2 | (s.fullness & 15) << 10 | s.inuse << 14
-    v |= (4095 if s.freeobj == FREE_END else s.freeobj) << 26
+    v = R_KIND.put(RECORD_ZSPAGE) | R_CLS.put(s.cls) | R_FULLNESS.put(s.fullness & ISOLATED)
+    v |= R_INUSE.put(s.inuse) | R_FREEOBJ.put(NO_FREEOBJ if s.freeobj == FREE_END else s.freeobj)
     if huge[s.cls]:
         assert s.prev == NO_ZSPAGE and s.next == NO_ZSPAGE, "huge zspage on a list"
-        return v | (s.owner + 1) << 38
-    return v | _key(s.prev) << 38 | _key(s.next) << 67
+        return v | R_OWNER.put(s.owner + 1)
+    return v | R_PREV.put(_key(s.prev)) | R_NEXT.put(_key(s.next))
 
 
 def encode_records(block: int, slots: list[Slot], huge: list[bool]) -> bytes:
@@ -473,26 +530,26 @@ def decode_records(
     out: list[Slot] = []
     for i in range(RECORDS_PER_BLOCK):
         v = int.from_bytes(payload[i * RECORD_SIZE : (i + 1) * RECORD_SIZE], "little")
-        kind = v & 3
+        kind = R_KIND.get(v)
         if kind != RECORD_ZSPAGE:
-            if kind > RECORD_META or v >> 2:
+            if kind > RECORD_META or v >> R_CLS.low:
                 raise corrupt(f"zspage-record block {block} record {i}: bad kind or non-zero free record")
             out.append(kind)
             continue
-        cls, fg, inuse, free = v >> 2 & 0xFF, v >> 10 & 15, v >> 14 & 4095, v >> 26 & 4095
+        cls, fg, inuse, free = R_CLS.get(v), R_FULLNESS.get(v), R_INUSE.get(v), R_FREEOBJ.get(v)
         if cls >= len(huge):
             raise corrupt(f"zspage-record block {block} record {i}: class {cls} does not exist")
         n = objs[cls]
-        if inuse > n or (free != 4095 and free >= n) or (fg >= ngroups and fg != 15):
+        if inuse > n or (free != NO_FREEOBJ and free >= n) or (fg >= ngroups and fg != ISOLATED):
             raise corrupt(f"zspage-record block {block} record {i}: counters out of range")
         z = ZsPage((first_key + i) * EXTENT_BLOCKS, cls)
         z.inuse = inuse
-        z.freeobj = FREE_END if free == 4095 else free
-        z.fullness = -1 if fg == 15 else fg
+        z.freeobj = FREE_END if free == NO_FREEOBJ else free
+        z.fullness = -1 if fg == ISOLATED else fg
         if huge[cls]:
-            z.owner = (v >> 38) - 1
+            z.owner = R_OWNER.get(v) - 1
         else:
-            prev, nxt = v >> 38 & NO_KEY, v >> 67 & NO_KEY
+            prev, nxt = R_PREV.get(v), R_NEXT.get(v)
             z.prev = NO_ZSPAGE if prev == NO_KEY else prev * EXTENT_BLOCKS
             z.next = NO_ZSPAGE if nxt == NO_KEY else nxt * EXTENT_BLOCKS
         out.append(z)
