@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import lz4.block  # noqa: E402
 import lzo  # noqa: E402
 
-from zramctl import _kcomp  # noqa: E402
+from zramctl.kernel import _kcomp  # noqa: E402
 
 PAGE = 4096
 HUGE_CLASS_SIZE = 3625  # 6.18, chain 8: a compressed length from here up is stored raw

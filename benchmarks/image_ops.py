@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zramctl import sysfs  # noqa: E402
 from zramctl.image.check import image_usage  # noqa: E402
+from zramctl.kernel import sysfs  # noqa: E402
 from zramctl.store import Store  # noqa: E402
 
 PAGE = 4096

@@ -77,7 +77,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zramctl import sysfs  # noqa: E402
+from zramctl.kernel import sysfs  # noqa: E402
 from zramctl.kernel.zcomp import get_backend  # noqa: E402
 from zramctl.kernel.zram_drv import Zram  # noqa: E402
 
