@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from ..kernel.zram_drv import Zram
     from ..store import DeviceHandle
 
-"""Transfers at least this long show a progress bar (when stderr is a terminal); so does a pipe."""
-
 app = typer.Typer(
     name=PROG,
     add_completion=False,
@@ -49,8 +47,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="The verbs of zramctl.  Without one, zramctl takes util-linux zramctl's options (zramctl --help).",
 )
-
-_state: dict[str, Any] = {"root": None}
 
 Device = Annotated[str, typer.Argument(metavar="DEVICE", help="zramN (or /dev/zramN)", show_default=False)]
 Root = Annotated[
@@ -96,8 +92,18 @@ def _verb(func: Callable[..., int | None]) -> Callable[..., int | None]:
 
 
 def _store(root: str | None):
+    """The store of the verb's own ``--root``, else of the one given before the verb
+    (``zramctl --root DIR stat zram0``), which run_verb hands to click as the context's ``obj``."""
+    return open_store(root if root is not None else _global_root())
 
-    return open_store(root if root is not None else _state["root"])
+
+def _global_root() -> str | None:
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # typer < 0.20 uses click itself
+        from click import get_current_context  # type: ignore[no-redef]
+    ctx = get_current_context(silent=True)
+    return ctx.find_root().obj if ctx is not None else None
 
 
 def _size(text: str, what: str) -> int:
@@ -380,9 +386,8 @@ def _click_exceptions():
 def run_verb(args: list[str], root: str | None) -> int:
     """Run ``args`` (verb first) through typer; usage errors util-linux style, exit 1."""
     click = _click_exceptions()
-    _state["root"] = root
     try:
-        rv = app(args=args, prog_name=PROG, standalone_mode=False)
+        rv = app(args=args, prog_name=PROG, standalone_mode=False, obj=root)
     except _Escape as exc:
         raise exc.original from None
     except click.UsageError as exc:
