@@ -25,6 +25,12 @@ from zramctl.kernel.zram_drv import Zram, ZramConfig
 PAGE = 4096
 
 
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 8 pages: these small writes then span many batches, several in flight."""
+    monkeypatch.setattr(zram_drv, "STREAM_BATCH", 8)
+
+
 def mixed(pages: int, seed: int = 10) -> bytes:
     """Pages of every kind a device stores differently: random (huge), text, zero, same-filled, half."""
     rng = random.Random(seed)
@@ -124,7 +130,7 @@ def test_a_failing_page_stops_the_write_exactly_there(streams: int, batch_call: 
 def test_a_stopped_write_leaves_no_stream_running(monkeypatch: pytest.MonkeyPatch) -> None:
     """The batches still being compressed when a page fails are waited for: none outlives write()
     (they read the caller's buffer, which the caller may refill at once)."""
-    monkeypatch.setattr(zram_drv, "STREAM_BATCH", 4)
+    monkeypatch.setattr(zram_drv, "STREAM_BATCH", 4)  # more batches in flight when it stops
     backend = get_backend("lzo-rle")
     running = [0]
     lock = threading.Lock()

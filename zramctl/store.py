@@ -719,14 +719,16 @@ class DeviceHandle:
                 n, ended = _gather(readinto, view[:want], min(want, PIECE), signals)
                 fits = min(n, room - done)
                 pos = 0
-                while pos < fits and not signal_seen():
-                    at = offset + done
-                    step = min(fits - pos, PIECE - at % PAGE_SIZE)
-                    zram.write(at, view[pos : pos + step], checked=True)
-                    pos += step
-                    done += step
-                    since_commit += step
-                    advance(step)
+                # The streams compress the chunk's pages ahead while its pieces are stored.
+                with zram.compress_ahead(offset + done, view[:fits]) as ahead:
+                    while pos < fits and not signal_seen():
+                        at = offset + done
+                        step = min(fits - pos, PIECE - at % PAGE_SIZE)
+                        zram.write(at, view[pos : pos + step], checked=True, ahead=ahead)
+                        pos += step
+                        done += step
+                        since_commit += step
+                        advance(step)
                 if fits < n and not signal_seen():  # a stream longer than the room left
                     raise ZramError(
                         errno.ENOSPC,

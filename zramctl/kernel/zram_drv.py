@@ -54,9 +54,12 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 # previous result back to the kernel, which halves read speed.
 SCRATCH_MAX = 8 << 20
 
-STREAM_BATCH = 32
+STREAM_BATCH = 256
 """Whole pages a compression stream compresses in one call (one GIL release).  A write of
-many pages is compressed a batch at a time, ahead of the thread that stores the pages."""
+many pages is compressed a batch at a time, ahead of the thread that stores the pages.
+Large, because a stream needs the GIL again at the end of each batch, and the storing
+thread gives it up only every switch interval (5 ms): 32-page batches made -t 2 slower
+than -t 1, 256 (1 MiB) a little faster (benchmarks/README.md)."""
 
 
 @dataclass
@@ -114,6 +117,47 @@ class Backing:
 def is_same_filled(page: bytes) -> bool:
     """page_same_filled(): the page is one 8-byte word repeated (first == last word checked first)."""
     return page[:8] == page[-8:] and page[8:] == page[:-8]
+
+
+class Lookahead:
+    """The whole pages of a buffer, compressed ahead by the compression streams, in page order.
+
+    ``Zram.compress_ahead`` makes one over a buffer about to be written (perhaps by several
+    ``write`` calls, as store.DeviceHandle writes a chunk a piece at a time, so that the
+    streams keep working across the pieces); ``take(index)`` gives page ``index``'s result
+    (its compressed bytes, or the compressor's failure), or None when it has none (then the
+    page is compressed where it is stored).  ``close`` waits for the batches still running:
+    until then the buffer must not change.
+    """
+
+    def __init__(self, first: int, results: Iterator[bytes | Exception] | None) -> None:
+        self._next = first
+        self._results = results
+
+    def take(self, index: int) -> bytes | Exception | None:
+        results = self._results
+        if results is None or index < self._next:
+            return None
+        try:
+            while self._next < index:  # pages skipped (never, for a caller in page order)
+                next(results)
+                self._next += 1
+            self._next += 1
+            return next(results)
+        except StopIteration:
+            self._results = None
+            return None
+
+    def close(self) -> None:
+        if self._results is not None:
+            results, self._results = self._results, None
+            results.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Lookahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Zram:
@@ -422,7 +466,14 @@ class Zram:
                 f"{offset + length} bytes is past the end of the device ({self.config.disksize} bytes)",
             )
 
-    def write(self, offset: int, data: bytes | bytearray | memoryview, *, checked: bool = False) -> int:
+    def write(
+        self,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        checked: bool = False,
+        ahead: Lookahead | None = None,
+    ) -> int:
         """Write ``data`` at byte ``offset``; partial pages are read, merged and rewritten.
 
         All of it is checked against disksize first (ENOSPC, nothing written),
@@ -430,6 +481,9 @@ class Zram:
         A page that fails (compression, allocation, mem_limit) counts in
         failed_writes and stops the write: ZramError.done says how many bytes
         before it were stored; nothing stored before is lost.
+
+        ``ahead``: a ``compress_ahead`` over a buffer that holds ``data`` (the caller closes
+        it); without it, the whole pages of ``data`` are compressed ahead here.
         """
         data = memoryview(data).cast("B")
         if not checked:
@@ -439,9 +493,9 @@ class Zram:
         write_page = self._write_page
         # The whole pages are compressed ahead, by the streams, in page order; each is stored
         # in turn exactly as if it had been compressed there (a failure included).
-        first_whole = -offset % PAGE_SIZE
-        whole = max(0, (end - first_whole) // PAGE_SIZE)
-        ahead = self._compressed(data[first_whole : first_whole + whole * PAGE_SIZE], whole)
+        own = ahead is None
+        if ahead is None:
+            ahead = self.compress_ahead(offset, data)
         try:
             while pos < end:
                 index, in_page = divmod(offset + pos, PAGE_SIZE)
@@ -449,7 +503,7 @@ class Zram:
                 try:
                     if n == PAGE_SIZE:
                         page = data[pos : pos + n].tobytes()
-                        comp = next(ahead) if ahead is not None else None
+                        comp = ahead.take(index)
                     else:
                         old = self._read_page(index)
                         page = old[:in_page] + data[pos : pos + n].tobytes() + old[in_page + n :]
@@ -465,9 +519,17 @@ class Zram:
                 pos += n
         finally:
             self._ahead = None
-            if ahead is not None:
+            if own:
                 ahead.close()
         return pos
+
+    def compress_ahead(self, offset: int, data: bytes | bytearray | memoryview) -> Lookahead:
+        """Start compressing the whole pages of ``data`` (to be written at ``offset``): see Lookahead."""
+        data = memoryview(data).cast("B")
+        first_whole = -offset % PAGE_SIZE
+        whole = max(0, (len(data) - first_whole) // PAGE_SIZE)
+        pages = data[first_whole : first_whole + whole * PAGE_SIZE]
+        return Lookahead(-(-offset // PAGE_SIZE), self._compressed(pages, whole))
 
     def _compressed(self, pages: memoryview, count: int) -> Iterator[bytes | Exception] | None:
         """The ``count`` whole pages of ``pages`` compressed, in order, a batch at a time; None when
