@@ -508,6 +508,9 @@ class FileFrames:
         return memoryview(self._frame(frame))
 
     def mutable(self, frame: int) -> memoryview:
+        data = self.dirty.get(frame)
+        if data is not None:  # the common case: one look-up
+            return memoryview(data)
         if frame not in self.dirty:
             e = frame // EXTENT_BLOCKS
             if e not in self.state.reserved and not isinstance(self.state.zspages.slot(e), ZsPage):
