@@ -48,7 +48,6 @@ from types import TracebackType
 from typing import BinaryIO
 
 from .errors import ZramError
-from .image.check import check_opened
 from .image.image import CrashPoints, Image, empty_image
 from .image.io import open_regular, wal_pending
 from .interrupts import Deferred, Interrupted
@@ -935,6 +934,8 @@ def check_image(
         store = Store(path.parent)
     if dev_id is None:
         raise TypeError("check_image: which device of the store?")
+    from .image.check import check_opened  # only `check` needs it: no command else pays its import
+
     try:
         with store.open(dev_id, write=False, timeout=DEFAULT_LOCK_TIMEOUT) as handle:
             return check_opened(handle.image, data=data)

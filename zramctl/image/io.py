@@ -24,8 +24,8 @@ torn write), so tests can stop a commit at every step.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import signal
 import stat
@@ -89,7 +89,12 @@ class CrashPoints:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@functools.cache
 def _load_fallocate() -> object | None:
+    """libc's fallocate, looked up on the first hole punched: find_library runs ldconfig (~15 ms),
+    which every command (a status listing too) paid at import before."""
+    import ctypes.util
+
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name, use_errno=True)
@@ -101,14 +106,12 @@ def _load_fallocate() -> object | None:
     return fn
 
 
-_FALLOCATE = _load_fallocate()
-
-
 def punch_hole(fd: int, offset: int, length: int) -> None:
     """Deallocate a range (fallocate PUNCH_HOLE|KEEP_SIZE); silently nothing where unsupported."""
-    if _FALLOCATE is None:
+    fallocate = _load_fallocate()
+    if fallocate is None:
         return
-    rc = _FALLOCATE(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)  # type: ignore[operator]
+    rc = fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)  # type: ignore[operator]
     if rc != 0:
         err = ctypes.get_errno()
         if err not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
