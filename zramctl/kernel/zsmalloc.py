@@ -387,8 +387,11 @@ class Pool:
             for i in range(lo, c.index + 1):
                 self._by_index[i] = pos
         # Size (handle header included) -> class, for every size zs_malloc can be asked.
+        # (class_for() per size, without a method call each: every command opening a device builds it)
+        by_index = [self.classes[pos] for pos in self._by_index]
         self._class_by_size: list[SizeClass] = [
-            self.class_for(size) for size in range(ZS_MAX_ALLOC_SIZE + profile.handle_size + 1)
+            by_index[get_size_class_index(size)]
+            for size in range(ZS_MAX_ALLOC_SIZE + profile.handle_size + 1)
         ]
         # find_get_zspage()'s lists, in the order it looks at them.
         self._alloc_lists = tuple(self._list_of[g] for g in self.fullness.alloc_order)
