@@ -1,0 +1,60 @@
+"""Start-up cost: what a status listing must not import (issue 10: listing <= 1.5x ``import typer``).
+
+The figure itself is measured in benchmarks/throughput.py; these tests keep the
+lazy imports lazy: a module that comes back on the status path fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Runs the CLI like bin/zramctl does, then reports which modules got imported.
+_RUN = """
+import json, sys
+sys.argv[0] = "zramctl"
+from zramctl.cli.main import entry
+try:
+    entry()
+except SystemExit:
+    pass
+sys.stderr.write(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules(*args: str) -> set[str]:
+    argv = [sys.executable, "-c", _RUN, *args]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=True
+    )
+    return set(json.loads(proc.stderr))
+
+
+def test_status_listing_skips_check_and_ldconfig(tmp_path: Path) -> None:
+    root = str(tmp_path / "images")
+    _modules("--root", root, "-f", "-s", "1M")
+    mods = _modules("--root", root)
+    assert "zramctl.store" in mods  # the listing did open the device
+    assert "zramctl.image.check" not in mods
+    assert "ctypes.util" not in mods  # find_library("c") runs ldconfig: only a hole punched needs it
+    assert "zramctl.cli.verbs" not in mods
+
+
+def test_punch_hole_still_frees_blocks(tmp_path: Path) -> None:
+    from zramctl.image.io import punch_hole
+
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(fd, b"x" * (1 << 20))
+        os.fsync(fd)
+        before = os.fstat(fd).st_blocks
+        punch_hole(fd, 0, 1 << 19)
+        after = os.fstat(fd).st_blocks
+    finally:
+        os.close(fd)
+    assert os.path.getsize(path) == 1 << 20
+    assert after < before  # tmp_path's file system (ext4, tmpfs, xfs) supports PUNCH_HOLE
