@@ -47,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from .errors import ZramError
+from .errors import ZramError, detail_words
 from .image.image import CrashPoints, Image, empty_image
 from .image.io import open_regular, wal_pending
 from .interrupts import Deferred, Interrupted
@@ -607,10 +607,7 @@ def _words(exc: OSError) -> tuple[int, str, str | None]:
     """An error's errno, its system words and its own detail (not repeating the words)."""
     code = exc.errno or errno.EIO
     words = exc.strerror or os.strerror(code)
-    detail = getattr(exc, "detail", None)
-    if not detail or detail.lower() == words.lower():
-        return code, words, None
-    return code, words, detail.removesuffix(f": {words}")
+    return code, words, detail_words(exc, words)
 
 
 @contextmanager

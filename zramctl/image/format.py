@@ -500,8 +500,14 @@ Slot = ZsPage | int
 """A record slot in memory: a ZsPage, or RECORD_FREE / RECORD_META."""
 
 
-def _key(first: int) -> int:
+def zspage_key(first: int) -> int:
+    """How a zspage link is stored: its extent number (first frame / 8); NO_KEY for none."""
     return NO_KEY if first == NO_ZSPAGE else first // EXTENT_BLOCKS
+
+
+def zspage_first(key: int) -> int:
+    """The inverse of zspage_key: a stored key back to the zspage's first frame (or NO_ZSPAGE)."""
+    return NO_ZSPAGE if key == NO_KEY else key * EXTENT_BLOCKS
 
 
 def encode_record(s: Slot, huge: list[bool]) -> int:
@@ -513,7 +519,7 @@ def encode_record(s: Slot, huge: list[bool]) -> int:
     if huge[s.cls]:
         assert s.prev == NO_ZSPAGE and s.next == NO_ZSPAGE, "huge zspage on a list"
         return v | R_OWNER.put(s.owner + 1)
-    return v | R_PREV.put(_key(s.prev)) | R_NEXT.put(_key(s.next))
+    return v | R_PREV.put(zspage_key(s.prev)) | R_NEXT.put(zspage_key(s.next))
 
 
 def encode_records(block: int, slots: list[Slot], huge: list[bool]) -> bytes:
@@ -550,8 +556,7 @@ def decode_records(
             z.owner = R_OWNER.get(v) - 1
         else:
             prev, nxt = R_PREV.get(v), R_NEXT.get(v)
-            z.prev = NO_ZSPAGE if prev == NO_KEY else prev * EXTENT_BLOCKS
-            z.next = NO_ZSPAGE if nxt == NO_KEY else nxt * EXTENT_BLOCKS
+            z.prev, z.next = zspage_first(prev), zspage_first(nxt)
         out.append(z)
     return out
 

@@ -48,13 +48,12 @@ import os
 from ..errors import ZramError
 from ..interrupts import Deferred
 from ..kernel.zram_drv import Backing, Zram, ZramConfig, ZramStats
-from ..kernel.zsmalloc import NO_ZSPAGE, Pool, SizeClass
+from ..kernel.zsmalloc import Pool, SizeClass
 from .format import (
     BLOCK_SIZE,
     CLASS_BLOCKS,
     EXTENT_BLOCKS,
     EXTENT_SIZE,
-    NO_KEY,
     ClassRecord,
     Header,
     class_blocks,
@@ -63,6 +62,8 @@ from .format import (
     decode_header,
     encode_classes,
     encode_header,
+    zspage_first,
+    zspage_key,
 )
 from .io import (
     WAL_BLOCK,
@@ -91,9 +92,6 @@ def empty_image() -> bytes:
 
 
 def _class_records(pool: Pool) -> list[ClassRecord]:
-    def key(first: int) -> int:
-        return NO_KEY if first == NO_ZSPAGE else first // EXTENT_BLOCKS
-
     return [
         ClassRecord(
             c.index,
@@ -103,7 +101,7 @@ def _class_records(pool: Pool) -> list[ClassRecord]:
             c.objs_per_zspage,
             c.objs_allocated,
             c.objs_inuse,
-            [key(h) for h in c.heads],
+            [zspage_key(h) for h in c.heads],
             list(c.zspages),
         )
         for c in pool.classes
@@ -130,7 +128,7 @@ def _restore_pool(pool: Pool, header: Header, records: list[ClassRecord]) -> Non
         if r.objs_inuse > r.objs_allocated:
             raise corrupt(f"class {r.index} has more objects in use than allocated")
         c.objs_allocated, c.objs_inuse = r.objs_allocated, r.objs_inuse
-        c.heads = [NO_ZSPAGE if k == NO_KEY else k * EXTENT_BLOCKS for k in r.heads]
+        c.heads = [zspage_first(k) for k in r.heads]
         c.zspages = list(r.zspages)
     pool.pages_allocated = header.pages_allocated
     pool.pages_compacted = header.pages_compacted
