@@ -426,7 +426,7 @@ def test_corrupted_object_is_eio_and_counts_failed_reads(compat, kind):
     page = text_page(9) if kind == "compressed" else random.Random(9).randbytes(PAGE)
     z.write(0, page)
     z.write(PAGE, text_page(10))
-    flags, handle, _ = z.table[0]
+    flags, handle, _, _ = z.table[0]
     first, idx = decode_handle(handle)
     cls = z.pool.classes[z.pool.zspages[first].cls]
     off = idx * cls.size + (0 if cls.huge else z.profile.handle_size) + 5
@@ -450,11 +450,11 @@ def test_undecodable_object_with_a_matching_checksum_is_still_eio():
 
     z = device("6.18")
     z.write(0, text_page(4))
-    flags, handle, _ = z.table[0]
+    flags, handle, _, _ = z.table[0]
     size = flags & ZRAM_SIZE_MASK
     garbage = bytes([0xFF]) * size
     z.pool.zs_obj_write(handle, garbage)
-    z.table[0] = (flags, handle, zlib.crc32(garbage))
+    z.table[0] = (flags, handle, zlib.crc32(garbage), 0)
     with pytest.raises(ZramError) as e:
         z.read(0, PAGE)
     assert e.value.errno == errno.EIO and z.stats.failed_reads == 1

@@ -490,7 +490,8 @@ def test_levels_equal_a_device_set_to_that_level(corpora, label):
     name, level = label.split(":")
     data = corpora["files"][:MiB] + corpora["memory"][:MiB]
     r = estimate([data], parse_algorithms(label), parse_allocators("zsmalloc")).results[0]
-    z = Zram(ZramConfig(comp_algorithm=name, algorithm_level=int(level)))
+    z = Zram(ZramConfig(comp_algorithm=name))
+    z.config.params[0].level = int(level)
     z.init(len(data))
     z.write(0, data)
     s = z.stats

@@ -224,13 +224,14 @@ def test_an_entry_and_a_record_are_built_from_their_fields() -> None:
 
     fields = {f.name: f for f in ENTRY_LAYOUT}
     handle = (5 * fmt.EXTENT_BLOCKS) << 11 | 7
-    v = fmt.encode_entry((4096 | ZRAM_HUGE, handle, 0xDEADBEEF))
+    v = fmt.encode_entry((4096 | ZRAM_HUGE, handle, 0xDEADBEEF, 0))
     got = {name: fields[name].get(v) for name in ("kind", "size", "obj_idx", "key", "crc")}
     assert got == {"kind": fmt.KIND_HUGE, "size": 4096, "obj_idx": 7, "key": 5, "crc": 0xDEADBEEF}
-    same = fmt.encode_entry((ZRAM_SAME, 0x0123456789ABCDEF, 0))
+    same = fmt.encode_entry((ZRAM_SAME, 0x0123456789ABCDEF, 0, 0))
     assert fields["fill"].get(same) == 0x0123456789ABCDEF and fields["kind"].get(same) == fmt.KIND_SAME
-    block = fmt.encode_table(fmt.EXTENT_BLOCKS, [(4096 | ZRAM_HUGE, handle, 0xDEADBEEF), None])
-    assert fmt.decode_table(fmt.EXTENT_BLOCKS, block, 6)[:2] == [(4096 | ZRAM_HUGE, handle, 0xDEADBEEF), None]
+    entry = (4096 | ZRAM_HUGE, handle, 0xDEADBEEF, 0)
+    block = fmt.encode_table(fmt.EXTENT_BLOCKS, [entry, None])
+    assert fmt.decode_table(fmt.EXTENT_BLOCKS, block, 6)[:2] == [entry, None]
 
     rec = {f.name: f for f in RECORD_LAYOUT}
     z = ZsPage(3 * fmt.EXTENT_BLOCKS, 2)

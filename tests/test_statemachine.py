@@ -47,7 +47,7 @@ def check_invariants(z: Zram) -> None:
     # The page table against the counters.
     objects: dict[int, dict[int, tuple[int, int, int]]] = {}  # first frame -> idx -> (page, size, flags)
     same = huge = compr = bad = good = 0
-    for index, (flags, handle, _) in z.table.items():
+    for index, (flags, handle, _, _) in z.table.items():
         assert 0 <= index < z.config.disksize // PAGE
         if flags & ZRAM_SAME:
             same += 1

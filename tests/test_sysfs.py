@@ -201,7 +201,7 @@ def test_algorithm_params_level():
     z = Zram()
     sysfs.store(z, "comp_algorithm", "zstd")
     sysfs.store(z, "algorithm_params", "algo=zstd level=9")
-    assert z.config.algorithm_level == 9
+    assert z.config.params[0].level == 9
     sysfs.store(z, "disksize", "1M")
     assert errno_of(z, "algorithm_params", "level=3") == errno.EBUSY
 

@@ -90,7 +90,7 @@ def _histogram(z: Zram) -> tuple[list[SizeBin], int, int]:
     """
     bins = [0] * (PAGE_SIZE // HISTOGRAM_STEP)
     same = huge = 0
-    for flags, _, _ in z.table.values():
+    for flags, _, _, _ in z.table.values():
         if flags & ZRAM_SAME:
             same += 1
             continue
@@ -111,7 +111,7 @@ def device_report(z: Zram) -> DeviceReport:
         "initstate": int(z.initialized),
         "disksize": cfg.disksize,
         "comp_algorithm": cfg.comp_algorithm,
-        "algorithm_level": cfg.algorithm_level,
+        "algorithm_level": cfg.params[0].level,
         "mem_limit": cfg.limit_pages << PAGE_SHIFT,
         "max_comp_streams": cfg.max_comp_streams,
         "huge_class_size": z.pool.huge_class_size if z.pool else None,

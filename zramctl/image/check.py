@@ -258,9 +258,9 @@ def _check_table(zram: Zram, entries: dict[int, Entry], report: Report) -> None:
     st = zram.stats
     prof = zram.profile
     pages = zram.config.disksize // PAGE_SIZE
-    same = sum(1 for f, _, _ in entries.values() if f & ZRAM_SAME)
-    huge = sum(1 for f, _, _ in entries.values() if f & ZRAM_HUGE)
-    size = sum(f & ZRAM_SIZE_MASK for f, _, _ in entries.values() if not f & ZRAM_SAME)
+    same = sum(1 for f, _, _, _ in entries.values() if f & ZRAM_SAME)
+    huge = sum(1 for f, _, _, _ in entries.values() if f & ZRAM_HUGE)
+    size = sum(f & ZRAM_SIZE_MASK for f, _, _, _ in entries.values() if not f & ZRAM_SAME)
     stored = len(entries) if prof.same_counts_stored else len(entries) - same
     beyond = [i for i in entries if i >= pages]
     if beyond:
@@ -354,7 +354,7 @@ def _check_objects(
     hsize = pool.profile.handle_size
     owner_of: dict[tuple[int, int], int] = {}
     slots_of: dict[int, list[tuple[int, int]]] = {}
-    for index, (flags, handle, _) in entries.items():
+    for index, (flags, handle, _, _) in entries.items():
         if flags & ZRAM_SAME:
             continue
         first, idx = decode_handle(handle)

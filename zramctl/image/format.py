@@ -90,7 +90,7 @@ def unseal(block: int, kind: int, data: bytes | memoryview) -> memoryview:
 
 # --- block 0: the header ------------------------------------------------------
 
-CONFIG_FIELDS = ("compat", "disksize", "comp_algorithm", "algorithm_level", "limit_pages", "max_comp_streams")
+CONFIG_FIELDS = ("compat", "disksize", "comp_algorithm", "limit_pages", "max_comp_streams")
 STATS_FIELDS = (
     "pages_stored",
     "compr_data_size",
@@ -248,8 +248,8 @@ def encode_header(h: Header) -> bytes:
         "reserved1": b"",
         "compat": c.compat.encode(),
         "comp_algorithm": c.comp_algorithm.encode(),
-        "algorithm_level": c.algorithm_level or 0,
-        "algorithm_level_set": int(c.algorithm_level is not None),
+        "algorithm_level": c.params[0].level or 0,
+        "algorithm_level_set": int(c.params[0].level is not None),
         "class_record_size": h.class_record_size if h.nclasses else 0,
     }
     for name in CONFIG_FIELDS:
@@ -288,10 +288,10 @@ def decode_header(data: bytes | memoryview) -> Header:
         compat=compat,
         disksize=v["disksize"],
         comp_algorithm=_ascii(v["comp_algorithm"], "comp_algorithm"),
-        algorithm_level=level,
         limit_pages=v["limit_pages"],
         max_comp_streams=v["max_comp_streams"],
     )
+    config.params[0].level = level
     stats = ZramStats(**{name: v[name] for name in STATS_FIELDS})
     h = Header(txid=v["txid"], config=config, stats=stats)
     for f in fields(Header):
@@ -425,7 +425,7 @@ def encode_entry(entry: Entry | None) -> int:
     """A slot as the 88-bit integer of zram-image(5), PAGE-TABLE ENTRY."""
     if entry is None:
         return 0
-    flags, handle, crc = entry
+    flags, handle, crc, _ = entry
     if flags & ZRAM_SAME:
         assert flags == ZRAM_SAME and crc == 0, "same-filled slot with other flags"
         return E_FILL.put(handle) | E_KIND.put(KIND_SAME)
@@ -460,7 +460,7 @@ def decode_table(block: int, data: bytes | memoryview, extents: int) -> list[Ent
         elif kind == KIND_SAME:
             if v & E_SAME_ZERO:
                 raise corrupt(f"page-table block {block} entry {i}: bad same-filled entry")
-            out.append((ZRAM_SAME, E_FILL.get(v), 0))
+            out.append((ZRAM_SAME, E_FILL.get(v), 0, 0))
         else:
             size = E_SIZE.get(v)
             key = E_KEY.get(v)
@@ -468,7 +468,7 @@ def decode_table(block: int, data: bytes | memoryview, extents: int) -> list[Ent
                 raise corrupt(f"page-table block {block} entry {i}: object out of range")
             flags = size | (ZRAM_HUGE if kind == KIND_HUGE else 0)
             handle = encode_handle(key * EXTENT_BLOCKS, E_OBJ_IDX.get(v))
-            out.append((flags, handle, E_CRC.get(v)))
+            out.append((flags, handle, E_CRC.get(v), 0))
     return out
 
 

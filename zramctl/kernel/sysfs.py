@@ -187,7 +187,7 @@ def _store_compact(z: Zram, value: str) -> None:
 
 def _store_algorithm_params(z: Zram, value: str) -> None:
     """``priority=N level=L algo=NAME``: only ``level`` changes what we do (at the next init)."""
-    level: int | None = z.config.algorithm_level
+    level: int | None = z.config.params[0].level
     for token in value.split():
         key, sep, val = token.partition("=")
         if not sep or not val:
@@ -209,7 +209,7 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
             raise ZramError(errno.EINVAL, "algorithm_params", f"{val!r} is not a number") from None
     if z.initialized:
         raise ZramError(errno.EBUSY, "algorithm_params")
-    z.config.algorithm_level = level
+    z.config.params[0].level = level
 
 
 def _store_max_comp_streams(z: Zram, value: str) -> None:

@@ -7,11 +7,12 @@ slot), or compresses it and keeps the compressed bytes in a zsmalloc object,
 or, when it does not compress well enough, keeps the raw page in a huge object.
 Every counter the kernel exports is kept here under its kernel name.
 
-A slot is an ``Entry``: ``(flags, handle, crc)``.  ``flags`` holds the object
+A slot is an ``Entry``: ``(flags, handle, crc, ac_time)``.  ``flags`` holds the object
 size in its low ZRAM_FLAG_SHIFT bits and the ZRAM_* flags above, as the
 kernel's ``zram_table_entry.flags`` does; ``handle`` is the zsmalloc handle or,
 for a same-filled page, the repeated word; ``crc`` is the CRC-32 of the stored
-object, checked on every read so that corruption is an error, never data.
+object, checked on every read so that corruption is an error, never data;
+``ac_time`` is the kernel's ``zram_table_entry.ac_time``, in wall-clock seconds.
 Unwritten slots are simply absent from the table.
 
 Everything here works in memory; an image (``image.py``) supplies file-backed
@@ -24,9 +25,9 @@ from __future__ import annotations
 import errno
 import zlib
 from collections import deque
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
@@ -39,12 +40,29 @@ if TYPE_CHECKING:
 # Low bits of Entry.flags: the object size (up to PAGE_SIZE, so 13 bits).
 ZRAM_FLAG_SHIFT = PAGE_SHIFT + 1
 ZRAM_SIZE_MASK = (1 << ZRAM_FLAG_SHIFT) - 1
-# Slot flags.  ZRAM_SAME is the 2013 driver's ZRAM_ZERO when the profile only knows zero pages.
+# Slot flags, at the bits of the kernel's enum zram_pageflags (zram_drv.h, 6.18), which starts
+# at ZRAM_FLAG_SHIFT.  ZRAM_ENTRY_LOCK (the bit after ZRAM_SAME) is a lock, which one thread
+# does not need.  ZRAM_SAME is the 2013 driver's ZRAM_ZERO when the profile only knows zero pages.
 ZRAM_SAME = 1 << ZRAM_FLAG_SHIFT
-ZRAM_HUGE = 1 << (ZRAM_FLAG_SHIFT + 1)
+ZRAM_WB = 1 << (ZRAM_FLAG_SHIFT + 2)
+"""Written back: the page lives in the backing device, ``handle`` is its block there."""
+ZRAM_PP_SLOT = 1 << (ZRAM_FLAG_SHIFT + 3)
+"""Chosen by a post-processing pass (writeback, recompress) that has not reached it yet."""
+ZRAM_HUGE = 1 << (ZRAM_FLAG_SHIFT + 4)
+ZRAM_IDLE = 1 << (ZRAM_FLAG_SHIFT + 5)
+ZRAM_INCOMPRESSIBLE = 1 << (ZRAM_FLAG_SHIFT + 6)
+"""Recompression tried every secondary algorithm and none made the object smaller."""
+ZRAM_COMP_PRIORITY_SHIFT = ZRAM_FLAG_SHIFT + 7
+ZRAM_COMP_PRIORITY_MASK = 0x3
+"""Entry.flags >> ZRAM_COMP_PRIORITY_SHIFT & this: which compressor (0 primary, 1..3 the
+recompression algorithms) made the object, so a read uses the same one to decompress."""
+ZRAM_MAX_COMPS = 4
+"""Compressors per device (CONFIG_ZRAM_MULTI_COMP): the primary and three secondaries."""
 
-Entry = tuple[int, int, int]
-"""(flags | object size, handle or fill word, CRC-32 of the object)."""
+Entry = tuple[int, int, int, int]
+"""(flags | object size, handle or fill word or backing block, CRC-32 of the stored bytes,
+ac_time): ac_time is the last access in whole wall-clock seconds (the kernel's ac_time with
+CONFIG_ZRAM_TRACK_ENTRY_ACTIME, which counts boot time), 0 when never set."""
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 
@@ -63,6 +81,18 @@ than -t 1, 256 (1 MiB) a little faster (benchmarks/README.md)."""
 
 
 @dataclass
+class AlgorithmParams:
+    """One priority's ``algorithm_params`` (the kernel's zcomp_params): taken at the next init."""
+
+    level: int | None = None
+    """``level=``; None = the backend's default (the kernel's ZCOMP_PARAM_NOT_SET)."""
+    dict_data: bytes | None = None
+    """``dict=PATH``: the dictionary's bytes, read when the parameter is set (zstd, lz4, lz4hc)."""
+    deflate_winbits: int | None = None
+    """``deflate.winbits=``; None = the backend's default."""
+
+
+@dataclass
 class ZramConfig:
     """Settings: what the user chose (sysfs stores), kept across commands."""
 
@@ -71,11 +101,21 @@ class ZramConfig:
     """Bytes, page aligned; 0 = not initialised."""
     comp_algorithm: str = get_profile(DEFAULT_PROFILE).default_algorithm
     """A fresh device's is its profile's default (sysfs' compat store sets it again)."""
-    algorithm_level: int | None = None
-    """``level=`` from algorithm_params, applied at the next init."""
     limit_pages: int = 0
     """mem_limit in pages; 0 = no limit."""
     max_comp_streams: int = 1
+    # --- post-processing (6.18 only; a 3.11 device keeps every one at its default) ---
+    backing_dev: str | None = None
+    """backing_dev: the absolute path of the backing image file; None shows as ``none``."""
+    writeback_limit: int = 0
+    """writeback_limit, in 4 KiB units: what writeback may still write while the limit is enabled."""
+    writeback_limit_enable: bool = False
+    recomp_algorithms: list[str | None] = field(default_factory=lambda: [None] * (ZRAM_MAX_COMPS - 1))
+    """recomp_algorithm: the secondary algorithms, priorities 1..3 (index 0 = priority 1); None = unset."""
+    params: list[AlgorithmParams] = field(
+        default_factory=lambda: [AlgorithmParams() for _ in range(ZRAM_MAX_COMPS)]
+    )
+    """algorithm_params per priority (0 = the primary): applied when the device is next set up."""
 
 
 @dataclass
@@ -103,15 +143,62 @@ class ZramStats:
     """2013: pages that compressed to half a page or less."""
     bad_compress: int = 0
     """2013: pages stored raw because they compressed to more than 3/4 of a page."""
+    bd_count: int = 0
+    """Pages held in the backing device (bd_stat field 1, shown in 4 KiB units)."""
+    bd_reads: int = 0
+    """Pages read back from the backing device."""
+    bd_writes: int = 0
+    """Pages written to the backing device."""
+
+
+class BackingDev(Protocol):
+    """The device ``writeback`` moves pages to: numbered PAGE_SIZE blocks (the kernel's bdev).
+
+    Block 0 is never used (the kernel's bitmap search starts at 1), so a written-back slot's
+    handle is never 0.  Which blocks are free is the backing device's business: an image's
+    must not hand out a block that its last commit still uses.
+    """
+
+    @property
+    def path(self) -> str:
+        """What ``backing_dev`` shows: the absolute path of the backing file."""
+        ...
+
+    @property
+    def nr_pages(self) -> int:
+        """Blocks in the backing device, block 0 included."""
+        ...
+
+    def alloc_block(self) -> int | None:
+        """The lowest free block (>= 1), now in use; None when the device is full."""
+        ...
+
+    def free_block(self, blk: int) -> None:
+        """Give back a block ``alloc_block`` gave out."""
+        ...
+
+    def write_block(self, blk: int, page: bytes) -> None: ...
+
+    def read_block(self, blk: int) -> bytes:
+        """The PAGE_SIZE bytes of block ``blk`` (OSError on failure)."""
+        ...
 
 
 @dataclass
 class Backing:
-    """Where a device's state lives: in memory by default, in an image file otherwise."""
+    """Where a device's state lives: in memory by default, in an image file otherwise.
+
+    ``open_bdev`` and ``read_file`` are how the model reaches files, which it knows nothing
+    of: the store supplies them (``backing_dev=PATH``, ``algorithm_params dict=PATH``).
+    """
 
     frames: FrameStore = field(default_factory=MemoryFrames)
     table: MutableMapping[int, Entry] = field(default_factory=dict)
     zspages: MutableMapping[int, ZsPage] = field(default_factory=dict)
+    open_bdev: Callable[[str], BackingDev] | None = None
+    """Open the backing file at a path (ZramError with the kernel's errno when it cannot be used)."""
+    read_file: Callable[[str], bytes] | None = None
+    """Read a whole file (a compression dictionary)."""
 
 
 def is_same_filled(page: bytes) -> bool:
@@ -205,7 +292,7 @@ class Zram:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = get_backend(self.config.comp_algorithm, self.config.algorithm_level)
+            self._backend = get_backend(self.config.comp_algorithm, self.config.params[0].level)
         return self._backend
 
     def mem_used_pages(self) -> int:
@@ -267,8 +354,8 @@ class Zram:
 
     def _relocate(self, owner: int, handle: int) -> None:
         """Compaction moved page ``owner``'s object: point its slot at the new handle."""
-        flags, _, crc = self.table[owner]
-        self.table[owner] = (flags, handle, crc)
+        flags, _, crc, ac_time = self.table[owner]
+        self.table[owner] = (flags, handle, crc, ac_time)
 
     # --- init and reset (disksize_store, zram_reset_device) ---------------
 
@@ -280,7 +367,7 @@ class Zram:
             raise ZramError(errno.EBUSY, "disksize")
         check_algorithm(self.config.comp_algorithm)
         try:  # a level the backend refuses fails here, as zcomp_create does, never at a write
-            get_backend(self.config.comp_algorithm, self.config.algorithm_level)
+            get_backend(self.config.comp_algorithm, self.config.params[0].level)
         except CompressionError as exc:
             raise ZramError(exc.errno, "disksize", str(exc)) from None
         self.config.disksize = -(-disksize // PAGE_SIZE) * PAGE_SIZE
@@ -313,7 +400,7 @@ class Zram:
         entry = self.table.get(index)
         if entry is None:
             return
-        flags, handle, _ = entry
+        flags, handle, _, _ = entry
         if not flags & ZRAM_SAME:
             assert self.pool is not None
             try:
@@ -341,7 +428,7 @@ class Zram:
 
     def _write_same(self, index: int, word: int) -> None:
         self._free_page(index)
-        self.table[index] = (ZRAM_SAME, word, 0)
+        self.table[index] = (ZRAM_SAME, word, 0, 0)
         self.stats.same_pages += 1
         if self.profile.same_counts_stored:
             self.stats.pages_stored += 1
@@ -412,7 +499,7 @@ class Zram:
         pool.zs_obj_write(handle, comp)
         if not prof.free_old_first:
             self._free_page(index)
-        self.table[index] = (flags | clen, handle, zlib.crc32(comp))
+        self.table[index] = (flags | clen, handle, zlib.crc32(comp), 0)
         st.pages_stored += 1
         st.compr_data_size += clen
         if flags & ZRAM_HUGE:
@@ -429,7 +516,7 @@ class Zram:
         entry = self.table.get(index)
         if entry is None:
             return ZERO_PAGE
-        flags, handle, crc = entry
+        flags, handle, crc, _ = entry
         if flags & ZRAM_SAME:
             return handle.to_bytes(8, "little") * (PAGE_SIZE // 8)
         size = flags & ZRAM_SIZE_MASK
