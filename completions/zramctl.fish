@@ -1,7 +1,7 @@
 # fish completion for zramctl, the user-space zram (util-linux zramctl's options plus verbs).
 # Install as ~/.config/fish/completions/zramctl.fish.  The lists are checked by tests/test_completion.py.
 
-set -l __zramctl_verbs write read discard attr stat compact hot-add hot-remove check estimate
+set -l __zramctl_verbs write read discard attr stat compact idle writeback recompress hot-add hot-remove check estimate
 
 function __zramctl_root --description 'The image directory: --root, else $ZRAMCTL_ROOT, else the XDG state dir'
     set -l tokens (commandline -opc)
@@ -61,7 +61,7 @@ end
 function __zramctl_verb --description 'The verb, if the first word is one'
     set -l words (__zramctl_words)
     set -q words[1]; or return 1
-    contains -- $words[1] write read discard attr stat compact hot-add hot-remove check estimate; or return 1
+    contains -- $words[1] write read discard attr stat compact idle writeback recompress hot-add hot-remove check estimate; or return 1
     echo $words[1]
 end
 
@@ -85,7 +85,7 @@ function __zramctl_operand --description 'The verb is $argv[1] and $argv[2] oper
             continue
         end
         switch $w
-            case --offset --length --root -a --algorithm --allocator -t --threads --pid
+            case --offset --length --root -a --algorithm --allocator -t --threads --pid --age --page-index --page-indexes --type --max-pages --threshold --algo --priority
                 set skip 1
             case '-*'
             case '*'
@@ -100,7 +100,7 @@ function __zramctl_columns --description 'A comma-separated column list: the nam
     set token (string replace -r -- '^(--output=|-o)' '' $token)
     set -l prefix (string match -r -- '^.*,' $token)
     set -l typed (string split , -- (string replace -r -- '^\+' '' $prefix))
-    for col in NAME DISKSIZE DATA COMPR ALGORITHM STREAMS ZERO-PAGES TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT
+    for col in NAME DISKSIZE DATA COMPR ALGORITHM STREAMS ZERO-PAGES TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT HUGE HUGE-SINCE BD-COUNT BD-READS BD-WRITES IDLE
         contains -- $col (string upper -- $typed); or echo $prefix$col
     end
 end
@@ -121,6 +121,8 @@ complete -c zramctl -n __zramctl_no_verb -s s -l size -x -d 'device size'
 complete -c zramctl -n __zramctl_no_verb -s t -l streams -x -d 'number of compression streams'
 complete -c zramctl -n __zramctl_no_verb -l json -d 'print the status as JSON'
 complete -c zramctl -n __zramctl_no_verb -l compat -x -a '3.11 6.18' -d 'kernel to behave like, with --size'
+complete -c zramctl -n __zramctl_no_verb -l writeback-device -r -F -d 'backing file for writeback, with --size'
+complete -c zramctl -n __zramctl_no_verb -l secondary-algorithm -x -a 'lzo-rle lzo lz4 lz4hc zstd deflate' -d 'algorithm to recompress with, with --size'
 complete -c zramctl -n __zramctl_no_verb -s h -l help -d 'display this help'
 complete -c zramctl -n __zramctl_no_verb -s V -l version -d 'display version'
 complete -c zramctl -l root -x -a '(__fish_complete_directories)' -d 'directory that holds the device images'
@@ -132,6 +134,9 @@ complete -c zramctl -n __zramctl_at_first -a discard -d 'free the whole pages of
 complete -c zramctl -n __zramctl_at_first -a attr -d 'read or write a sysfs attribute'
 complete -c zramctl -n __zramctl_at_first -a stat -d 'settings, counters, allocator classes, object sizes'
 complete -c zramctl -n __zramctl_at_first -a compact -d 'compact the allocator memory'
+complete -c zramctl -n __zramctl_at_first -a idle -d 'mark stored pages idle'
+complete -c zramctl -n __zramctl_at_first -a writeback -d 'move pages to the backing file'
+complete -c zramctl -n __zramctl_at_first -a recompress -d 'recompress pages with the secondary algorithms'
 complete -c zramctl -n __zramctl_at_first -a hot-add -d 'add a device and print its name'
 complete -c zramctl -n __zramctl_at_first -a hot-remove -d 'remove a device'
 complete -c zramctl -n __zramctl_at_first -a check -d 'verify a device image'
@@ -139,7 +144,7 @@ complete -c zramctl -n __zramctl_at_first -a estimate -d 'what zram would save o
 complete -c zramctl -n __zramctl_no_verb -a '(__zramctl_devices)' -d 'zram device'
 
 # the verbs' arguments and options
-for verb in write read discard attr stat compact hot-remove check
+for verb in write read discard attr stat compact idle writeback recompress hot-remove check
     complete -c zramctl -n "__zramctl_operand $verb 0" -a '(__zramctl_devices)' -d 'zram device'
 end
 complete -c zramctl -n '__zramctl_operand write 1' -F -a - -d 'input file (- for stdin)'
@@ -148,6 +153,19 @@ complete -c zramctl -n '__zramctl_using write read discard' -l offset -x -d 'whe
 complete -c zramctl -n '__zramctl_using read discard' -l length -x -d 'how many bytes'
 complete -c zramctl -n '__zramctl_using stat' -l json -d 'print the report as JSON'
 complete -c zramctl -n '__zramctl_using check' -l data -d 'also verify every stored page'
+complete -c zramctl -n '__zramctl_using idle' -l all -d 'every stored page (the default)'
+complete -c zramctl -n '__zramctl_using idle' -l age -x -d 'pages not accessed for more than SECONDS'
+complete -c zramctl -n '__zramctl_using writeback' -l idle -d 'pages marked idle'
+complete -c zramctl -n '__zramctl_using writeback' -l huge -d 'pages stored uncompressed'
+complete -c zramctl -n '__zramctl_using writeback' -l huge-idle -d 'pages both huge and idle'
+complete -c zramctl -n '__zramctl_using writeback' -l incompressible -d 'pages no secondary algorithm could shrink'
+complete -c zramctl -n '__zramctl_using writeback' -l page-index -x -d 'the page at index N'
+complete -c zramctl -n '__zramctl_using writeback' -l page-indexes -x -d 'the pages LO-HI, both included'
+complete -c zramctl -n '__zramctl_using recompress' -l type -x -a 'idle huge huge_idle' -d 'only pages of this kind'
+complete -c zramctl -n '__zramctl_using recompress' -l max-pages -x -d 'at most N pages'
+complete -c zramctl -n '__zramctl_using recompress' -l threshold -x -d 'only pages stored in at least BYTES'
+complete -c zramctl -n '__zramctl_using recompress' -l algo -x -a 'lzo-rle lzo lz4 lz4hc zstd deflate' -d 'only this secondary algorithm'
+complete -c zramctl -n '__zramctl_using recompress' -l priority -x -a '1 2 3' -d 'only the secondary algorithm of priority N'
 complete -c zramctl -n '__zramctl_using estimate' -F -a - -d 'input file (- for stdin)'
 complete -c zramctl -n '__zramctl_using estimate' -l pid -x -a '(__fish_complete_pids)' -d 'estimate this process'"'"'s anonymous memory'
 complete -c zramctl -n '__zramctl_using estimate' -l all-processes -d 'estimate every readable process'

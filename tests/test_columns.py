@@ -15,10 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zramctl.cli.columns import (
+    ALL_COLUMNS,
     COLUMNS,
     DEFAULT_COLUMNS,
+    EXTRA_COLUMNS,
     MAX_COLUMNS,
     MM_STAT_FILES,
+    Cell,
     Column,
     ColumnError,
     StatError,
@@ -69,6 +72,21 @@ def test_table_order_flags_and_help() -> None:
     assert find_column("COMP-RATIO").help == "compression ratio: DATA/TOTAL"  # type: ignore[union-attr]
     assert all(c.help for c in COLUMNS)
     assert MAX_COLUMNS == 26
+
+
+def test_extra_columns_only_with_o() -> None:
+    """Ours: named with -o (any case, with + too), never among --output-all's or the defaults,
+    and not counted in util-linux's -o limit."""
+    assert [c.name for c in EXTRA_COLUMNS] == [
+        "HUGE", "HUGE-SINCE", "BD-COUNT", "BD-READS", "BD-WRITES", "IDLE",
+    ]
+    assert ALL_COLUMNS == COLUMNS + EXTRA_COLUMNS
+    assert not set(EXTRA_COLUMNS) & (set(COLUMNS) | set(DEFAULT_COLUMNS))
+    chosen = parse_columns("name,huge,Bd-Count,idle", DEFAULT_COLUMNS)
+    assert names(chosen) == ["NAME", "HUGE", "BD-COUNT", "IDLE"]
+    assert names(parse_columns("+HUGE-SINCE", DEFAULT_COLUMNS))[-1] == "HUGE-SINCE"
+    assert MAX_COLUMNS == 2 * len(COLUMNS)
+    assert all(c.right and not c.trunc and c.help for c in EXTRA_COLUMNS)
 
 
 def test_column_is_frozen() -> None:
@@ -252,6 +270,46 @@ def test_format_ratio_c_semantics() -> None:
     assert format_ratio(0.5) == "0.5000"
     assert format_ratio(0.00005) == "0.0001"  # 0.00005 is a little above 5e-5 as a double
     assert format_ratio(1e19) == "10000000000000000000.0000"
+
+
+# --- the post-processing columns -------------------------------------------------------------
+
+PP = {
+    "mm_stat": " 1982464  1572864  1572864        0  1572864      100        0      384      385",
+    "bd_stat": "      12        3       40",
+    "block_state": (
+        "           0   1764470000.000000 ...i..\n"
+        "           1   1764470000.000000 ..hi..\n"
+        "           2            0.000000 .w....\n"
+        "           5   1764470001.000000 ......\n"
+        "           9   1764470000.000000 s.....\n"
+        "          10            0.000000 ...irn\n"
+    ),
+}
+"""A 6.18 device after post-processing: its mm_stat (huge_pages, huge_pages_since), bd_stat and
+block_state lines (index, access time, the flags s w h i r n)."""
+
+
+def test_post_processing_cells_are_page_counts() -> None:
+    expected = {"HUGE": 384, "HUGE-SINCE": 385, "BD-COUNT": 12, "BD-READS": 3, "BD-WRITES": 40, "IDLE": 3}
+    for column in EXTRA_COLUMNS:
+        got = column.read(PP.get, "/dev/zram0")
+        number = expected[column.name]
+        assert (got.text, got.raw, got.value) == (str(number), str(number), number), column.name
+
+
+def test_post_processing_cells_of_a_kernel_without_them_are_empty() -> None:
+    """3.11 (no mm_stat, no bd_stat, no block_state), or a kernel whose mm_stat stops at 7 fields."""
+    for attrs in ({}, dict(LEGACY), {"mm_stat": "1 2 3 4 5 6 7"}):
+        for column in EXTRA_COLUMNS:
+            if column.name == "IDLE" and "block_state" in attrs:
+                continue
+            assert column.read(attrs.get, "/dev/zram0") == Cell("", "", None), (column.name, attrs)
+
+
+def test_idle_counts_the_i_flag_only() -> None:
+    assert text("IDLE", {"block_state": ""}) == "0"
+    assert text("IDLE", {"block_state": "  3  0.000000 .whirn\n  4  7.000000 i.....\n"}) == "1"
 
 
 # --- mm_stat vs the legacy files ------------------------------------------------------------

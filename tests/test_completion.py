@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from zramctl.cli import main as cli
-from zramctl.cli.columns import COLUMNS
+from zramctl.cli.columns import ALL_COLUMNS
 from zramctl.kernel import sysfs
 from zramctl.kernel.profiles import PROFILES
 from zramctl.kernel.zcomp import AVAILABLE
@@ -29,7 +29,8 @@ FILES = {"bash": BASH, "zsh": ZSH, "fish": FISH}
 
 ATTRIBUTES = list(dict.fromkeys(a.name for a in sysfs.MODERN_ATTRIBUTES + sysfs.LEGACY_ATTRIBUTES))
 LONG = [f"--{o.name}" for o in cli.LONG_OPTIONS]
-COLUMN_NAMES = [c.name for c in COLUMNS]
+COLUMN_NAMES = [c.name for c in ALL_COLUMNS]
+"""util-linux's columns, then ours that only -o shows: -o completes all of them."""
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,25 @@ BASH_CASES = {
     "root-equals": (["zramctl", "--root", "=", "../other", "-o", "NAME", ""], ["zram7"]),
     "root-after-verb": (["zramctl", "compact", "--root", "../other", ""], ["zram7"]),
     "global-then-verb": (["zramctl", "--root", "../root", "hot-r"], ["hot-remove"]),
+    # post-processing
+    "extra-columns": (["zramctl", "-o", "NAME,BD-"], ["NAME,BD-COUNT,", "NAME,BD-READS,", "NAME,BD-WRITES,"]),
+    "secondary-algorithm": (["zramctl", "-s", "1M", "--secondary-algorithm", ""], list(AVAILABLE)),
+    "writeback-device": (["zramctl", "-s", "1M", "--writeback-device", "in"], ["input.bin"]),
+    "idle-device": (["zramctl", "idle", ""], ["zram0", "zram3"]),
+    "idle-options": (["zramctl", "idle", "zram0", "--"], ["--all", "--age", "--root", "--help"]),
+    "idle-age": (["zramctl", "idle", "zram0", "--age", ""], []),
+    "writeback-options": (
+        ["zramctl", "writeback", "zram0", "--"],
+        ["--idle", "--huge", "--huge-idle", "--incompressible", "--page-index", "--page-indexes", "--root",
+         "--help"],
+    ),
+    "writeback-index": (["zramctl", "writeback", "--page-index", "3", ""], ["zram0", "zram3"]),
+    "recompress-options": (
+        ["zramctl", "recompress", "zram0", "--"],
+        ["--type", "--max-pages", "--threshold", "--algo", "--priority", "--root", "--help"],
+    ),
+    "recompress-type": (["zramctl", "recompress", "zram0", "--type", ""], ["idle", "huge", "huge_idle"]),
+    "recompress-algo": (["zramctl", "recompress", "zram0", "--algo", "z"], ["zstd"]),
 }
 
 
@@ -200,6 +220,11 @@ ZSH_CASES = {
     "zramctl attr zram0 mm": ["mm_stat"],
     "zramctl read zram0 --l": ["--length"],
     "zramctl --root ../other stat ": ["zram7"],
+    "zramctl -o NAME,BD": ["NAME,BD-COUNT", "NAME,BD-READS", "NAME,BD-WRITES"],
+    "zramctl writeback zram0 --hu": ["--huge", "--huge-idle"],
+    "zramctl recompress zram0 --type=": ["--type=idle", "--type=huge", "--type=huge_idle"],
+    "zramctl idle ": ["zram0", "zram3"],
+    "zramctl -s 1M --secondary-algorithm=z": ["--secondary-algorithm=zstd"],
 }
 
 
@@ -243,6 +268,14 @@ FISH_CASES = {
     "zramctl read zram0 --": ["--offset", "--length", "--root", "--help"],
     "zramctl --root ../other stat ": ["zram7"],
     "zramctl --": LONG,
+    "zramctl -o NAME,BD-": ["NAME,BD-COUNT", "NAME,BD-READS", "NAME,BD-WRITES"],
+    "zramctl writeback zram0 --": [
+        "--idle", "--huge", "--huge-idle", "--incompressible", "--page-index", "--page-indexes", "--root",
+        "--help",
+    ],
+    "zramctl recompress zram0 --type ": ["idle", "huge", "huge_idle"],
+    "zramctl idle zram0 --a": ["--all", "--age"],
+    "zramctl --secondary-algorithm z": ["zstd"],
 }
 
 

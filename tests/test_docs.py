@@ -17,7 +17,7 @@ import typer
 
 from zramctl.cli import main as cli
 from zramctl.cli import verbs
-from zramctl.cli.columns import COLUMNS, DEFAULT_COLUMNS
+from zramctl.cli.columns import ALL_COLUMNS, COLUMNS, DEFAULT_COLUMNS, EXTRA_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 MAN = REPO / "man" / "zramctl.8"
@@ -91,7 +91,7 @@ def test_man_columns_section_is_the_column_table():
     section = text.split("\n.SH COLUMNS\n")[1].split("\n.SH ")[0]
     entries = re.findall(r"^\.TP\n\.B (.+)\n(.+)$", section, re.M)
     documented = [(name.replace("\\-", "-"), help_) for name, help_ in entries]
-    assert documented == [(c.name, c.help) for c in COLUMNS]
+    assert documented == [(c.name, c.help) for c in ALL_COLUMNS]
     defaults = ", ".join(c.name for c in DEFAULT_COLUMNS[:-1]) + " and " + DEFAULT_COLUMNS[-1].name
     plain = " ".join(section.replace("\\-", "-").split())
     assert f"The default columns are {defaults}." in plain
@@ -101,6 +101,17 @@ def test_help_columns_come_from_the_table(capsys):
     text = help_text(capsys)
     listed = text.split("Available output columns:\n")[1].split("\n\n")[0].splitlines()
     assert listed == [f" {c.name:>11}  {c.help}" for c in COLUMNS]
+    extra = text.split("Columns shown only when named with --output (not by --output-all):\n")[1]
+    assert extra.split("\n\n")[0].splitlines() == [f" {c.name:>11}  {c.help}" for c in EXTRA_COLUMNS]
+
+
+def test_man_says_which_columns_only_o_shows():
+    """The paragraph after the column list names the extra columns' count and their sources."""
+    section = man_text().split("\n.SH COLUMNS\n")[1].split("\n.SH ")[0]
+    plain = " ".join(section.split())
+    assert "The last six columns are ours" in plain and len(EXTRA_COLUMNS) == 6
+    for source in ("huge_pages", "huge_pages_since", "bd_stat", "block_state", "4 KiB pages"):
+        assert source in plain, source
 
 
 def test_man_has_the_sections_and_references():

@@ -16,6 +16,11 @@ Everything below reads attributes exactly as zramctl.c does, including its quirk
   legacy file is not (``ul_path_read_u64`` uses fscanf).
 * ZERO-PAGES is always the raw number; MIGRATED is a count but printed as a size.
 * COMP-RATIO is C's ``"%.4f"`` of a double division: 0/0 prints ``-nan`` and x/0 prints ``inf``.
+
+``EXTRA_COLUMNS`` are ours, for post-processing (huge pages, writeback, idle pages).  They are
+offered only when named with ``-o``: ``--output-all`` stays util-linux's ``COLUMNS``, byte for
+byte.  Each counts pages and is printed as a plain number (with or without ``-b``), as
+util-linux prints ZERO-PAGES; a device whose kernel lacks the attribute (3.11) shows it empty.
 """
 
 from __future__ import annotations
@@ -247,6 +252,64 @@ def _read_empty(attrs: Attrs, name: str) -> Cell:
 _DATA, _COMPR, _TOTAL, _LIMIT, _USED, _ZERO, _MIGRATED = range(len(MM_STAT_FILES))
 """The ``mm_stat`` field (and ``MM_STAT_FILES`` index) of each statistics column."""
 
+_HUGE, _HUGE_SINCE = 7, 8
+"""``mm_stat``'s huge_pages (Linux 4.19) and huge_pages_since (5.15): past the seven util-linux reads."""
+
+_BD_COUNT, _BD_READS, _BD_WRITES = range(3)
+"""The fields of ``bd_stat`` (``CONFIG_ZRAM_WRITEBACK``), each in 4 KiB units."""
+
+
+def _page_count(text: str | None) -> Cell:
+    """A count of pages: the number as the kernel printed it, the same with ``-b``; int in JSON.
+
+    Empty when the kernel has no such value (a missing attribute or field).  A field that is
+    not a number is shown as it is, and is a string in JSON: these columns are ours, and
+    util-linux's "Failed to parse mm_stat" exit belongs to the fields it reads itself.
+    """
+    if text is None:
+        return Cell("", "", None)
+    return Cell(text, text, _number_or_text(text))
+
+
+def _read_mm_stat_count(index: int) -> Reader:
+    """The reader of an ``mm_stat`` page count beyond util-linux's seven fields (HUGE, HUGE-SINCE)."""
+
+    def read(attrs: Attrs, name: str) -> Cell:
+        text = attrs("mm_stat")
+        fields = text.split() if text else []
+        return _page_count(fields[index] if index < len(fields) else None)
+
+    return read
+
+
+def _read_bd_stat(index: int) -> Reader:
+    """The reader of a ``bd_stat`` field (BD-COUNT, BD-READS, BD-WRITES), in 4 KiB pages."""
+
+    def read(attrs: Attrs, name: str) -> Cell:
+        text = attrs("bd_stat")
+        fields = text.split() if text else []
+        return _page_count(fields[index] if index < len(fields) else None)
+
+    return read
+
+
+IDLE_FLAG = 3
+"""The position of ``i`` (ZRAM_IDLE) among the six flag letters of a ``block_state`` line."""
+
+
+def _read_idle(attrs: Attrs, name: str) -> Cell:
+    """IDLE: the stored pages marked idle, counted as a kernel user counts them, from the lines of
+    ``block_state`` (debugfs in the kernel) whose flags show ``i``.  No block_state: empty."""
+    text = attrs("block_state")
+    if text is None:
+        return Cell("", "", None)
+    count = 0
+    for line in text.splitlines():
+        flags = line.rsplit(None, 1)[-1] if line.strip() else ""
+        if len(flags) > IDLE_FLAG and flags[IDLE_FLAG] == "i":
+            count += 1
+    return _page_count(str(count))
+
 
 # ---------------------------------------------------------------------------------------------
 # The table
@@ -288,9 +351,25 @@ COLUMNS: tuple[Column, ...] = (
     Column("COMP-RATIO", 5, True, False, "compression ratio: DATA/TOTAL", _read_ratio),
     Column("MOUNTPOINT", 0.10, False, True, "where the device is mounted", _read_empty),
 )
-"""All columns in util-linux's table order, which is also the ``--output-all`` order."""
+"""util-linux's columns in its table order: the ``--output-all`` columns, in that order."""
 
-_BY_NAME = {c.name: c for c in COLUMNS}
+EXTRA_COLUMNS: tuple[Column, ...] = (
+    Column("HUGE", 3, True, False, "incompressible pages stored uncompressed", _read_mm_stat_count(_HUGE)),
+    Column(
+        "HUGE-SINCE", 3, True, False, "incompressible pages stored since setup",
+        _read_mm_stat_count(_HUGE_SINCE),
+    ),
+    Column("BD-COUNT", 3, True, False, "pages held in the backing device", _read_bd_stat(_BD_COUNT)),
+    Column("BD-READS", 3, True, False, "pages read from the backing device", _read_bd_stat(_BD_READS)),
+    Column("BD-WRITES", 3, True, False, "pages written to the backing device", _read_bd_stat(_BD_WRITES)),
+    Column("IDLE", 3, True, False, "stored pages marked idle", _read_idle),
+)
+"""Our post-processing columns: only when named with ``-o`` (never by ``--output-all``)."""
+
+ALL_COLUMNS: tuple[Column, ...] = COLUMNS + EXTRA_COLUMNS
+"""Every column ``-o`` accepts, as ``--help``, the man page and the completions list them."""
+
+_BY_NAME = {c.name: c for c in ALL_COLUMNS}
 
 DEFAULT_COLUMNS: tuple[Column, ...] = tuple(
     _BY_NAME[n] for n in ("NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "STREAMS", "MOUNTPOINT")
@@ -298,7 +377,9 @@ DEFAULT_COLUMNS: tuple[Column, ...] = tuple(
 """The status columns when neither ``-o`` nor ``--output-all`` is given."""
 
 MAX_COLUMNS = 2 * len(COLUMNS)
-"""Size of zramctl.c's ``columns[]`` array: a longer ``-o`` list fails, silently (exit 1)."""
+"""Size of zramctl.c's ``columns[]`` array: a longer ``-o`` list fails, silently (exit 1).
+
+Counted on util-linux's columns only, so that the same ``-o`` lists fail as with util-linux."""
 
 
 def find_column(name: str) -> Column | None:

@@ -56,6 +56,10 @@ class Options:
     """0 means "not given", as in util-linux (``-t 0`` is accepted and ignored)."""
     json: bool = False
     compat: str | None = None
+    backing_dev: str | None = None
+    """--writeback-device: the file written to ``backing_dev`` at set-up."""
+    recomp_algorithms: list[str] = field(default_factory=list)
+    """--secondary-algorithm, each ``NAME[:PRIORITY]`` as given, in order (``recomp_algorithm``)."""
     root: str | None = None
     devices: list[str] = field(default_factory=list)
 

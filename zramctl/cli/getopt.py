@@ -55,6 +55,8 @@ LONG_OPTIONS = (
     LongOption("json", False, "json"),
     LongOption("root", True, "root"),
     LongOption("compat", True, "compat"),
+    LongOption("writeback-device", True, "writeback-device"),
+    LongOption("secondary-algorithm", True, "secondary-algorithm"),
 )
 SHORT_OPTIONS = "a:bfho:p:nrs:t:V"
 """util-linux's optstring: a letter followed by ``:`` takes an argument."""

@@ -29,7 +29,10 @@ from ..errors import Failure, error_words
 from .common import PROG, Options, root_dir, warn
 from .getopt import LONG_OPTIONS, GetoptError, getopt_long, long_option
 
-VERBS = ("write", "read", "discard", "attr", "stat", "compact", "hot-add", "hot-remove", "check", "estimate")
+VERBS = (
+    "write", "read", "discard", "attr", "stat", "compact", "idle", "writeback", "recompress",
+    "hot-add", "hot-remove", "check", "estimate",
+)
 GLOBAL_KEYS = ("root", "compat")
 """Options that may come before a verb (``zramctl --root DIR stat zram0``)."""
 
@@ -120,6 +123,10 @@ def parse_options(argv: Sequence[str]) -> Options:
             opts.root = value
         elif key == "compat":
             opts.compat = _check_compat(value or "")
+        elif key == "writeback-device":
+            opts.backing_dev = value
+        elif key == "secondary-algorithm":
+            opts.recomp_algorithms.append(value or "")
     if opts.find and opts.devices:
         raise Failure("option --find is mutually exclusive with <device>")
     if opts.action != "reset" and len(opts.devices) > 1:
@@ -129,8 +136,13 @@ def parse_options(argv: Sequence[str]) -> Options:
             raise Failure(
                 "options --algorithm, --algorithm-params, and --streams must be combined with --size"
             )
-        if opts.compat is not None:
-            raise Failure("option --compat must be combined with --size")
+        for name, given in (
+            ("compat", opts.compat is not None),
+            ("writeback-device", opts.backing_dev is not None),
+            ("secondary-algorithm", bool(opts.recomp_algorithms)),
+        ):
+            if given:
+                raise Failure(f"option --{name} must be combined with --size")
     return opts
 
 
@@ -158,7 +170,7 @@ def version_text() -> str:
 def help_text() -> str:
     """util-linux 2.42's usage() text, with our algorithms and columns, then our extensions."""
     from ..kernel.zcomp import AVAILABLE, KERNEL_ORDER
-    from .columns import COLUMNS
+    from .columns import COLUMNS, EXTRA_COLUMNS
 
     missing = [a for a in KERNEL_ORDER if a not in AVAILABLE]
     lines = [
@@ -191,6 +203,12 @@ def help_text() -> str:
         "                           $XDG_STATE_HOME/zramctl, else ~/.local/state/zramctl)",
         "     --compat <version>    kernel to behave like, with --size: 6.18 (default)",
         "                           or 3.11 (the 2013 promotion patch, merged in 3.14)",
+        "     --writeback-device <file>",
+        "                           with --size: the backing file idle and huge pages",
+        "                           are written back to (backing_dev)",
+        "     --secondary-algorithm <alg>[:<priority>]",
+        "                           with --size: an algorithm to recompress with",
+        "                           (recomp_algorithm; repeatable, priorities 1-3)",
         "",
         " -h, --help                display this help",
         " -V, --version             display version",
@@ -215,6 +233,14 @@ def help_text() -> str:
         "                           show or set /sys/block/zramN/<name>",
         " stat <device> [--json]    settings, counters, allocator classes, object sizes",
         " compact <device>          compact the allocator's memory",
+        " idle <device> [--all|--age <seconds>]",
+        "                           mark stored pages idle (all, or unused that long)",
+        " writeback <device> --idle|--huge|--huge-idle|--incompressible",
+        "          |--page-index <n>...|--page-indexes <lo>-<hi>...",
+        "                           move pages to the backing file",
+        " recompress <device> [--type idle|huge|huge_idle] [--max-pages <n>]",
+        "          [--threshold <bytes>] [--algo <alg>] [--priority <n>]",
+        "                           recompress pages with the secondary algorithms",
         " hot-add                   add a device and print its name",
         " hot-remove <device>       remove a device",
         " check <device> [--data]   verify a device image",
@@ -226,6 +252,8 @@ def help_text() -> str:
         "Available output columns:",
     ]
     lines += [" %11s  %s" % (col.name, col.help) for col in COLUMNS]  # noqa: UP031 - util-linux's format
+    lines += ["", "Columns shown only when named with --output (not by --output-all):"]
+    lines += [" %11s  %s" % (col.name, col.help) for col in EXTRA_COLUMNS]  # noqa: UP031
     lines += ["", "For more details see zramctl(8).", ""]
     return "\n".join(lines)
 

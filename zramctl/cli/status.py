@@ -3,9 +3,13 @@
 The order of operations and the messages are util-linux's (``sys-utils/zramctl.c``,
 2.42): set-up is reset -> streams -> algorithm -> params -> disksize,
 each step's failure named the way util-linux names it; ``-r`` resets and then
-removes every named device, going on past failures.  Our one addition to the
-set-up is ``--compat``, written right after the reset, because the profile
-decides which attributes the device has.
+removes every named device, going on past failures.  Our additions to the
+set-up: ``--compat``, written right after the reset, because the profile
+decides which attributes the device has; ``--secondary-algorithm``
+(``recomp_algorithm``) after the algorithm and before the params, so that
+``-p "algo=zstd level=9"`` can name a secondary one; ``--writeback-device``
+(``backing_dev``) last before disksize: the kernel takes both only before
+disksize.
 """
 
 from __future__ import annotations
@@ -167,9 +171,28 @@ def _set(zram: Zram, name: str, attr: str, value: str, doing: str, *, ignore_eno
         raise device_failure(name, exc, doing) from None
 
 
+def recomp_algorithm_values(given: list[str]) -> list[str]:
+    """What each ``--secondary-algorithm NAME[:PRIORITY]`` writes to ``recomp_algorithm``.
+
+    ``algo=NAME priority=P``; without ``:PRIORITY`` the priority is the option's place among
+    them (the first 1, the second 2, ...), so ``--secondary-algorithm zstd
+    --secondary-algorithm deflate`` tries zstd first.  The kernel judges both halves; a
+    blank or a quote, which would split the attribute into other keys, is refused here.
+    """
+    values = []
+    for place, text in enumerate(given, 1):
+        algo, _, priority = text.rpartition(":") if ":" in text else (text, "", str(place))
+        if not algo or any(c.isspace() or c == '"' for c in text):
+            raise Failure(f"failed to parse secondary algorithm: '{text}'")
+        values.append(f"algo={algo} priority={priority}")
+    return values
+
+
 def create(store, opts: Options) -> int:
-    """Set a device up: reset, (compat), streams, algorithm, params, disksize; the first failure stops."""
+    """Set a device up: reset, (compat), streams, algorithm, (secondary algorithms), params,
+    (writeback device), disksize; the first failure stops."""
     assert opts.size is not None
+    secondaries = recomp_algorithm_values(opts.recomp_algorithms)  # refused before any change
     if opts.find:
         number, claimed = claim_free(store)
         name = device_name(number)
@@ -190,8 +213,12 @@ def create(store, opts: Options) -> int:
                      ignore_enoent=True)
             if opts.algorithm is not None:
                 _set(zram, name, "comp_algorithm", opts.algorithm, "failed to set algorithm")
+            for value in secondaries:
+                _set(zram, name, "recomp_algorithm", value, "failed to set secondary algorithm")
             if opts.params is not None:
                 _set(zram, name, "algorithm_params", opts.params, "failed to set algorithm params")
+            if opts.backing_dev is not None:
+                _set(zram, name, "backing_dev", opts.backing_dev, "failed to set writeback device")
             _set(zram, name, "disksize", str(opts.size), f"failed to set disksize ({opts.size} bytes)")
         except Failure:
             # As with the kernel, the steps before the failure (the reset at least) took effect.

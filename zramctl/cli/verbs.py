@@ -18,7 +18,7 @@ import os
 import stat as statmod
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
@@ -243,7 +243,14 @@ def write_cmd(
     do_write(_store(root), device, file, _size(offset, "offset"))
 
 
-@app.command("read", help="Copy data from DEVICE to stdout ([i]dd if=/dev/zramN[/i]).")
+@app.command(
+    "read",
+    help=(
+        "Copy data from DEVICE to stdout ([i]dd if=/dev/zramN[/i]).  On a 6.18 device a read marks"
+        " the pages it reads accessed (their access time set, their idle mark cleared), as the kernel"
+        " does, and commits that."
+    ),
+)
 @_verb
 def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: Root = None) -> None:
     store = _store(root)
@@ -251,16 +258,50 @@ def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: 
     want = None if length is None else _size(length, "length")
     number, name = resolve(store, device)
     signals = Deferred()
-    with _open(store, number, name, write=False, what="read", signals=signals) as handle:
+    with _open_for_reading(store, number, name, signals) as handle:
         total = max(handle.disksize - start, 0) if want is None else want
         with progress(total, f"read {name}", _ratio(handle.zram)) as advance:
-            done = handle.read_to(sys.stdout.buffer, start, want, progress=advance, signals=signals)
+            try:
+                done = handle.read_to(sys.stdout.buffer, start, want, progress=advance, signals=signals)
+            except ZramError:
+                if handle.write:  # the pages read before the failure were accessed all the same
+                    with suppress(OSError):
+                        handle.commit()
+                raise
+        if handle.write:
+            handle.commit()
         if done.stopped_by is not None:
             copied = counted(done.done, done.total, "copied")
             raise Failure(
                 f"{name}: read: {interrupts.words(done.stopped_by)} ({copied})",
                 code=interrupts.exit_code(done.stopped_by),
             )
+
+
+def reads_change(zram: Zram) -> bool:
+    """Whether reading ``zram`` changes it: a 6.18 device's reads set each page's access time and
+    clear its idle mark (the kernel's zram_accessed), which ``idle`` attests to; 3.11 has neither."""
+    return "idle" in sysfs.attributes(zram)
+
+
+@contextmanager
+def _open_for_reading(store, number: int, name: str, signals: Deferred) -> Iterator[DeviceHandle]:
+    """``read``'s hold on a device: shared where a read changes nothing (3.11), else exclusive, so
+    that the access times the read sets are committed after it.
+
+    The device is looked at under the shared lock first (its profile decides), then opened for
+    writing.  A user who may read the image but not write it still reads it, as before, and the
+    accesses are then not recorded (the image cannot record them).
+    """
+    with _open(store, number, name, write=False, what="read", signals=_NotDeferred()) as peek:
+        write = reads_change(peek.zram) and _may_write(store, number)
+    with _open(store, number, name, write=write, what="read", signals=signals) as handle:
+        yield handle
+
+
+def _may_write(store, number: int) -> bool:
+    """Whether we may write the image (and create its log beside it)."""
+    return os.access(store.image_path(number), os.W_OK) and os.access(store.root, os.W_OK | os.X_OK)
 
 
 @app.command("discard", help="Free the whole pages of a range of DEVICE ([i]blkdiscard[/i]).")
@@ -286,12 +327,31 @@ def attr_cmd(
     root: Root = None,
 ) -> None:
     store = _store(root)
+    if value is not None:
+        store_attribute(store, device, name, value)
+        return
     number, dev = resolve(store, device)
-    with _open(store, number, dev, write=value is not None, what=name) as handle:
-        if value is None:
-            sys.stdout.write(sysfs.show(handle.zram, name))
-        else:
+    with _open(store, number, dev, write=False, what=name) as handle:
+        sys.stdout.write(sysfs.show(handle.zram, name))
+
+
+KEEPS_PROGRESS = frozenset({"writeback", "recompress"})
+"""Attributes whose store can fail after part of its work is done (ENOSPC or EIO midway): the
+kernel keeps the pages already written back or recompressed, so the device is committed."""
+
+
+def store_attribute(store, device: str, name: str, value: str) -> None:
+    """``echo VALUE > /sys/block/zramN/NAME``: the one path by which ``attr`` and the
+    post-processing verbs (``idle``, ``writeback``, ``recompress``) write an attribute, and fail
+    in the kernel's words (``zramctl: zram0: writeback: No such device``)."""
+    number, dev = resolve(store, device)
+    with _open(store, number, dev, write=True, what=name) as handle:
+        try:
             sysfs.store(handle.zram, name, value if value.endswith("\n") else value + "\n")
+        except ZramError as exc:
+            if name in KEEPS_PROGRESS and exc.errno in (errno.ENOSPC, errno.EIO):
+                handle.commit()
+            raise
 
 
 @app.command("stat", help="All the kernel shows about DEVICE: settings, counters, classes, object sizes.")
@@ -318,6 +378,179 @@ def compact_cmd(device: Device, root: Root = None) -> None:
     number, name = resolve(store, device)
     with _open(store, number, name, write=True, what="compact") as handle:
         handle.zram.compact()
+
+
+# --- post-processing: idle, writeback, recompress ------------------------------------------
+#
+# Each verb only builds the text of one attribute (the *_value functions below, the one place
+# that knows each syntax) and stores it as ``attr`` would: the device judges it, and its errors
+# are the kernel's (``zramctl: zram0: writeback: No such device``).
+
+
+def _token(option: str, value: str, verb: str) -> str:
+    """A value as one ``key=value`` token: a blank or a quote would make it several (the kernel
+    splits the attribute at blanks and honours quotes), so it is refused."""
+    if not value or any(c.isspace() or c == '"' for c in value):
+        raise Failure(f"invalid {option} value: '{value}'", usage=f"{PROG} {verb}")
+    return value
+
+
+def idle_value(all_pages: bool, age: str | None) -> str:
+    """``idle``: ``all`` (the default), or the age in seconds (the kernel parses it)."""
+    if all_pages and age is not None:
+        raise Failure("options --all and --age exclude each other", usage=f"{PROG} idle")
+    return "all" if age is None else _token("--age", age, "idle")
+
+
+WRITEBACK_MODES = ("idle", "huge", "huge_idle", "incompressible")
+"""The kernel's writeback types; each verb option is one, with ``-`` for ``_``."""
+
+
+def writeback_value(modes: list[str], page_index: list[str], page_indexes: list[str]) -> str:
+    """``writeback``, in the 6.16+ syntax: ``type=MODE``, or ``page_index=N`` and
+    ``page_indexes=LO-HI`` tokens (any number of each).
+
+    The two forms do not combine: the kernel stops reading at ``type=`` and ignores what
+    follows, and scans ranges unfiltered, so a mix would not mean what it says.
+    """
+    indexes = [f"page_index={_token('--page-index', n, 'writeback')}" for n in page_index]
+    indexes += [f"page_indexes={_token('--page-indexes', r, 'writeback')}" for r in page_indexes]
+    if len(modes) > 1 or (modes and indexes):
+        raise Failure(
+            "options --idle, --huge, --huge-idle, --incompressible and --page-index(es) exclude each other",
+            usage=f"{PROG} writeback",
+        )
+    if modes:
+        return f"type={modes[0]}"
+    if not indexes:
+        raise Failure(
+            "say what to write back: --idle, --huge, --huge-idle, --incompressible, --page-index"
+            " or --page-indexes",
+            usage=f"{PROG} writeback",
+        )
+    return " ".join(indexes)
+
+
+RECOMPRESS_TYPES = ("idle", "huge", "huge_idle")
+
+
+def recompress_value(
+    type_: str | None, max_pages: str | None, threshold: str | None, algo: str | None, priority: str | None
+) -> str:
+    """``recompress``: ``type= max_pages= threshold= algo= priority=``, each only when given.
+
+    The type is checked here: 6.18 ignores an unknown one and recompresses every page.
+    Nothing given is the kernel's default, every page with every secondary algorithm.
+    """
+    tokens = []
+    if type_ is not None:
+        if type_ not in RECOMPRESS_TYPES:
+            raise Failure(
+                f"invalid --type value: '{type_}' (idle, huge or huge_idle)", usage=f"{PROG} recompress"
+            )
+        tokens.append(f"type={type_}")
+    for key, option, value in (
+        ("max_pages", "--max-pages", max_pages),
+        ("threshold", "--threshold", threshold),
+        ("algo", "--algo", algo),
+        ("priority", "--priority", priority),
+    ):
+        if value is not None:
+            tokens.append(f"{key}={_token(option, value, 'recompress')}")
+    return " ".join(tokens)
+
+
+@app.command(
+    "idle",
+    help=(
+        "Mark DEVICE's stored pages idle ([i]echo all > idle[/i]): all of them (the default), or with"
+        " --age those not accessed for more than SECONDS (6.18)."
+    ),
+)
+@_verb
+def idle_cmd(
+    device: Device,
+    all_pages: Annotated[bool, typer.Option("--all", help="Every stored page (the default).")] = False,
+    age: Annotated[
+        str | None,
+        typer.Option("--age", metavar="SECONDS", help="Pages not accessed for more than SECONDS.",
+                     show_default=False),
+    ] = None,
+    root: Root = None,
+) -> None:
+    store_attribute(_store(root), device, "idle", idle_value(all_pages, age))
+
+
+@app.command(
+    "writeback",
+    help=(
+        "Move pages of DEVICE to its backing file ([i]echo type=idle > writeback[/i]): one kind of page,"
+        " or pages by index (6.18, a device set up with --writeback-device)."
+    ),
+)
+@_verb
+def writeback_cmd(
+    device: Device,
+    idle: Annotated[bool, typer.Option("--idle", help="Pages marked idle.")] = False,
+    huge: Annotated[bool, typer.Option("--huge", help="Pages stored uncompressed.")] = False,
+    huge_idle: Annotated[bool, typer.Option("--huge-idle", help="Pages both huge and idle.")] = False,
+    incompressible: Annotated[
+        bool, typer.Option("--incompressible", help="Pages no secondary algorithm could shrink.")
+    ] = False,
+    page_index: Annotated[
+        list[str] | None,
+        typer.Option("--page-index", metavar="N", help="The page at index N (repeatable).",
+                     show_default=False),
+    ] = None,
+    page_indexes: Annotated[
+        list[str] | None,
+        typer.Option("--page-indexes", metavar="LO-HI",
+                     help="The pages LO to HI, both included (repeatable).", show_default=False),
+    ] = None,
+    root: Root = None,
+) -> None:
+    chosen = [m for m, on in zip(WRITEBACK_MODES, (idle, huge, huge_idle, incompressible), strict=True) if on]
+    value = writeback_value(chosen, page_index or [], page_indexes or [])
+    store_attribute(_store(root), device, "writeback", value)
+
+
+@app.command(
+    "recompress",
+    help=(
+        "Recompress pages of DEVICE with its secondary algorithms ([i]echo type=huge > recompress[/i]);"
+        " 6.18, a device set up with --secondary-algorithm."
+    ),
+)
+@_verb
+def recompress_cmd(
+    device: Device,
+    type_: Annotated[
+        str | None,
+        typer.Option("--type", metavar="idle|huge|huge_idle", help="Only idle, huge, or huge and idle pages.",
+                     show_default=False),
+    ] = None,
+    max_pages: Annotated[
+        str | None,
+        typer.Option("--max-pages", metavar="N", help="At most N pages.", show_default=False),
+    ] = None,
+    threshold: Annotated[
+        str | None,
+        typer.Option("--threshold", metavar="BYTES", help="Only pages stored in at least BYTES.",
+                     show_default=False),
+    ] = None,
+    algo: Annotated[
+        str | None,
+        typer.Option("--algo", metavar="ALG", help="Only this secondary algorithm.", show_default=False),
+    ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option("--priority", metavar="N", help="Only the secondary algorithm of priority N.",
+                     show_default=False),
+    ] = None,
+    root: Root = None,
+) -> None:
+    value = recompress_value(type_, max_pages, threshold, algo, priority)
+    store_attribute(_store(root), device, "recompress", value)
 
 
 @app.command("hot-add", help="Add a device and print its name ([i]cat /sys/class/zram-control/hot_add[/i]).")
