@@ -31,6 +31,12 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(zram_drv, "STREAM_BATCH", 8)
 
 
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One second for every run: slots record their access time, which must not tell runs apart."""
+    monkeypatch.setattr(zram_drv, "wall_clock", lambda: 1_700_000_000)
+
+
 def mixed(pages: int, seed: int = 10) -> bytes:
     """Pages of every kind a device stores differently: random (huge), text, zero, same-filled, half."""
     rng = random.Random(seed)

@@ -49,6 +49,9 @@ class Profile:
     """zs_compact exists (4.1+)."""
     mem_limit: bool
     """mem_limit and mem_used_max exist (3.18+): checked after each allocation."""
+    post_processing: bool
+    """Idle marking, writeback, recompression, algorithm parameters per priority, per-slot
+    access times and ``block_state`` (6.18); the 2013 driver had none of them."""
     default_algorithm: str
     """The algorithm a fresh device starts with.  6.18: ``lzo-rle``, the Kconfig default
     (CONFIG_ZRAM_DEF_COMP_LZORLE) since 5.1.  3.11: ``lzo``; the 2013 driver calls
@@ -73,6 +76,7 @@ LEGACY = Profile(
     free_old_first=True,
     compaction=False,
     mem_limit=False,
+    post_processing=False,
     default_algorithm="lzo",
 )
 
@@ -88,6 +92,7 @@ MODERN = Profile(
     free_old_first=False,
     compaction=True,
     mem_limit=True,
+    post_processing=True,
     default_algorithm="lzo-rle",
 )
 

@@ -21,10 +21,26 @@ Which bytes each gives, against the kernel's (the lengths decide every counter):
 There is no fallback: if the compiled module is missing, choosing one of its
 algorithms fails and says how to build it.
 
-Levels (``algorithm_params level=``) are checked when the device is set up, as
-the kernel's backends do it: lz4 takes any level as its acceleration (below 1
-is 1); lz4hc clamps to its range; zstd clamps, as ``zstd_get_params`` does; deflate
-refuses anything outside -1..9, as ``zlib_deflateInit2`` does (EINVAL on disksize).
+Parameters (``algorithm_params``) are checked when the device is set up, as the kernel's
+backends do it (a refused one is EINVAL on disksize):
+
+* ``level``: lz4 takes any level as its acceleration (below 1 is 1); lz4hc clamps to its
+  range; zstd clamps, as ``zstd_get_params`` does; deflate refuses anything outside -1..9,
+  as ``zlib_deflateInit2`` does.
+* ``dict`` (zstd, lz4, lz4hc): zstd loads it as the kernel's ``zstd_create_cdict_byreference``
+  does (a zstd dictionary or raw content, cparams for a 4 KiB page and the dictionary's size);
+  lz4 and lz4hc use the lz4 package's block API with ``dict=`` (``LZ4_loadDict`` then
+  ``*_continue``, as backend_lz4/backend_lz4hc).  The kernel-exact compiled lz4 has no
+  dictionary path, so sizes with a dictionary are close to the kernel's, not exact (the
+  lz4 package is a newer LZ4).  Other algorithms ignore it, as the kernel's do.
+* ``deflate_winbits``: passed as is to zlib as its window bits, both ways, as backend_deflate
+  passes ``deflate.winbits`` to ``zlib_deflateInit2`` and ``zlib_inflateInit2``: negative is
+  a raw stream, positive a zlib-wrapped one; the default is -11 (DEFLATE_DEF_WINBITS, a raw
+  2 KiB window).  The kernel's zlib takes window sizes 9..15 only; others are EINVAL.  With
+  a positive value the 2-byte zlib header's level bits may differ from the kernel's (its
+  zlib computes them another way); the lengths are the same.
+
+With no parameter given, every backend is exactly what it was: the parameters only add paths.
 """
 
 from __future__ import annotations
@@ -49,7 +65,9 @@ UNAVAILABLE = {
 ZSTD_MIN_LEVEL, ZSTD_MAX_LEVEL, ZSTD_DEFAULT_LEVEL = -(1 << 17), 22, 3
 # zlib: Z_DEFAULT_COMPRESSION (-1, meaning 6) and 0..9; deflateInit2 refuses the rest.
 DEFLATE_LEVELS = range(-1, 10)
-DEFLATE_DEFAULT_LEVEL, DEFLATE_WINBITS, DEFLATE_MEMLEVEL = 6, 11, 9
+DEFLATE_DEFAULT_LEVEL, DEFLATE_WINBITS, DEFLATE_MEMLEVEL = 6, -11, 9
+# The kernel's zlib_deflateInit2 takes |windowBits| 9..15 (its inflate 8..15; deflate decides).
+DEFLATE_WINBITS_RANGE = range(9, 16)
 # LZ4HC 1.7.3: below 1 means the default 9; the lz4 package's HC stops at 12.
 LZ4HC_DEFAULT_LEVEL, LZ4HC_MAX_LEVEL = 9, 12
 # LZ4 acceleration: below 1 is 1; any value from 4096 up skips a whole page at the
@@ -132,10 +150,35 @@ def _lz4(level: int | None, hc: bool) -> Backend:
     return Backend("lz4", compress, decompress, compress_pages)
 
 
-def _zstd(level: int | None) -> Backend:
+def _lz4_dict(level: int | None, hc: bool, dict_data: bytes) -> Backend:
+    """lz4/lz4hc with a dictionary: the lz4 package's block API (close to the kernel's, not exact)."""
+    import lz4.block
+
+    if hc:
+        lvl = LZ4HC_DEFAULT_LEVEL if level is None or level < 1 else min(level, LZ4HC_MAX_LEVEL)
+
+        def compress(page: bytes) -> bytes:
+            return lz4.block.compress(
+                page, mode="high_compression", compression=lvl, store_size=False, dict=dict_data
+            )
+
+    else:
+        accel = 1 if level is None else max(1, min(level, LZ4_MAX_ACCELERATION))
+
+        def compress(page: bytes) -> bytes:
+            return lz4.block.compress(page, acceleration=accel, store_size=False, dict=dict_data)
+
+    def decompress(data: bytes) -> bytes:
+        return lz4.block.decompress(data, PAGE_SIZE, dict=dict_data)
+
+    return Backend("lz4hc" if hc else "lz4", compress, decompress)
+
+
+def _zstd(level: int | None, dict_data: bytes | None = None) -> Backend:
     import zstandard
 
     lvl = ZSTD_DEFAULT_LEVEL if level is None else max(ZSTD_MIN_LEVEL, min(level, ZSTD_MAX_LEVEL))
+    zdict = zstandard.ZstdCompressionDict(dict_data) if dict_data else None
     # A zstd context is not thread-safe: each compression stream (thread) has its own, as
     # each of the kernel's per-CPU streams has.
     local = threading.local()
@@ -143,30 +186,33 @@ def _zstd(level: int | None) -> Backend:
     def compress(page: bytes) -> bytes:
         cctx = getattr(local, "cctx", None)
         if cctx is None:
-            cctx = local.cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=True)
+            cctx = local.cctx = zstandard.ZstdCompressor(level=lvl, write_content_size=True, dict_data=zdict)
         return cctx.compress(page)
 
     def decompress(data: bytes) -> bytes:
         dctx = getattr(local, "dctx", None)
         if dctx is None:
-            dctx = local.dctx = zstandard.ZstdDecompressor()
+            dctx = local.dctx = zstandard.ZstdDecompressor(dict_data=zdict)
         return dctx.decompress(data, max_output_size=PAGE_SIZE)
 
     return Backend("zstd", compress, decompress)
 
 
-def _deflate(level: int | None) -> Backend:
+def _deflate(level: int | None, winbits: int | None = None) -> Backend:
     # backend_deflate: Z_DEFAULT_COMPRESSION (= 6), raw stream, 2^11 window, memLevel 9.
     lvl = DEFLATE_DEFAULT_LEVEL if level is None or level == -1 else level
     if lvl not in DEFLATE_LEVELS:
         raise CompressionError(errno.EINVAL, f"deflate level {level} is not in -1..9")
+    wbits = DEFLATE_WINBITS if winbits is None else winbits
+    if abs(wbits) not in DEFLATE_WINBITS_RANGE:
+        raise CompressionError(errno.EINVAL, f"deflate winbits {winbits} is not in 9..15 or -15..-9")
 
     def compress(page: bytes) -> bytes:
-        c = zlib.compressobj(lvl, zlib.DEFLATED, -DEFLATE_WINBITS, DEFLATE_MEMLEVEL)
+        c = zlib.compressobj(lvl, zlib.DEFLATED, wbits, DEFLATE_MEMLEVEL)
         return c.compress(page) + c.flush()
 
     def decompress(data: bytes) -> bytes:
-        return zlib.decompress(data, -DEFLATE_WINBITS, PAGE_SIZE)
+        return zlib.decompress(data, wbits, PAGE_SIZE)
 
     return Backend("deflate", compress, decompress)
 
@@ -179,6 +225,13 @@ _FACTORIES: dict[str, Callable[[int | None], Backend]] = {
     "zstd": _zstd,
     "deflate": _deflate,
 }
+"""Each algorithm's backend for a level: what every device without other parameters uses."""
+_DICT_FACTORIES: dict[str, Callable[[int | None, bytes], Backend]] = {
+    "lz4": lambda level, dict_data: _lz4_dict(level, False, dict_data),
+    "lz4hc": lambda level, dict_data: _lz4_dict(level, True, dict_data),
+    "zstd": _zstd,
+}
+"""The algorithms that take a dictionary (the others ignore one, as the kernel's do)."""
 
 # What this build offers, in the kernel's order.
 AVAILABLE = tuple(name for name in KERNEL_ORDER if name in _FACTORIES)
@@ -192,9 +245,22 @@ def check_algorithm(name: str) -> None:
         raise CompressionError(errno.EINVAL, f"unknown compression algorithm {name!r}")
 
 
-def get_backend(name: str, level: int | None = None) -> Backend:
-    """A ready backend for ``name`` (EINVAL for unknown or unavailable ones, or a level it refuses)."""
+def get_backend(
+    name: str,
+    level: int | None = None,
+    *,
+    dict_data: bytes | None = None,
+    winbits: int | None = None,
+) -> Backend:
+    """A ready backend for ``name`` with the ``algorithm_params`` it takes (module docstring).
+
+    EINVAL (CompressionError) for an unknown or unavailable algorithm, or a parameter it refuses.
+    """
     check_algorithm(name)
+    if dict_data and name in _DICT_FACTORIES:
+        return _DICT_FACTORIES[name](level, dict_data)
+    if winbits is not None and name == "deflate":
+        return _deflate(level, winbits)
     return _FACTORIES[name](level)
 
 

@@ -23,9 +23,11 @@ pool's counters.  Nothing here knows about files or the command line.
 from __future__ import annotations
 
 import errno
+import heapq
+import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Protocol
 
@@ -58,6 +60,29 @@ ZRAM_COMP_PRIORITY_MASK = 0x3
 recompression algorithms) made the object, so a read uses the same one to decompress."""
 ZRAM_MAX_COMPS = 4
 """Compressors per device (CONFIG_ZRAM_MULTI_COMP): the primary and three secondaries."""
+ZRAM_COMP_PRIORITY_BITS = ZRAM_COMP_PRIORITY_MASK << ZRAM_COMP_PRIORITY_SHIFT
+ZRAM_ACCESS_CLEARS = ZRAM_IDLE | ZRAM_PP_SLOT
+"""What zram_accessed() clears on every read and write of a slot (6.18)."""
+ZRAM_FREE_CLEARS = ZRAM_IDLE | ZRAM_INCOMPRESSIBLE | ZRAM_PP_SLOT | ZRAM_COMP_PRIORITY_BITS
+
+# writeback modes (writeback_store's parse_mode) and recompress modes, as the kernel's bits.
+IDLE_WRITEBACK, HUGE_WRITEBACK, INCOMPRESSIBLE_WRITEBACK = 1, 2, 4
+WRITEBACK_MODES = {
+    "idle": IDLE_WRITEBACK,
+    "huge": HUGE_WRITEBACK,
+    "huge_idle": IDLE_WRITEBACK | HUGE_WRITEBACK,
+    "incompressible": INCOMPRESSIBLE_WRITEBACK,
+}
+RECOMPRESS_IDLE, RECOMPRESS_HUGE = 1, 2
+RECOMPRESS_MODES = {
+    "idle": RECOMPRESS_IDLE,
+    "huge": RECOMPRESS_HUGE,
+    "huge_idle": RECOMPRESS_IDLE | RECOMPRESS_HUGE,
+}
+PP_BUCKET_SIZE_RANGE = 64
+NUM_PP_BUCKETS = PAGE_SIZE // PP_BUCKET_SIZE_RANGE + 1
+"""Post-processing candidates are sorted into buckets of 64 bytes of object size (a HUGE
+slot's 4096 is the last bucket): the largest objects are processed first."""
 
 Entry = tuple[int, int, int, int]
 """(flags | object size, handle or fill word or backing block, CRC-32 of the stored bytes,
@@ -151,6 +176,11 @@ class ZramStats:
     """Pages written to the backing device."""
 
 
+def wall_clock() -> int:
+    """Whole wall-clock seconds: a slot's ac_time, and the ``idle`` age's reference."""
+    return int(time.time())
+
+
 class BackingDev(Protocol):
     """The device ``writeback`` moves pages to: numbered PAGE_SIZE blocks (the kernel's bdev).
 
@@ -199,6 +229,87 @@ class Backing:
     """Open the backing file at a path (ZramError with the kernel's errno when it cannot be used)."""
     read_file: Callable[[str], bytes] | None = None
     """Read a whole file (a compression dictionary)."""
+
+
+class MemoryBackingDev:
+    """A BackingDev in memory, for tests and library use: ``nr_pages`` blocks, block 0 unused.
+
+    Allocation is the kernel's bitmap search, lowest free block first: freed blocks (all
+    below ``_next``) wait in a heap, and every block from ``_next`` up is free.
+    """
+
+    def __init__(self, nr_pages: int, path: str = "/dev/zram-memory-backing") -> None:
+        self._path = path
+        self._nr_pages = nr_pages
+        self._next = 1
+        self._freed: list[int] = []
+        self.blocks: dict[int, bytes] = {}
+        """Block -> the page last written to it."""
+        self.closed = False
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def nr_pages(self) -> int:
+        return self._nr_pages
+
+    @property
+    def used(self) -> int:
+        """Blocks given out and not yet freed."""
+        return self._next - 1 - len(self._freed)
+
+    def alloc_block(self) -> int | None:
+        if self._freed:
+            return heapq.heappop(self._freed)
+        if self._next >= self._nr_pages:
+            return None
+        self._next += 1
+        return self._next - 1
+
+    def free_block(self, blk: int) -> None:
+        if not 1 <= blk < self._next or blk in self._freed:
+            raise ValueError(f"block {blk} is not in use")
+        self.blocks.pop(blk, None)
+        heapq.heappush(self._freed, blk)
+
+    def write_block(self, blk: int, page: bytes) -> None:
+        if len(page) != PAGE_SIZE:
+            raise ValueError("a backing block is one page")
+        self.blocks[blk] = bytes(page)
+
+    def read_block(self, blk: int) -> bytes:
+        try:
+            return self.blocks[blk]
+        except KeyError:
+            raise OSError(errno.EIO, f"block {blk} was never written") from None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class PPControl:
+    """The kernel's zram_pp_ctl: slots chosen by a post-processing scan, in size buckets.
+
+    ``place`` is place_pp_slot() (the caller sets ZRAM_PP_SLOT); ``select`` yields what
+    select_pp_slot() would take in turn: the highest non-empty bucket first, and in a bucket
+    the slot placed last first (list_add at the head, taken from the head).  A slot may be
+    placed twice (two scans over it); the second time it is met, it has lost PP_SLOT.
+    """
+
+    def __init__(self) -> None:
+        self.buckets: list[list[int]] = [[] for _ in range(NUM_PP_BUCKETS)]
+        self.placed: set[int] = set()
+
+    def place(self, index: int, size: int) -> None:
+        self.buckets[size // PP_BUCKET_SIZE_RANGE].append(index)
+        self.placed.add(index)
+
+    def select(self) -> Iterator[int]:
+        for bucket in reversed(self.buckets):
+            while bucket:
+                yield bucket.pop()
 
 
 def is_same_filled(page: bytes) -> bool:
@@ -264,6 +375,15 @@ class Zram:
         self._profile: Profile | None = None
         self._scratch: list[bytearray] = []
         """read()'s spare buffers; list.pop/append keep them per thread."""
+        self.bdev: BackingDev | None = None
+        """The backing device ``writeback`` writes to (``backing_dev``): set by the backing_dev
+        store through Backing.open_bdev, or by whoever opens a device that records one."""
+        self.clock: Callable[[], int] = wall_clock
+        """Now, in whole seconds: ac_time and the ``idle`` cutoff (tests inject their own)."""
+        self._now = 0
+        """The clock, read once per write() call: what the slots that call writes get as ac_time."""
+        self._comps: dict[int, Backend] = {}
+        """The secondary compressors (priorities 1..3) made so far from recomp_algorithms."""
         self._streams: tuple[int, ThreadPoolExecutor] | None = None
         """The compression streams' threads (``max_comp_streams`` > 1), made at the first write."""
         self._ahead: tuple[bytes, bytes | Exception] | None = None
@@ -291,9 +411,42 @@ class Zram:
 
     @property
     def backend(self) -> Backend:
+        """comps[0]: the primary compressor, with params[0]."""
         if self._backend is None:
-            self._backend = get_backend(self.config.comp_algorithm, self.config.params[0].level)
+            self._backend = self._make_backend(0)
         return self._backend
+
+    def _algorithm(self, prio: int) -> str | None:
+        """comp_algs[prio]: the primary's name, or recomp_algorithms' (None when unset)."""
+        return self.config.comp_algorithm if prio == 0 else self.config.recomp_algorithms[prio - 1]
+
+    def _make_backend(self, prio: int) -> Backend:
+        """zcomp_create(comp_algs[prio], &params[prio]) (CompressionError for a refused parameter)."""
+        name = self._algorithm(prio)
+        if name is None:
+            raise CompressionError(errno.EINVAL, f"no algorithm at priority {prio}")
+        params = self.config.params[prio]
+        return get_backend(name, params.level, dict_data=params.dict_data, winbits=params.deflate_winbits)
+
+    def comp(self, prio: int) -> Backend:
+        """comps[prio]: the compressor of priority ``prio`` (0 primary, 1..3 secondaries).
+
+        ZramError(EIO) when no usable algorithm is configured there (an object that names a
+        priority without one can only come from a damaged image)."""
+        if prio == 0:
+            return self.backend
+        backend = self._comps.get(prio)
+        if backend is None:
+            try:
+                backend = self._comps[prio] = self._make_backend(prio)
+            except CompressionError as exc:
+                raise ZramError(errno.EIO, "read", f"priority {prio}: {exc}") from None
+        return backend
+
+    @property
+    def num_active_comps(self) -> int:
+        """The primary and every secondary algorithm set (the kernel's num_active_comps)."""
+        return 1 + sum(name is not None for name in self.config.recomp_algorithms)
 
     def mem_used_pages(self) -> int:
         return self.pool.zs_get_total_pages() if self.pool else 0
@@ -335,7 +488,7 @@ class Zram:
         if not 0 <= index < self.config.disksize >> PAGE_SHIFT:
             return None
         entry = self.table.get(index)
-        if entry is None or entry[0] & ZRAM_SAME:
+        if entry is None or entry[0] & (ZRAM_SAME | ZRAM_WB):
             return None
         return entry[1]
 
@@ -366,28 +519,49 @@ class Zram:
         if self.initialized:
             raise ZramError(errno.EBUSY, "disksize")
         check_algorithm(self.config.comp_algorithm)
-        try:  # a level the backend refuses fails here, as zcomp_create does, never at a write
-            get_backend(self.config.comp_algorithm, self.config.params[0].level)
+        # A parameter a backend refuses fails here, as zcomp_create does, never at a write;
+        # then zram_destroy_comps forgets the secondary algorithms and every priority's params.
+        comps: dict[int, Backend] = {}
+        try:
+            for prio in range(ZRAM_MAX_COMPS):
+                if self._algorithm(prio) is not None:
+                    comps[prio] = self._make_backend(prio)
         except CompressionError as exc:
+            if self.profile.post_processing:
+                self.config.recomp_algorithms = ZramConfig().recomp_algorithms
+                self.config.params = ZramConfig().params
             raise ZramError(exc.errno, "disksize", str(exc)) from None
         self.config.disksize = -(-disksize // PAGE_SIZE) * PAGE_SIZE
-        self._backend = None
+        self._backend = comps[0]
+        self._comps = {prio: b for prio, b in comps.items() if prio}
         self._create_pool()
 
+    KEPT_BY_RESET = ("max_comp_streams", "writeback_limit", "writeback_limit_enable")
+    """Settings reset keeps: the stream count (ours), and the writeback budget, which lives in
+    struct zram, not in the stats zram_reset_device zeroes (whatever zram.rst says)."""
+
     def reset(self) -> None:
-        """Free everything, zero every counter, forget every setting."""
+        """zram_reset_device(): free everything, zero every counter, forget the settings
+        (but KEPT_BY_RESET), drop the algorithm params and close the backing device.
+
+        Written-back blocks are not freed one by one: the backing device is let go whole."""
         if self.pool is not None:
             self.pool.destroy()
         self.table.clear()
         self.backing.frames.clear()
         self.pool = None
         self._backend = None
+        self._comps = {}
         for f in fields(ZramStats):
             setattr(self.stats, f.name, 0)
-        streams = self.config.max_comp_streams
+        fresh = ZramConfig()
         for f in fields(ZramConfig):
-            setattr(self.config, f.name, getattr(ZramConfig(), f.name))
-        self.config.max_comp_streams = streams
+            if f.name not in self.KEPT_BY_RESET:
+                setattr(self.config, f.name, getattr(fresh, f.name))
+        bdev, self.bdev = self.bdev, None
+        close = getattr(bdev, "close", None)
+        if close is not None:
+            close()
 
     # --- the slot paths -------------------------------------------------
 
@@ -401,6 +575,14 @@ class Zram:
         if entry is None:
             return
         flags, handle, _, _ = entry
+        st = self.stats
+        if flags & ZRAM_WB:  # free_block_bdev(): the page leaves the backing device
+            self.table.pop(index)
+            if self.bdev is not None:
+                self.bdev.free_block(handle)
+            st.bd_count -= 1
+            st.pages_stored -= 1
+            return
         if not flags & ZRAM_SAME:
             assert self.pool is not None
             try:
@@ -408,7 +590,6 @@ class Zram:
             except ZsCorrupt as exc:
                 raise self._damaged(what, exc, index) from None
         self.table.pop(index)
-        st = self.stats
         prof = self.profile
         if flags & ZRAM_SAME:
             st.same_pages -= 1
@@ -428,7 +609,7 @@ class Zram:
 
     def _write_same(self, index: int, word: int) -> None:
         self._free_page(index)
-        self.table[index] = (ZRAM_SAME, word, 0, 0)
+        self.table[index] = (ZRAM_SAME, word, 0, self._now)
         self.stats.same_pages += 1
         if self.profile.same_counts_stored:
             self.stats.pages_stored += 1
@@ -463,7 +644,7 @@ class Zram:
             self._free_page(index)
         elif pool.untrusted:  # the old object is freed after the new one is stored: check it now
             old = self.table.get(index)
-            if old is not None and not old[0] & ZRAM_SAME:
+            if old is not None and not old[0] & (ZRAM_SAME | ZRAM_WB):
                 try:
                     pool.check_handle(old[1], old[0] & ZRAM_SIZE_MASK)
                 except ZsCorrupt as exc:
@@ -499,7 +680,7 @@ class Zram:
         pool.zs_obj_write(handle, comp)
         if not prof.free_old_first:
             self._free_page(index)
-        self.table[index] = (flags | clen, handle, zlib.crc32(comp), 0)
+        self.table[index] = (flags | clen, handle, zlib.crc32(comp), self._now)
         st.pages_stored += 1
         st.compr_data_size += clen
         if flags & ZRAM_HUGE:
@@ -519,23 +700,46 @@ class Zram:
         flags, handle, crc, _ = entry
         if flags & ZRAM_SAME:
             return handle.to_bytes(8, "little") * (PAGE_SIZE // 8)
-        size = flags & ZRAM_SIZE_MASK
-        assert self.pool is not None
         try:
-            data = self.pool.zs_obj_read(handle, size)
+            if flags & ZRAM_WB:
+                return self._read_from_bdev(index, handle, crc)
+            return self._object_page(index, flags, handle, crc)
         except ZsCorrupt as exc:
             self.stats.failed_reads += 1
             raise self._damaged("read", exc, index) from None
-        if zlib.crc32(data) != crc:
+        except ZramError:
             self.stats.failed_reads += 1
-            raise ZramError(errno.EIO, "read", f"page {index}: stored object fails its checksum")
+            raise
+
+    def _object_page(self, index: int, flags: int, handle: int, crc: int, what: str = "read") -> bytes:
+        """zram_read_from_zspool(): the page an object holds, decompressed by the compressor of
+        the slot's priority; ZsCorrupt or ZramError(EIO), and no counter changes."""
+        size = flags & ZRAM_SIZE_MASK
+        assert self.pool is not None
+        data = self.pool.zs_obj_read(handle, size)
+        if zlib.crc32(data) != crc:
+            raise ZramError(errno.EIO, what, f"page {index}: stored object fails its checksum")
         if size == PAGE_SIZE:
             return data
+        prio = flags >> ZRAM_COMP_PRIORITY_SHIFT & ZRAM_COMP_PRIORITY_MASK
         try:
-            return safe_decompress(self.backend, data)
+            return safe_decompress(self.comp(prio) if prio else self.backend, data)
         except CompressionError as exc:
-            self.stats.failed_reads += 1
-            raise ZramError(errno.EIO, "read", f"page {index}: {exc}") from None
+            raise ZramError(errno.EIO, what, f"page {index}: {exc}") from None
+
+    def _read_from_bdev(self, index: int, blk: int, crc: int) -> bytes:
+        """read_from_bdev(): a written-back page, from its block (bd_reads counts the attempt)."""
+        self.stats.bd_reads += 1
+        if self.bdev is None:
+            raise ZramError(errno.EIO, "read", f"page {index} is written back, and no backing device is open")
+        try:
+            page = self.bdev.read_block(blk)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            raise ZramError(code, "read", f"page {index}: backing block {blk}: {exc}") from None
+        if len(page) != PAGE_SIZE or zlib.crc32(page) != crc:
+            raise ZramError(errno.EIO, "read", f"page {index}: backing block {blk} fails its checksum")
+        return page
 
     # --- byte-range I/O ---------------------------------------------------
 
@@ -578,6 +782,9 @@ class Zram:
         pos, end = 0, len(data)
         st = self.stats
         write_page = self._write_page
+        # zram_accessed(): every page this call writes gets the same ac_time (one clock read);
+        # the entry _store_page builds carries it, with IDLE and PP_SLOT clear.
+        self._now = self.clock() if self.profile.post_processing else 0
         # The whole pages are compressed ahead, by the streams, in page order; each is stored
         # in turn exactly as if it had been compressed there (a failure included).
         own = ahead is None
@@ -701,6 +908,10 @@ class Zram:
         if len(buf) < span:
             buf = bytearray(span)
         read_page = self._read_page
+        accessed = self.profile.post_processing
+        if accessed:
+            now = self.clock()
+            table = self.table
         index = first
         try:
             with memoryview(buf) as out:
@@ -708,6 +919,10 @@ class Zram:
                 for index in range(first, last + 1):
                     out[pos : pos + PAGE_SIZE] = read_page(index)
                     pos += PAGE_SIZE
+                    if accessed:  # zram_accessed() once the page read well (an unchanged slot stays)
+                        entry = table.get(index)
+                        if entry is not None and (entry[3] != now or entry[0] & ZRAM_ACCESS_CLEARS):
+                            table[index] = (entry[0] & ~ZRAM_ACCESS_CLEARS, entry[1], entry[2], now)
                 data = out[head : head + length].tobytes()
         except ZramError as exc:
             self.stats.num_reads += index - first + 1
@@ -765,6 +980,307 @@ class Zram:
             return self.pool.zs_compact()
         except ZsCorrupt as exc:  # zspages already moved stay uncommitted: the image keeps its last commit
             raise self._damaged("compact", exc, midway=True) from None
+
+    # --- post-processing (6.18): idle, writeback, recompress, block_state -------
+
+    def _require_pp(self, what: str) -> None:
+        if not self.profile.post_processing:
+            raise ZramError(errno.ENOENT, what, "the 3.11 driver has no post-processing")
+
+    def mark_idle(self, cutoff: int | None) -> None:
+        """mark_idle(): IDLE on every stored slot (not SAME, not WB) whose ac_time is before
+        ``cutoff`` (strictly), or on every one when ``cutoff`` is None (``idle`` = all); the
+        others lose IDLE.  EINVAL when the device is not set up."""
+        self._require_pp("idle")
+        if not self.initialized:
+            raise ZramError(errno.EINVAL, "idle", "the device is not set up (disksize 0)")
+        table = self.table
+        for index in self._stored_in(0, self.config.disksize >> PAGE_SHIFT):
+            flags, handle, crc, ac_time = table[index]
+            if flags & (ZRAM_SAME | ZRAM_WB):
+                continue
+            if cutoff is None or ac_time < cutoff:
+                new = flags | ZRAM_IDLE
+            else:
+                new = flags & ~ZRAM_IDLE
+            if new != flags:
+                table[index] = (new, handle, crc, ac_time)
+
+    def idle_pages(self) -> int:
+        """Slots marked IDLE (O(stored))."""
+        return sum(1 for entry in self.table.values() if entry[0] & ZRAM_IDLE)
+
+    def _place_pp_slot(self, ctl: PPControl, index: int, entry: Entry) -> None:
+        flags, handle, crc, ac_time = entry
+        ctl.place(index, flags & ZRAM_SIZE_MASK)
+        if not flags & ZRAM_PP_SLOT:
+            self.table[index] = (flags | ZRAM_PP_SLOT, handle, crc, ac_time)
+
+    def _release_pp_slots(self, ctl: PPControl) -> None:
+        """release_pp_slot() for every slot placed: PP_SLOT is cleared where still set."""
+        table = self.table
+        for index in sorted(ctl.placed):
+            entry = table.get(index)
+            if entry is not None and entry[0] & ZRAM_PP_SLOT:
+                table[index] = (entry[0] & ~ZRAM_PP_SLOT, entry[1], entry[2], entry[3])
+
+    def writeback_check(self) -> None:
+        """writeback_store()'s checks before it parses: EINVAL not set up, ENODEV no backing_dev."""
+        self._require_pp("writeback")
+        if not self.initialized:
+            raise ZramError(errno.EINVAL, "writeback", "the device is not set up (disksize 0)")
+        if self.bdev is None:
+            raise ZramError(errno.ENODEV, "writeback", "no backing_dev is set")
+
+    def writeback(self, scans: Iterable[tuple[int, int, int]]) -> int:
+        """writeback_store() after its parse: each scan ``(mode, lo, hi)`` queues the slots of
+        ``[lo, hi)`` that the mode (WRITEBACK_MODES; 0 = every one) selects, then the queued
+        pages are written to the backing device, largest objects first.
+
+        Returns the pages written back.  Pages written before a failure stay written back;
+        the last failure is raised then: EIO for a spent writeback_limit, ENOSPC for a full
+        backing device, or a block write's error.
+        """
+        self.writeback_check()
+        bdev = self.bdev
+        assert bdev is not None
+        table = self.table
+        cfg = self.config
+        st = self.stats
+        ctl = PPControl()
+        for mode, lo, hi in scans:  # scan_slots_for_writeback()
+            for index in self._stored_in(lo, hi):
+                entry = table[index]
+                flags = entry[0]
+                if flags & (ZRAM_WB | ZRAM_SAME):
+                    continue
+                if mode & IDLE_WRITEBACK and not flags & ZRAM_IDLE:
+                    continue
+                if mode & HUGE_WRITEBACK and not flags & ZRAM_HUGE:
+                    continue
+                if mode & INCOMPRESSIBLE_WRITEBACK and not flags & ZRAM_INCOMPRESSIBLE:
+                    continue
+                self._place_pp_slot(ctl, index, entry)
+        ret = 0
+        detail = ""
+        written = 0
+        blk = 0
+        try:
+            for index in ctl.select():  # zram_writeback_slots()
+                if cfg.writeback_limit_enable and cfg.writeback_limit == 0:
+                    ret, detail = errno.EIO, "writeback_limit is spent"
+                    break
+                if not blk:
+                    blk = bdev.alloc_block() or 0
+                    if not blk:
+                        ret, detail = errno.ENOSPC, "the backing device is full"
+                        break
+                    st.bd_count += 1
+                entry = table.get(index)
+                if entry is None or not entry[0] & ZRAM_PP_SLOT:
+                    continue
+                flags, handle, crc, _ = entry
+                try:
+                    page = self._object_page(index, flags, handle, crc, "writeback")
+                except ZsCorrupt as exc:
+                    raise self._damaged("writeback", exc, index) from None
+                except ZramError:
+                    continue  # the kernel skips a slot it cannot read, keeping the block
+                try:
+                    bdev.write_block(blk, page)
+                except ZramError as exc:
+                    ret, detail = exc.errno, exc.detail or ""
+                    continue
+                except OSError as exc:  # the bio's error; the block stays reserved for the next slot
+                    ret, detail = exc.errno or errno.EIO, f"backing block {blk}: {exc}"
+                    continue
+                st.bd_writes += 1
+                self._free_page(index, "writeback")
+                table[index] = (ZRAM_WB, blk, zlib.crc32(page), 0)
+                st.pages_stored += 1
+                written += 1
+                blk = 0
+                if cfg.writeback_limit_enable and cfg.writeback_limit > 0:
+                    cfg.writeback_limit -= 1
+        finally:
+            if blk:  # a block reserved and not used
+                bdev.free_block(blk)
+                st.bd_count -= 1
+            self._release_pp_slots(ctl)
+        if ret:
+            raise ZramError(ret, "writeback", detail or None)
+        return written
+
+    def recompress(
+        self,
+        *,
+        mode: int = 0,
+        max_pages: int | None = None,
+        threshold: int = 0,
+        algo: str | None = None,
+        priority: int | None = None,
+    ) -> int:
+        """recompress_store() after its parse: recompress the stored slots the mode
+        (RECOMPRESS_MODES; 0 = every one) selects with the secondary algorithms, largest first.
+
+        ``priority``: try only that one (0 means 1); ``algo``: the first priority from
+        ``priority`` (default 1) with that algorithm.  A slot is recompressed when some
+        algorithm puts it in a smaller size class (zs_lookup_class_index, no handle header)
+        and, with a ``threshold``, below it; a slot no algorithm up to the last active one
+        improves becomes INCOMPRESSIBLE.  ``max_pages`` (None: no limit) counts the slots
+        tried.  Returns the slots recompressed.
+        """
+        self._require_pp("recompress")
+        prio = 1
+        prio_max = self.num_active_comps
+        if priority is not None:
+            prio = priority or 1
+            prio_max = prio + 1
+        if not self.initialized or self.pool is None:
+            raise ZramError(errno.EINVAL, "recompress", "the device is not set up (disksize 0)")
+        pool = self.pool
+        if threshold >= pool.huge_class_size:
+            raise ZramError(errno.EINVAL, "recompress", f"threshold must be below {pool.huge_class_size}")
+        if algo is not None:
+            for p in range(prio, ZRAM_MAX_COMPS):
+                if self._algorithm(p) == algo:
+                    prio, prio_max = p, p + 1
+                    break
+            else:
+                raise ZramError(errno.EINVAL, "recompress", f"{algo} is no recompression algorithm here")
+        active = self.num_active_comps
+        prio_max = min(prio_max, active)
+        if prio >= prio_max:
+            raise ZramError(errno.EINVAL, "recompress", "no secondary algorithm at that priority")
+        table = self.table
+        ctl = PPControl()
+        for index in self._stored_in(0, self.config.disksize >> PAGE_SHIFT):  # scan_slots_for_recompress()
+            entry = table[index]
+            flags = entry[0]
+            if mode & RECOMPRESS_IDLE and not flags & ZRAM_IDLE:
+                continue
+            if mode & RECOMPRESS_HUGE and not flags & ZRAM_HUGE:
+                continue
+            if flags & (ZRAM_WB | ZRAM_SAME | ZRAM_INCOMPRESSIBLE):
+                continue
+            if (flags >> ZRAM_COMP_PRIORITY_SHIFT & ZRAM_COMP_PRIORITY_MASK) + 1 >= prio_max:
+                continue
+            self._place_pp_slot(ctl, index, entry)
+        left = max_pages
+        done = 0
+        try:
+            for index in ctl.select():
+                if left == 0:
+                    break
+                entry = table.get(index)
+                if entry is None or not entry[0] & ZRAM_PP_SLOT:
+                    continue
+                outcome = self._recompress_slot(index, entry, threshold, prio, prio_max, active)
+                if outcome is None:
+                    continue  # below the threshold: not counted
+                if left is not None:
+                    left -= 1
+                done += outcome
+        finally:
+            self._release_pp_slots(ctl)
+        return done
+
+    def _recompress_slot(
+        self, index: int, entry: Entry, threshold: int, prio: int, prio_max: int, active: int
+    ) -> int | None:
+        """recompress_slot(): 1 recompressed, 0 tried, None not tried (small enough already)."""
+        flags, handle, crc, ac_time = entry
+        size_old = flags & ZRAM_SIZE_MASK
+        if size_old < threshold:
+            return None
+        try:
+            page = self._object_page(index, flags, handle, crc, "recompress")
+        except ZsCorrupt as exc:
+            raise self._damaged("recompress", exc, index) from None
+        flags &= ~ZRAM_IDLE  # touched: not idle any more, whatever comes of it
+        self.table[index] = (flags, handle, crc, ac_time)
+        pool = self.pool
+        assert pool is not None
+        idx_old = pool.class_for(size_old).index
+        p = max(prio, (flags >> ZRAM_COMP_PRIORITY_SHIFT & ZRAM_COMP_PRIORITY_MASK) + 1)
+        if p >= prio_max:
+            return 0
+        new: bytes | None = None
+        while p < prio_max:
+            if self._algorithm(p) is not None:
+                try:
+                    comp = self.comp(p).compress(page)
+                except Exception as exc:
+                    raise ZramError(errno.EIO, "recompress", f"compression failed: {exc}") from None
+                if pool.class_for(len(comp)).index < idx_old and (not threshold or len(comp) < threshold):
+                    new = comp
+                    break
+            p += 1
+        if new is None:
+            if p >= active:  # the last algorithm could not do better either
+                self.table[index] = (flags | ZRAM_INCOMPRESSIBLE, handle, crc, ac_time)
+            return 0
+        try:
+            new_handle = pool.zs_malloc(len(new), index)
+        except ZsCorrupt as exc:
+            raise self._damaged("recompress", exc, index, midway=True) from None
+        except ZsError as exc:
+            raise ZramError(exc.errno, "recompress") from None
+        pool.zs_obj_write(new_handle, new)
+        self._free_page(index, "recompress")
+        self.table[index] = (len(new) | p << ZRAM_COMP_PRIORITY_SHIFT, new_handle, zlib.crc32(new), 0)
+        st = self.stats
+        st.compr_data_size += len(new)
+        st.pages_stored += 1
+        return 1
+
+    BLOCK_STATE_FLAGS = (
+        (ZRAM_SAME, "s"),
+        (ZRAM_WB, "w"),
+        (ZRAM_HUGE, "h"),
+        (ZRAM_IDLE, "i"),
+        (ZRAM_COMP_PRIORITY_BITS, "r"),
+        (ZRAM_INCOMPRESSIBLE, "n"),
+    )
+
+    def block_state(self) -> str:
+        """debugfs block_state: one line per stored slot, ascending (EINVAL when not set up).
+
+        ``%12zd %12lld.%06lu %c%c%c%c%c%c``: index, ac_time (whole seconds here, so the
+        microseconds are 000000) and the flags s w h i r n, ``.`` for each one not set.
+        """
+        self._require_pp("block_state")
+        if not self.initialized:
+            raise ZramError(errno.EINVAL, "block_state", "the device is not set up (disksize 0)")
+        table = self.table
+        lines = []
+        for index in self._stored_in(0, self.config.disksize >> PAGE_SHIFT):
+            flags, _, _, ac_time = table[index]
+            marks = "".join(c if flags & bit else "." for bit, c in self.BLOCK_STATE_FLAGS)
+            lines.append(f"{index:12d} {ac_time:12d}.000000 {marks}\n")
+        return "".join(lines)
+
+    def set_backing_dev(self, path: str) -> None:
+        """backing_dev_store(): open ``path`` through Backing.open_bdev (EBUSY once set up,
+        ENOTBLK where nothing can be opened); a backing device set before replaces it."""
+        self._require_pp("backing_dev")
+        if self.initialized:
+            raise ZramError(errno.EBUSY, "backing_dev", "the device is set up; reset it first")
+        opener = self.backing.open_bdev
+        if opener is None:
+            raise ZramError(errno.ENOTBLK, "backing_dev", "no backing file can be opened here")
+        try:
+            bdev = opener(path)
+        except ZramError:
+            raise
+        except OSError as exc:
+            raise ZramError(exc.errno or errno.EINVAL, "backing_dev", f"{path}: {exc.strerror}") from None
+        old, self.bdev = self.bdev, bdev
+        if old is not None and old is not bdev:
+            close = getattr(old, "close", None)
+            if close is not None:
+                close()
+        self.config.backing_dev = bdev.path
 
     # --- introspection ------------------------------------------------------
 
