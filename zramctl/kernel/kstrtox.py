@@ -8,6 +8,8 @@ so these helpers judge a number by its digit count first.
 
 from __future__ import annotations
 
+import errno
+
 U64_MAX = (1 << 64) - 1
 """Largest value of C's uint64_t/uintmax_t; every parsed size must fit in it."""
 
@@ -43,3 +45,45 @@ def _digit_count(n: int, base: int) -> int:
         n //= base
         count += 1
     return count
+
+
+_DIGITS = "0123456789abcdef"
+
+
+def kstrtoull(text: str, base: int = 10, limit: int = U64_MAX) -> int:
+    """kstrtoull(): an optional ``+``, the digits of ``base`` (0: ``0x`` hex, ``0`` octal, else
+    decimal, as _parse_integer_fixup_radix), one optional trailing newline, nothing else.
+
+    ValueError(EINVAL) for anything else, ValueError(ERANGE) above ``limit`` (the type's
+    largest value: kstrtouint passes 2**32 - 1)."""
+    s = text[1:] if text.startswith("+") else text
+    if base == 0:
+        if s[:1] == "0":
+            base = 16 if s[1:2].lower() == "x" and s[2:3].lower() in _DIGITS and s[2:3] else 8
+        else:
+            base = 10
+    if base == 16 and s[:2].lower() == "0x":
+        s = s[2:]
+    digits = _DIGITS[:base]
+    end = 0
+    while end < len(s) and s[end].lower() in digits:
+        end += 1
+    rest = s[end:]
+    if end == 0 or rest not in ("", "\n"):
+        raise ValueError(errno.EINVAL)
+    value = digits_value(s[:end], base, limit)
+    if value is None:
+        raise ValueError(errno.ERANGE)
+    return value
+
+
+def kstrtoll(text: str, base: int = 10, bits: int = 64) -> int:
+    """kstrtoll()/kstrtoint(): kstrtoull with an optional leading ``-`` (then no ``+``), within a
+    signed ``bits``-bit type; ValueError(EINVAL) or ValueError(ERANGE) as the kernel's."""
+    if text.startswith("-"):
+        value = -kstrtoull("\0" if text[1:2] == "+" else text[1:], base)
+    else:
+        value = kstrtoull(text, base)
+    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+        raise ValueError(errno.ERANGE)
+    return value

@@ -16,13 +16,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ZramError
-from .kstrtox import U64_MAX, digits_mod_u64, digits_value
+from .kstrtox import U64_MAX, digits_mod_u64, digits_value, kstrtoll, kstrtoull
 from .profiles import PAGE_SHIFT, PAGE_SIZE, PROFILES
 from .zcomp import AVAILABLE, UNAVAILABLE, check_algorithm
-from .zram_drv import Zram
+from .zram_drv import (
+    RECOMPRESS_MODES,
+    WRITEBACK_MODES,
+    ZRAM_MAX_COMPS,
+    AlgorithmParams,
+    Zram,
+)
 
 # CRYPTO_MAX_ALG_NAME: a longer algorithm name is refused with E2BIG.
 CRYPTO_MAX_ALG_NAME = 128
+PATH_MAX = 4096
+"""backing_dev_store copies the path with strscpy into PATH_MAX bytes: longer is cut, silently."""
+NSEC_PER_SEC = 10**9
+_SPACES = " \t\n\v\f\r"
+"""isspace() in the kernel's ctype (ASCII)."""
 
 
 def memparse(text: str) -> tuple[int, int]:
@@ -65,21 +76,62 @@ def kstrtoul(text: str, base: int = 10, bits: int = 64) -> int:
     return value
 
 
-def _kstrtoint(text: str) -> int:
-    """kstrtoint(): a signed 32-bit decimal; EINVAL if not a number, ERANGE if out of range."""
-    s = text[:-1] if text.endswith("\n") else text
-    negative = s.startswith("-")
-    digits = s[1:] if negative else s
+def sysfs_streq(a: str, b: str) -> bool:
+    """sysfs_streq(): equal, ignoring one trailing newline on either."""
+    return (a[:-1] if a.endswith("\n") else a) == (b[:-1] if b.endswith("\n") else b)
+
+
+def next_args(text: str) -> list[tuple[str, str | None]]:
+    """The (param, value) pairs lib/cmdline.c's next_arg() takes from ``text`` in turn, after
+    skip_spaces(): tokens split at whitespace outside double quotes; value None for a token
+    without ``=`` (an ``=`` first in the token does not count); the quotes around a token or
+    a value are dropped."""
+    out: list[tuple[str, str | None]] = []
+    args = text.lstrip(_SPACES)
+    while args:
+        quoted = in_quote = args[0] == '"'
+        if quoted:
+            args = args[1:]
+        equals = 0
+        i = 0
+        while i < len(args):
+            c = args[i]
+            if c in _SPACES and not in_quote:
+                break
+            if equals == 0 and c == "=":
+                equals = i
+            if c == '"':
+                in_quote = not in_quote
+            i += 1
+        token, args = args[:i], args[i + 1 :].lstrip(_SPACES)
+        if quoted and token.endswith('"'):
+            token = token[:-1]
+        if not equals:
+            out.append((token, None))
+            continue
+        param, val = token[:equals], token[equals + 1 :]
+        if val.startswith('"'):
+            val = val[1:]
+            if val.endswith('"') and not quoted:
+                val = val[:-1]
+        out.append((param, val))
+    return out
+
+
+def _number(what: str, text: str, base: int = 10, limit: int = U64_MAX) -> int:
+    """kstrtoull/kstrtoul/kstrtouint: its errno (EINVAL, ERANGE) as a ZramError."""
     try:
-        if digits.startswith("+" if negative else "\n") or digits.endswith("\n"):
-            raise ValueError(errno.EINVAL)  # "-+5" and a second newline: kstrtoll refuses them
-        value = kstrtoul(digits, bits=32)
+        return kstrtoull(text, base, limit)
     except ValueError as exc:
-        raise ZramError(exc.args[0], "algorithm_params", "level must be a 32-bit integer") from None
-    value = -value if negative else value
-    if not -(1 << 31) <= value < (1 << 31):
-        raise ZramError(errno.ERANGE, "algorithm_params", "level must be a 32-bit integer")
-    return value
+        raise ZramError(exc.args[0], what, f"{text!r} is not a number here") from None
+
+
+def _int(what: str, text: str) -> int:
+    """kstrtoint(text, 10): its errno as a ZramError."""
+    try:
+        return kstrtoll(text, 10, 32)
+    except ValueError as exc:
+        raise ZramError(exc.args[0], what, f"{text!r} is not a 32-bit integer") from None
 
 
 # --- the modern attributes ------------------------------------------------
@@ -125,19 +177,29 @@ def _debug_stat(z: Zram) -> str:
     return "version: 1\n0 %8d\n" % z.stats.miss_free
 
 
+def _algorithm_list(selected: str | None) -> str:
+    """zcomp_available_show(): every algorithm, the selected one in brackets."""
+    return "".join(f"[{a}] " if a == selected else f"{a} " for a in AVAILABLE) + "\n"
+
+
 def _comp_algorithm(z: Zram) -> str:
-    sel = z.config.comp_algorithm
-    return "".join(f"[{a}] " if a == sel else f"{a} " for a in AVAILABLE) + "\n"
+    return _algorithm_list(z.config.comp_algorithm)
 
 
-def _store_comp_algorithm(z: Zram, value: str) -> None:
+def _algorithm_name(what: str, value: str) -> str:
+    """__comp_algorithm_store()'s checks: E2BIG for a long name, EINVAL for an unknown one."""
     if len(value) >= CRYPTO_MAX_ALG_NAME:
-        raise ZramError(errno.E2BIG, "comp_algorithm")
+        raise ZramError(errno.E2BIG, what)
     name = value[:-1] if value.endswith("\n") else value
     try:
         check_algorithm(name)
     except Exception:
-        raise ZramError(errno.EINVAL, "comp_algorithm", UNAVAILABLE.get(name)) from None
+        raise ZramError(errno.EINVAL, what, UNAVAILABLE.get(name)) from None
+    return name
+
+
+def _store_comp_algorithm(z: Zram, value: str) -> None:
+    name = _algorithm_name("comp_algorithm", value)
     if z.initialized:
         raise ZramError(errno.EBUSY, "comp_algorithm")
     z.config.comp_algorithm = name
@@ -186,30 +248,207 @@ def _store_compact(z: Zram, value: str) -> None:
 
 
 def _store_algorithm_params(z: Zram, value: str) -> None:
-    """``priority=N level=L algo=NAME``: only ``level`` changes what we do (at the next init)."""
-    level: int | None = z.config.params[0].level
-    for token in value.split():
-        key, sep, val = token.partition("=")
-        if not sep or not val:
-            raise ZramError(errno.EINVAL, "algorithm_params", f"{token!r} needs a value")
+    """algorithm_params_store(): ``priority=`` ``algo=`` ``level=`` ``dict=PATH``
+    ``deflate.winbits=``; each write replaces every parameter of its priority.
+
+    6.18 takes them while the device is set up too (no EBUSY) and uses them only at the next
+    disksize; a set-up device can reach that only through reset, which forgets every
+    parameter.  So here, once set up, the input is checked (same errnos, the dictionary
+    read) and nothing is kept: the parameters in the config stay those the comps run with.
+    """
+    what = "algorithm_params"
+    prio = 0
+    level: int | None = None
+    winbits: int | None = None
+    algo = dict_path = None
+    for param, val in next_args(value):
+        if not val:
+            raise ZramError(errno.EINVAL, what, f"{param!r} needs a value")
+        if param == "priority":
+            prio = _int(what, val)
+        elif param == "level":
+            level = _int(what, val)
+        elif param == "algo":
+            algo = val
+        elif param == "dict":
+            dict_path = val
+        elif param == "deflate.winbits":
+            winbits = _int(what, val)
+    if algo is not None:  # the algorithm's priority wins over priority=
+        for p in range(ZRAM_MAX_COMPS):
+            name = z.config.comp_algorithm if p == 0 else z.config.recomp_algorithms[p - 1]
+            if name == algo:
+                prio = p
+                break
+        else:
+            raise ZramError(errno.EINVAL, what, f"{algo} is at no priority of this device")
+    if not 0 <= prio < ZRAM_MAX_COMPS:
+        raise ZramError(errno.EINVAL, what, f"priority must be 0..{ZRAM_MAX_COMPS - 1}")
+    params = AlgorithmParams(level=level, deflate_winbits=winbits)
+    keep = not z.initialized
+    if keep:
+        z.config.params[prio] = AlgorithmParams()  # comp_params_reset() first
+    if dict_path is not None:
+        read_file = z.backing.read_file
         try:
-            if key == "level":
-                level = _kstrtoint(val)
-            elif key == "priority":
-                if int(val) != 0:
-                    raise ZramError(
-                        errno.EINVAL, "algorithm_params", "only the primary algorithm (priority 0)"
-                    )
-            elif key == "algo":
-                if val != z.config.comp_algorithm:
-                    raise ZramError(errno.EINVAL, "algorithm_params", f"{val} is not the selected algorithm")
-            else:
-                raise ZramError(errno.EINVAL, "algorithm_params", f"unsupported parameter {key!r}")
+            data = read_file(dict_path) if read_file is not None else b""
+        except OSError:  # ZramError too
+            data = b""
+        if not data:
+            raise ZramError(errno.EINVAL, what, f"cannot read a dictionary from {dict_path}")
+        params.dict_data = data
+    if keep:
+        z.config.params[prio] = params
+
+
+def _store_idle(z: Zram, value: str) -> None:
+    """idle_store(): ``all``, or an age in seconds (kstrtoull base 0): slots not accessed for
+    longer are marked idle, the others lose the mark.  The parse comes before the init check."""
+    if sysfs_streq(value, "all"):
+        cutoff = None
+    else:
+        try:
+            age = kstrtoull(value, 0)
         except ValueError:
-            raise ZramError(errno.EINVAL, "algorithm_params", f"{val!r} is not a number") from None
+            raise ZramError(errno.EINVAL, "idle", "give all or an age in seconds") from None
+        # now - age * NSEC_PER_SEC in ns, the product wrapping as the kernel's u64 does; a slot
+        # is idle when its ac_time (whole seconds) is strictly before that.
+        ns = age * NSEC_PER_SEC & U64_MAX
+        if ns >> 63:
+            ns -= 1 << 64
+        cutoff = -(-(z.clock() * NSEC_PER_SEC - ns) // NSEC_PER_SEC)
+    z.mark_idle(cutoff)
+
+
+def _backing_dev(z: Zram) -> str:
+    return (z.config.backing_dev or "none") + "\n"
+
+
+def _store_backing_dev(z: Zram, value: str) -> None:
+    if z.initialized:  # before anything else, as backing_dev_store takes the lock
+        raise ZramError(errno.EBUSY, "backing_dev", "the device is set up; reset it first")
+    path = value[: PATH_MAX - 1]
+    if path.endswith("\n"):
+        path = path[:-1]
+    z.set_backing_dev(path)
+
+
+def _writeback_mode(what: str, name: str) -> int:
+    mode = WRITEBACK_MODES.get(name)
+    if mode is None:
+        raise ZramError(errno.EINVAL, what, f"{name!r}: give {', '.join(WRITEBACK_MODES)}")
+    return mode
+
+
+def _store_writeback(z: Zram, value: str) -> None:
+    """writeback_store(): a mode (``idle``, ``type=huge``, ...) scans [lo, hi), the whole device
+    unless page_index/page_indexes moved the range, and ends the parse; ``page_index=N`` and
+    ``page_indexes=LO-HI`` each queue their range; other keys are ignored."""
+    what = "writeback"
+    z.writeback_check()
+    nr_pages = z.config.disksize >> PAGE_SHIFT
+    lo, hi = 0, nr_pages
+    scans: list[tuple[int, int, int]] = []
+    for param, val in next_args(value):
+        if not val:  # the legacy valueless mode
+            scans.append((_writeback_mode(what, param), lo, hi))
+            break
+        if param == "type":
+            scans.append((_writeback_mode(what, val), lo, hi))
+            break
+        if param == "page_index":
+            lo = _number(what, val)
+            if lo >= nr_pages:
+                raise ZramError(errno.ERANGE, what, f"page {lo} is past the device's {nr_pages} pages")
+            hi = lo + 1
+            scans.append((0, lo, hi))
+        elif param == "page_indexes":
+            first, sep, last = val.partition("-")
+            if not sep:
+                raise ZramError(errno.EINVAL, what, "page_indexes takes LOW-HIGH")
+            lo = _number(what, first)
+            if lo >= nr_pages:
+                raise ZramError(errno.ERANGE, what, f"page {lo} is past the device's {nr_pages} pages")
+            hi = _number(what, last)
+            if hi >= nr_pages or lo > hi:
+                raise ZramError(errno.ERANGE, what, f"{val} is no range of the device's {nr_pages} pages")
+            hi += 1
+            scans.append((0, lo, hi))
+    z.writeback(scans)
+
+
+def _store_writeback_limit(z: Zram, value: str) -> None:
+    try:
+        z.config.writeback_limit = kstrtoull(value)
+    except ValueError:
+        raise ZramError(errno.EINVAL, "writeback_limit", "give a number of 4 KiB pages") from None
+
+
+def _store_writeback_limit_enable(z: Zram, value: str) -> None:
+    try:
+        z.config.writeback_limit_enable = kstrtoull(value) != 0
+    except ValueError:
+        raise ZramError(errno.EINVAL, "writeback_limit_enable", "give 0 or 1") from None
+
+
+def _bd_stat(z: Zram) -> str:
+    st = z.stats  # in 4 KiB units: pages times PAGE_SIZE / 4096
+    return "%8d %8d %8d\n" % (st.bd_count, st.bd_reads, st.bd_writes)
+
+
+def _recomp_algorithm(z: Zram) -> str:
+    return "".join(
+        f"#{prio}: " + _algorithm_list(name)
+        for prio, name in enumerate(z.config.recomp_algorithms, 1)
+        if name is not None
+    )
+
+
+def _store_recomp_algorithm(z: Zram, value: str) -> None:
+    """recomp_algorithm_store(): ``algo=NAME [priority=1..3]``."""
+    what = "recomp_algorithm"
+    prio = 1
+    algo = None
+    for param, val in next_args(value):
+        if not val:
+            raise ZramError(errno.EINVAL, what, f"{param!r} needs a value")
+        if param == "algo":
+            algo = val
+        elif param == "priority":
+            prio = _int(what, val)
+    if algo is None:
+        raise ZramError(errno.EINVAL, what, "algo= is required")
+    if not 1 <= prio < ZRAM_MAX_COMPS:
+        raise ZramError(errno.EINVAL, what, f"priority must be 1..{ZRAM_MAX_COMPS - 1}")
+    name = _algorithm_name(what, algo)
     if z.initialized:
-        raise ZramError(errno.EBUSY, "algorithm_params")
-    z.config.params[0].level = level
+        raise ZramError(errno.EBUSY, what, "the device is set up; reset it first")
+    z.config.recomp_algorithms[prio - 1] = name
+
+
+def _store_recompress(z: Zram, value: str) -> None:
+    """recompress_store(): ``type=`` ``max_pages=`` ``threshold=`` ``algo=`` ``priority=``; an
+    unknown type= or key is ignored."""
+    what = "recompress"
+    mode = 0
+    max_pages: int | None = None
+    threshold = 0
+    algo = None
+    priority: int | None = None
+    for param, val in next_args(value):
+        if not val:
+            raise ZramError(errno.EINVAL, what, f"{param!r} needs a value")
+        if param == "max_pages":
+            max_pages = _number(what, val)
+        elif param == "threshold":
+            threshold = _number(what, val, limit=(1 << 32) - 1)
+        elif param == "type":
+            mode = RECOMPRESS_MODES.get(val, mode)
+        elif param == "algo":
+            algo = val
+        elif param == "priority":
+            priority = _number(what, val, limit=(1 << 32) - 1)
+    z.recompress(mode=mode, max_pages=max_pages, threshold=threshold, algo=algo, priority=priority)
 
 
 def _store_max_comp_streams(z: Zram, value: str) -> None:
@@ -263,6 +502,20 @@ MODERN_ATTRIBUTES = _COMMON + (
     Attribute("mem_limit", None, _store_mem_limit),
     Attribute("mem_used_max", None, _store_mem_used_max),
     Attribute("compact", None, _store_compact),
+    # post-processing (CONFIG_ZRAM_WRITEBACK, CONFIG_ZRAM_MULTI_COMP, CONFIG_ZRAM_TRACK_ENTRY_ACTIME)
+    Attribute("idle", None, _store_idle),
+    Attribute("backing_dev", _backing_dev, _store_backing_dev),
+    Attribute("writeback", None, _store_writeback),
+    Attribute("writeback_limit", _u(lambda z: z.config.writeback_limit), _store_writeback_limit),
+    Attribute(
+        "writeback_limit_enable",
+        _u(lambda z: int(z.config.writeback_limit_enable)),
+        _store_writeback_limit_enable,
+    ),
+    Attribute("bd_stat", _bd_stat),
+    Attribute("recomp_algorithm", _recomp_algorithm, _store_recomp_algorithm),
+    Attribute("recompress", None, _store_recompress),
+    Attribute("block_state", lambda z: z.block_state()),
 )
 
 LEGACY_ATTRIBUTES = _COMMON + (
