@@ -1,7 +1,10 @@
 """Everything the kernel would show about one device, gathered for people.
 
 ``device_report(zram)`` collects the settings, every counter under its kernel
-name, every readable sysfs attribute's text, the allocator's per-class table
+name (and ``idle_pages``, which the kernel shows only through debugfs
+``block_state``), every readable sysfs attribute's text (but ``block_state``
+itself, a line per stored page: ``zramctl attr DEV block_state`` prints it),
+the allocator's per-class table
 (the kernel's ``/sys/kernel/debug/zsmalloc/<pool>/classes``) and a histogram of
 stored object sizes.  The CLI renders it; nothing here prints.
 """
@@ -17,6 +20,9 @@ from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramSt
 # Object sizes are binned by 256 bytes: 16 bins from 0 to a page, the last one
 # holding the raw (huge / bad_compress) pages.
 HISTOGRAM_STEP = 256
+
+PER_PAGE = frozenset({"block_state"})
+"""Attributes with a line per stored page: too long for a report (``attr`` prints them)."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,17 @@ def device_report(z: Zram) -> DeviceReport:
     counters["mem_used_total"] = z.mem_used_total
     counters["mem_used_max"] = z.stats.max_used_pages << PAGE_SHIFT
     counters["pages_compacted"] = z.pool.pages_compacted if z.pool else 0
+    present = sysfs.attributes(z)
+    if "idle" in present:  # post-processing (6.18): what it is set up with, and the idle pages
+        settings["backing_dev"] = cfg.backing_dev
+        settings["writeback_limit"] = cfg.writeback_limit
+        settings["writeback_limit_enable"] = int(cfg.writeback_limit_enable)
+        secondaries = [f"#{p}: {a}" for p, a in enumerate(cfg.recomp_algorithms, 1) if a is not None]
+        settings["recomp_algorithm"] = ", ".join(secondaries) or None
+        counters["idle_pages"] = z.idle_pages()
     attributes = {}
-    for name, attr in sysfs.attributes(z).items():
-        if attr.show is not None:
+    for name, attr in present.items():
+        if attr.show is not None and name not in PER_PAGE:
             attributes[name] = attr.show(z)
     histogram, same, huge = _histogram(z)
     return DeviceReport(

@@ -52,7 +52,12 @@ def _row(columns, zram: Zram, name: str, inbytes: bool, typed: bool) -> list:
     from . import columns as cols
 
     def attrs(attr: str) -> str | None:
-        return sysfs.read_or_none(zram, attr)
+        """The attribute's text; None when it is missing or cannot be read (block_state of a
+        device not set up: EINVAL), as util-linux leaves a cell empty when a read fails."""
+        try:
+            return sysfs.read_or_none(zram, attr)
+        except ZramError:
+            return None
 
     try:
         if typed:
