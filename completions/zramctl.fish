@@ -148,7 +148,7 @@ for verb in write read discard attr stat compact idle writeback recompress hot-r
     complete -c zramctl -n "__zramctl_operand $verb 0" -a '(__zramctl_devices)' -d 'zram device'
 end
 complete -c zramctl -n '__zramctl_operand write 1' -F -a - -d 'input file (- for stdin)'
-complete -c zramctl -n '__zramctl_operand attr 1' -a 'disksize initstate reset max_comp_streams compat comp_algorithm algorithm_params mm_stat io_stat debug_stat mem_limit mem_used_max compact num_reads num_writes invalid_io notify_free zero_pages orig_data_size compr_data_size mem_used_total' -d attribute
+complete -c zramctl -n '__zramctl_operand attr 1' -a 'disksize initstate reset max_comp_streams compat comp_algorithm algorithm_params mm_stat io_stat debug_stat mem_limit mem_used_max compact idle backing_dev writeback writeback_limit writeback_limit_enable bd_stat recomp_algorithm recompress block_state num_reads num_writes invalid_io notify_free zero_pages orig_data_size compr_data_size mem_used_total' -d attribute
 complete -c zramctl -n '__zramctl_using write read discard' -l offset -x -d 'where to start, in bytes'
 complete -c zramctl -n '__zramctl_using read discard' -l length -x -d 'how many bytes'
 complete -c zramctl -n '__zramctl_using stat' -l json -d 'print the report as JSON'

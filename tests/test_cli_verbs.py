@@ -139,11 +139,11 @@ def test_stat_plain_text_layout(root, capfdbinary):
     rc, out, _ = run(capfdbinary, "stat", "zram0")
     text = out.decode()
     assert rc == 0
-    assert "  disksize          1048576  (1M)\n" in text
+    assert "  disksize                1048576  (1M)\n" in text
     assert "  orig_data_size     20480  (20K)\n" in text
     assert "  same_pages         1\n" in text
     assert "  compression ratio  0.8333\n" in text  # 20K of data in a 5-page zspage + a huge page
-    assert "  mm_stat" in text and "  comp_algorithm    [lzo-rle] lzo lz4 lz4hc zstd deflate" in text
+    assert "  mm_stat" in text and "  comp_algorithm          [lzo-rle] lzo lz4 lz4hc zstd deflate" in text
     histogram = text.split("stored object sizes (bytes)\n")[1].splitlines()
     assert histogram[-2].split()[:2] == ["same-filled", "1"]
     assert histogram[-1].split()[:3] == ["raw", "(huge)", "1"]

@@ -84,6 +84,7 @@ BASH_CASES = {
     "attributes": (["zramctl", "attr", "zram3", ""], ATTRIBUTES),
     "attribute-prefix": (["zramctl", "attr", "zram3", "mm"], ["mm_stat"]),
     "attribute-value": (["zramctl", "attr", "zram0", "comp_algorithm", ""], list(AVAILABLE)),
+    "attribute-value-idle": (["zramctl", "attr", "zram0", "idle", ""], ["all"]),
     "hot-add": (["zramctl", "hot-add", ""], []),
     "root-option": (["zramctl", "--root", "../other", "stat", ""], ["zram7"]),
     "root-equals": (["zramctl", "--root", "=", "../other", "-o", "NAME", ""], ["zram7"]),
