@@ -23,13 +23,20 @@ import pytest
 
 from zramctl.image.check import device_state
 from zramctl.image.io import read_log, wal_pending
-from zramctl.kernel import sysfs
+from zramctl.kernel import sysfs, zram_drv
 from zramctl.kernel.zram_drv import Zram
 from zramctl.store import Store, check_image
 
 PAGE = 4096
 DISK = 4 << 20
 Step = Callable[[Zram, bytearray], None]
+NOW = 1_800_000_000
+"""The clock of every device here: a slot's ac_time must not depend on when a child ran."""
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zram_drv, "wall_clock", lambda: NOW)
 
 
 def page(seed: int, kind: str) -> bytes:

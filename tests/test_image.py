@@ -19,13 +19,16 @@ from zramctl.image.check import image_usage
 from zramctl.image.format import (
     CONFIG_FIELDS,
     ENTRIES_PER_BLOCK,
+    EXTENT_SIZE,
     HEADER_LAYOUT,
     MAGIC,
     PAYLOAD,
     RECORD_FREE,
+    RECORD_META,
     RECORDS_PER_BLOCK,
     TABLE_ROOTS_OFFSET,
     TYPE_HEADER,
+    VERSION,
     ZSMAP_ROOTS_OFFSET,
     block_crc,
     layout_offsets,
@@ -103,8 +106,9 @@ def test_uninitialised_device_is_one_block(tmp_path: Path) -> None:
 
 
 def test_metadata_budget(tmp_path: Path) -> None:
-    """≤ 12 bytes of metadata per stored page (CRC included) and ≤ 16 per zspage.
+    """≤ 16 bytes of metadata per stored page (CRC and ac_time included) and ≤ 16 per zspage.
 
+    Version 2's entry is 16 bytes (version 1's 11 had no flags nor ac_time: issue 11).
     Metadata comes in whole blocks: the last leaf of each tree is partly
     filled, so the budget is checked on the full ones (the marginal cost).
     """
@@ -114,9 +118,9 @@ def test_metadata_budget(tmp_path: Path) -> None:
     with store.open(0, write=False) as h:
         use = image_usage(h.image)
     assert use.pages == 4096 and use.zspages > 50
-    assert (use.table_blocks - 1) * PAGE <= 12 * use.pages
+    assert (use.table_blocks - 1) * PAGE <= 16 * use.pages
     assert (use.record_blocks - 1) * PAGE <= 16 * use.zspages
-    assert use.table_blocks * PAGE / use.pages < 12.5
+    assert use.table_blocks == -(-use.pages // ENTRIES_PER_BLOCK)  # no pointer block yet
     assert disk_bytes(store.image_path(0)) <= (use.frames + use.table_blocks + use.record_blocks + 16) * PAGE
 
 
@@ -194,7 +198,10 @@ def test_disk_usage_follows_mem_used(tmp_path: Path) -> None:
         h.zram.discard(0, 16 << 20)
         assert h.zram.mem_used_pages() == 0
     assert disk_bytes(path) <= 64 * 1024
-    assert os.stat(path).st_size <= 128 * 1024  # metadata extents stay (holes before them)
+    with store.open(0, write=False) as h:  # metadata extents stay (holes before them)
+        st = h.image.state
+        last_meta = max(e for e in range(st.extent_count) if st.zspages.slot(e) == RECORD_META)
+    assert os.stat(path).st_size == (last_meta + 1) * EXTENT_SIZE
     assert check_image((store, 0), data=True) == []
 
 
@@ -263,12 +270,12 @@ def test_bad_magic_and_newer_version(tmp_path: Path) -> None:
     store.hot_add()
     path = store.image_path(0)
     data = bytearray(path.read_bytes())
-    data[8:12] = (2).to_bytes(4, "little")
+    data[8:12] = (VERSION + 1).to_bytes(4, "little")
     data[PAYLOAD:] = block_crc(0, TYPE_HEADER, bytes(data[:PAYLOAD])).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     with pytest.raises(ZramError) as info:
         store.open(0, write=False)
-    assert info.value.errno == errno.ENOTSUP and "version 2" in str(info.value.detail)
+    assert info.value.errno == errno.ENOTSUP and f"version {VERSION + 1}" in str(info.value.detail)
     path.write_bytes(b"not an image at all" * 300)
     with pytest.raises(ZramError) as info:
         store.open(0, write=False)

@@ -22,7 +22,14 @@ from zramctl.cli.columns import COLUMNS, Cell, cell, cell_value, find_column, ro
 from zramctl.cli.report import device_report
 from zramctl.cli.stat import render_plain
 from zramctl.cli.units import size_to_human_string
-from zramctl.image.format import CLASS_FIXED, CLASS_LAYOUT, ENTRY_LAYOUT, RECORD_LAYOUT, layout_offsets
+from zramctl.image.format import (
+    CLASS_FIXED,
+    CLASS_LAYOUT,
+    ENTRY_LAYOUT,
+    ENTRY_LAYOUT_V1,
+    RECORD_LAYOUT,
+    layout_offsets,
+)
 from zramctl.kernel import sysfs
 from zramctl.kernel.profiles import PAGE_SIZE
 from zramctl.kernel.zram_drv import Zram, ZramConfig
@@ -201,7 +208,12 @@ def _man_rows(section: str, columns: int) -> list[tuple[str, ...]]:
 
 
 @pytest.mark.parametrize(
-    ("title", "layout"), [("PAGE TABLE", ENTRY_LAYOUT), ("ZSPAGE RECORDS", RECORD_LAYOUT)]
+    ("title", "layout"),
+    [
+        ("PAGE TABLE", ENTRY_LAYOUT),
+        ("VERSION 1 PAGE TABLE", ENTRY_LAYOUT_V1),
+        ("ZSPAGE RECORDS", RECORD_LAYOUT),
+    ],
 )
 def test_the_manual_bits_tables_are_the_declared_layouts(title: str, layout) -> None:
     """zram-image(5)'s BITS tables row for row: the encoders and decoders use the same declaration."""
@@ -219,19 +231,38 @@ def test_the_manual_class_table_is_the_declared_layout() -> None:
 def test_an_entry_and_a_record_are_built_from_their_fields() -> None:
     """Every field round-trips through encode/decode at the bits the layout declares."""
     from zramctl.image import format as fmt
-    from zramctl.kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME
+    from zramctl.kernel.zram_drv import (
+        ZRAM_COMP_PRIORITY_SHIFT,
+        ZRAM_HUGE,
+        ZRAM_IDLE,
+        ZRAM_INCOMPRESSIBLE,
+        ZRAM_SAME,
+        ZRAM_WB,
+    )
     from zramctl.kernel.zsmalloc import ZsPage
 
     fields = {f.name: f for f in ENTRY_LAYOUT}
     handle = (5 * fmt.EXTENT_BLOCKS) << 11 | 7
-    v = fmt.encode_entry((4096 | ZRAM_HUGE, handle, 0xDEADBEEF, 0))
-    got = {name: fields[name].get(v) for name in ("kind", "size", "obj_idx", "key", "crc")}
-    assert got == {"kind": fmt.KIND_HUGE, "size": 4096, "obj_idx": 7, "key": 5, "crc": 0xDEADBEEF}
-    same = fmt.encode_entry((ZRAM_SAME, 0x0123456789ABCDEF, 0, 0))
+    prio2 = 2 << ZRAM_COMP_PRIORITY_SHIFT
+    obj = (1234 | ZRAM_IDLE | ZRAM_INCOMPRESSIBLE | prio2, handle, 0xDEADBEEF, 0xFEDCBA987)
+    v = fmt.encode_entry(obj)
+    names = ("kind", "huge", "idle", "incompressible", "priority", "size", "obj_idx", "key", "crc", "ac_time")
+    got = {name: fields[name].get(v) for name in names}
+    assert got == {
+        "kind": fmt.KIND_OBJECT, "huge": 0, "idle": 1, "incompressible": 1, "priority": 2, "size": 1234,
+        "obj_idx": 7, "key": 5, "crc": 0xDEADBEEF, "ac_time": 0xFEDCBA987,
+    }  # fmt: skip
+    huge = (4096 | ZRAM_HUGE, handle, 1, 2)
+    assert fields["huge"].get(fmt.encode_entry(huge)) == 1
+    same = fmt.encode_entry((ZRAM_SAME | ZRAM_IDLE, 0x0123456789ABCDEF, 0, 77))
     assert fields["fill"].get(same) == 0x0123456789ABCDEF and fields["kind"].get(same) == fmt.KIND_SAME
-    entry = (4096 | ZRAM_HUGE, handle, 0xDEADBEEF, 0)
-    block = fmt.encode_table(fmt.EXTENT_BLOCKS, [entry, None])
-    assert fmt.decode_table(fmt.EXTENT_BLOCKS, block, 6)[:2] == [entry, None]
+    assert fields["ac_time"].get(same) == 77 and fields["idle"].get(same) == 1
+    wb = fmt.encode_entry((ZRAM_WB, (1 << 40) - 1, 0xCAFEF00D, 5))
+    got = {name: fields[name].get(wb) for name in ("kind", "block", "crc", "ac_time")}
+    assert got == {"kind": fmt.KIND_WB, "block": (1 << 40) - 1, "crc": 0xCAFEF00D, "ac_time": 5}
+    entries = [obj, None, huge, (ZRAM_SAME, 9, 0, 3), (ZRAM_WB | ZRAM_IDLE, 12, 34, 56)]
+    block = fmt.encode_table(fmt.EXTENT_BLOCKS, entries)
+    assert fmt.decode_table(fmt.EXTENT_BLOCKS, block, 6)[: len(entries)] == entries
 
     rec = {f.name: f for f in RECORD_LAYOUT}
     z = ZsPage(3 * fmt.EXTENT_BLOCKS, 2)

@@ -12,6 +12,8 @@ hand:
   slots allocated = zspages × objs_per_zspage;
 - frames in use = Σ zspages × pages_per_zspage = pages_allocated;
 - Σ entry sizes = compr_data_size; pages_stored and same_pages agree;
+- written-back pages: bd_count counts them; each block lies in the backing file, belongs to
+  one page and holds that page (its CRC); every blob extent belongs to a setting;
 - each zspage's free chain has exactly objs - inuse links, and every
   allocated slot names the page that points at it.
 
@@ -22,13 +24,14 @@ an empty list means clean.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
 from ..errors import ZramError
 from ..kernel.profiles import PAGE_SHIFT, PAGE_SIZE
-from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Entry, Zram
+from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, ZRAM_WB, Entry, Zram
 from ..kernel.zsmalloc import (
     FREE_END,
     NO_ZSPAGE,
@@ -40,15 +43,16 @@ from ..kernel.zsmalloc import (
     decode_handle,
 )
 from .format import (
-    ENTRIES_PER_BLOCK,
     EXTENT_BLOCKS,
     POINTERS_PER_BLOCK,
+    RECORD_BLOB,
     RECORD_META,
     RECORDS_PER_BLOCK,
     Slot,
     decode_pointers,
     decode_records,
     decode_table,
+    entries_per_block,
 )
 from .image import Image
 
@@ -197,13 +201,14 @@ def _entries(image: Image, report: Report, owners: dict[int, str]) -> dict[int, 
     tree = _walk(image, report, "the page-table tree", h.table_roots, h.table_depth, owners)
     for n, block in tree:
         try:
-            entries = decode_table(block, image.file.read(block), image.state.extent_count)
+            entries = decode_table(block, image.file.read(block), image.state.extent_count, h.version)
         except ZramError as exc:
             report.add(str(exc.detail))
             continue
+        per = entries_per_block(h.version)
         for i, e in enumerate(entries):
             if e is not None:
-                out[n * ENTRIES_PER_BLOCK + i] = e
+                out[n * per + i] = e
     return out
 
 
@@ -218,9 +223,11 @@ def _check(image: Image, report: Report, data: bool) -> None:
         report.add("allocator checks skipped: the image's metadata blocks are damaged")
         return
     _check_extents(image, records, owners, report)
+    _check_blobs(image, records, report)
     _check_table(zram, entries, report)
-    if pool is None:
-        if records or entries:
+    _check_backing(zram, entries, report)
+    if pool is None:  # blobs (a backing_dev set before init) and the records naming them may exist
+        if entries or any(isinstance(s, ZsPage) for s in records.values()):
             report.add("an uninitialised device (disksize 0) holds zspages or pages")
         return
     zspages = {e * EXTENT_BLOCKS: z for e, z in records.items() if isinstance(z, ZsPage)}
@@ -254,13 +261,58 @@ def _check_extents(image: Image, records: dict[int, Slot], owners: dict[int, str
             report.add(f"block {block} of {what} is past the used part of the metadata extent")
 
 
+def _check_blobs(image: Image, records: dict[int, Slot], report: Report) -> None:
+    """Every blob extent belongs to one of the header's blobs (opening read and checked each)."""
+    held = {e for blob in image.blobs.values() for e in blob.extents}
+    for e, s in sorted(records.items()):
+        if s == RECORD_BLOB and e not in held:
+            report.add(f"extent {e} is recorded as a blob extent but no setting's blob is in it")
+
+
+def _check_backing(zram: Zram, entries: dict[int, Entry], report: Report) -> None:
+    """Written-back pages: bd_count, and each block in the backing file (in range, held by one
+    page, its CRC the page's)."""
+    wb = {index: (handle, crc) for index, (flags, handle, crc, _) in entries.items() if flags & ZRAM_WB}
+    if len(wb) != zram.stats.bd_count:
+        report.add(f"bd_count is {zram.stats.bd_count} but {len(wb)} pages are written back")
+    if not wb:
+        return
+    bdev = zram.bdev
+    if bdev is None:
+        report.add(f"{len(wb)} pages are written back but the device has no backing_dev")
+        return
+    try:
+        nr_pages = bdev.nr_pages
+    except OSError as exc:
+        detail = exc.detail if isinstance(exc, ZramError) else exc.strerror
+        report.add(f"{len(wb)} pages are written back to a backing file that cannot be used: {detail}")
+        return
+    owner: dict[int, int] = {}
+    for index, (blk, crc) in sorted(wb.items()):
+        if not 1 <= blk < nr_pages:
+            where = f"outside 1..{nr_pages - 1} of {bdev.path}"
+            report.add(f"page {index} is written back to block {blk}, {where}")
+            continue
+        if blk in owner:
+            report.add(f"pages {owner[blk]} and {index} are written back to the same block {blk}")
+            continue
+        owner[blk] = index
+        try:
+            page = bdev.read_block(blk)
+        except OSError as exc:
+            report.add(f"page {index}: block {blk} of {bdev.path} cannot be read: {exc.strerror}")
+            continue
+        if zlib.crc32(page) != crc:
+            report.add(f"page {index}: block {blk} of {bdev.path} fails its checksum")
+
+
 def _check_table(zram: Zram, entries: dict[int, Entry], report: Report) -> None:
     st = zram.stats
     prof = zram.profile
     pages = zram.config.disksize // PAGE_SIZE
     same = sum(1 for f, _, _, _ in entries.values() if f & ZRAM_SAME)
     huge = sum(1 for f, _, _, _ in entries.values() if f & ZRAM_HUGE)
-    size = sum(f & ZRAM_SIZE_MASK for f, _, _, _ in entries.values() if not f & ZRAM_SAME)
+    size = sum(f & ZRAM_SIZE_MASK for f, _, _, _ in entries.values() if not f & (ZRAM_SAME | ZRAM_WB))
     stored = len(entries) if prof.same_counts_stored else len(entries) - same
     beyond = [i for i in entries if i >= pages]
     if beyond:
@@ -355,7 +407,7 @@ def _check_objects(
     owner_of: dict[tuple[int, int], int] = {}
     slots_of: dict[int, list[tuple[int, int]]] = {}
     for index, (flags, handle, _, _) in entries.items():
-        if flags & ZRAM_SAME:
+        if flags & (ZRAM_SAME | ZRAM_WB):
             continue
         first, idx = decode_handle(handle)
         z = zspages.get(first)

@@ -44,22 +44,34 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ..errors import ZramError
 from ..interrupts import Deferred
-from ..kernel.zram_drv import Backing, Zram, ZramConfig, ZramStats
+from ..kernel.zram_drv import ZRAM_MAX_COMPS, ZRAM_WB, Backing, BackingDev, Zram, ZramConfig, ZramStats
 from ..kernel.zsmalloc import Pool, SizeClass
+from .backing import DeferredBackingDev, FileBackingDev, open_backing_file, read_dictionary
 from .format import (
     BLOCK_SIZE,
     CLASS_BLOCKS,
     EXTENT_BLOCKS,
     EXTENT_SIZE,
+    RECORD_BLOB,
+    RECORD_FREE,
+    RECORD_META,
+    ROOTS,
+    VERSION,
+    BlobRef,
     ClassRecord,
     Header,
+    blob_blocks,
     class_blocks,
     corrupt,
+    decode_blob_block,
     decode_classes,
     decode_header,
+    encode_blob,
     encode_classes,
     encode_header,
     zspage_first,
@@ -84,6 +96,15 @@ from .io import (
 from .maps import ImageState
 
 __all__ = ["CrashPoints", "Image", "empty_image", "wal_pending"]
+
+
+@dataclass
+class Blob:
+    """A blob-held setting as committed: its bytes, its extents (in chain order) and where it starts."""
+
+    data: bytes
+    extents: list[int]
+    ref: BlobRef
 
 
 def empty_image() -> bytes:
@@ -158,10 +179,152 @@ class Image:
             self._loaded[1 + b] = head[(1 + b) * BLOCK_SIZE : (2 + b) * BLOCK_SIZE]
         self.header = header
         self.state = ImageState(self.file, header, self._classes, writable=writable)
-        backing = Backing(frames=self.state.frames, table=self.state.table, zspages=self.state.zspages)
+        self.blobs: dict[str, Blob] = {}
+        """The blob-held settings as the last commit has them."""
+        self._bdevs: list[FileBackingDev] = []
+        """Backing files this image opened: synced before each commit, closed with the image."""
+        backing = Backing(
+            frames=self.state.frames,
+            table=self.state.table,
+            zspages=self.state.zspages,
+            open_bdev=self._open_bdev,
+            read_file=read_dictionary,
+        )
         self.zram = Zram(header.config, header.stats, backing)
         if self.zram.pool is not None:
             _restore_pool(self.zram.pool, header, records)
+        self._load_blobs(header)  # after the pool: checking a blob's extents reads records
+        if header.config.backing_dev is not None:
+            self.zram.bdev = DeferredBackingDev(header.config.backing_dev, self._open_bdev)
+        if writable and header.version != VERSION:
+            self._convert()
+
+    # --- the backing file ------------------------------------------------------------
+
+    def _open_bdev(self, path: str) -> BackingDev:
+        """Backing.open_bdev: open and lock a backing file for this device (see backing.py).
+
+        A file this image already has open (set again after a reset) is handed back as it
+        is: it still knows which blocks the last commit points at.
+        """
+        full = os.path.abspath(path)
+        for dev in self._bdevs:
+            if dev.path == full:
+                dev.released = False
+                return dev
+        dev = open_backing_file(full, writable=self.writable, crash=self.file.crash, in_use=self._wb_blocks)
+        self._bdevs.append(dev)
+        return dev
+
+    def _wb_blocks(self) -> Iterator[int]:
+        """The backing blocks the page table points at: a walk of the whole table."""
+        for flags, handle, _, _ in self.zram.table.values():
+            if flags & ZRAM_WB:
+                yield handle
+
+    # --- blobs ------------------------------------------------------------------------
+
+    def _load_blobs(self, header: Header) -> None:
+        """Read the blob-held settings into the config: every block checked, the chain bounded."""
+        config = header.config
+        limit = self.state.extent_count * EXTENT_BLOCKS
+        for name, ref in header.blobs.items():
+            data = bytearray()
+            extents: list[int] = []
+            block = ref.block
+            for _ in range(blob_blocks(ref.length)):
+                if block == 0:
+                    break
+                e = block // EXTENT_BLOCKS
+                if e not in extents:
+                    if self.state.zspages.slot(e) != RECORD_BLOB:
+                        raise corrupt(f"the {name} blob's block {block} is not in a blob extent")
+                    extents.append(e)
+                block, piece = decode_blob_block(block, self.file.read(block), limit)
+                data += piece
+            if block != 0 or len(data) != ref.length:
+                raise corrupt(f"the {name} blob's chain does not hold its {ref.length} bytes")
+            self.blobs[name] = Blob(bytes(data), extents, ref)
+            if name == "backing_dev":
+                path = os.fsdecode(bytes(data))
+                if not path.startswith("/") or "\0" in path:
+                    raise corrupt("the backing_dev path in the image is not an absolute path")
+                config.backing_dev = path
+            else:
+                config.params[int(name[4:])].dict_data = bytes(data)
+
+    def _blob_values(self) -> dict[str, bytes | None]:
+        """What each blob should hold now (None: nothing)."""
+        c = self.zram.config
+        out: dict[str, bytes | None] = {
+            "backing_dev": os.fsencode(c.backing_dev) if c.backing_dev is not None else None
+        }
+        for p in range(ZRAM_MAX_COMPS):
+            out[f"dict{p}"] = c.params[p].dict_data or None
+        return out
+
+    def _sync_blobs(self, blocks: dict[int, bytes | bytearray]) -> dict[str, Blob]:
+        """Lay out the blobs that changed since the last commit (adding their blocks to ``blocks``),
+        free the extents of those replaced; return the blobs the commit will hold."""
+        st = self.state
+        out: dict[str, Blob] = {}
+        for name, want in self._blob_values().items():
+            have = None if st.cleared else self.blobs.get(name)
+            if have is not None and have.data == want:
+                out[name] = have
+                continue
+            if have is not None:
+                for e in have.extents:
+                    st.zspages.set_slot(e, RECORD_FREE)
+                    st.free_extent(e)
+            if want is None:
+                continue
+            n = blob_blocks(len(want))
+            extents = []
+            for _ in range(-(-n // EXTENT_BLOCKS)):
+                e = st.alloc_extent()
+                st.zspages.set_slot(e, RECORD_BLOB)
+                st.reserved.discard(e)
+                extents.append(e)
+            chain = [e * EXTENT_BLOCKS + i for e in extents for i in range(EXTENT_BLOCKS)][:n]
+            blocks.update(encode_blob(chain, want))
+            out[name] = Blob(want, extents, BlobRef(chain[0], len(want)))
+        return out
+
+    # --- version 1 -----------------------------------------------------------------
+
+    def _convert(self) -> None:
+        """A version 1 image opened for writing becomes version 2 in one commit.
+
+        Every page-table leaf is rewritten with 16-byte entries (the whole table is read and
+        held: a one-off O(device) cost); the metadata extents that held only the old table are
+        freed.  A crash before the commit leaves the version 1 image as it was.
+        """
+        st = self.state
+        table = st.table
+        old: set[int] = set()
+        entries = []
+        for n, block in table.radix.leaves():
+            old.add(block)
+            leaf = table._leaf(n, False)
+            assert leaf is not None
+            base = n * table.per
+            entries += [(base + i, e) for i, e in enumerate(leaf.entries) if e is not None]
+        old |= {node.block for node in table.radix.nodes.values()}
+        live = {block for _, block in st.zspages.radix.leaves()}
+        live |= {node.block for node in st.zspages.radix.nodes.values()}
+        live_extents = {b // EXTENT_BLOCKS for b in live}
+        for e in sorted({b // EXTENT_BLOCKS for b in old} - live_extents - {st.meta_extent}):
+            if st.zspages.slot(e) == RECORD_META:
+                st.zspages.set_slot(e, RECORD_FREE)
+                st.free_extent(e)
+        h = st.header
+        h.version = VERSION
+        h.table_roots, h.table_depth, h.table_entries = [0] * ROOTS, 0, 0
+        table.load(h)
+        for index, entry in entries:
+            table[index] = entry
+        self.commit()
 
     def _classes(self) -> list[SizeClass]:
         pool = self.zram.pool
@@ -191,16 +354,18 @@ class Image:
             h.nlists = len(pool.fullness.listed)
         return h
 
-    def _changes(self) -> tuple[Header, dict[int, bytes | bytearray], list[int]]:
-        """(new header, changed blocks but the header's, blocks to punch)."""
+    def _changes(self) -> tuple[Header, dict[int, bytes | bytearray], list[int], dict[str, Blob]]:
+        """(new header, changed blocks but the header's, blocks to punch, the blobs it holds)."""
         st = self.state
+        blocks: dict[int, bytes | bytearray] = {}
+        blobs = self._sync_blobs(blocks)
         st.settle()
         if st.reserved:
             detail = f"internal error: extents {sorted(st.reserved)} are half-allocated"
             raise ZramError(errno.EIO, "commit", detail)
         st.shrink()
         h = self._new_header()
-        blocks: dict[int, bytes | bytearray] = {}
+        h.blobs = {name: blob.ref for name, blob in blobs.items()}
         if self.zram.pool is not None:
             for i, data in enumerate(encode_classes(h, _class_records(self.zram.pool))):
                 if st.cleared or self._loaded.get(1 + i) != data:
@@ -216,7 +381,7 @@ class Image:
             for b in range(e * EXTENT_BLOCKS, (e + 1) * EXTENT_BLOCKS)
             if b not in blocks
         ]
-        return h, blocks, punch
+        return h, blocks, punch, blobs
 
     def commit(self) -> None:
         """Write every change since the last commit, atomically (see io.py).
@@ -235,7 +400,7 @@ class Image:
         if not self.writable:
             raise ZramError(errno.EBADF, "commit", "the device is open read-only")
         st = self.state
-        h, blocks, punch = self._changes()
+        h, blocks, punch, blobs = self._changes()
         header = encode_header(h)
         if not blocks and not punch and not st.cleared and header == self._loaded[0]:
             return
@@ -249,6 +414,8 @@ class Image:
         reserved: list[tuple[int, int]] = []
         size = self.file.size()
         try:
+            for dev in self._bdevs:  # the pages the new page table points at are on disk first
+                dev.sync()
             self._preallocate(sorted(blocks), reserved)
             write_log(self.wal, h.txid, records, self.file.crash)
         except OSError as exc:
@@ -267,6 +434,9 @@ class Image:
             self.broken = "an earlier commit is unfinished; reopen the device"
             raise io_error(exc, "commit", "committed to the log; completed at the next open") from None
         self._committed(h, blocks)
+        self.blobs = blobs
+        for dev in self._bdevs:
+            dev.committed()
 
     def _preallocate(self, blocks: list[int], reserved: list[tuple[int, int]]) -> None:
         """Reserve the space of every block about to be written, before anything is committed.
@@ -323,6 +493,8 @@ class Image:
 
     def close(self) -> None:
         """Close the file (releasing the lock); uncommitted changes are dropped with it."""
+        for dev in self._bdevs:
+            dev.shut()
         if self.wal is not None:
             wal, self.wal = self.wal, None
             os.close(wal)

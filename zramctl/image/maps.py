@@ -43,7 +43,6 @@ from ..errors import ZramError, ZsCorrupt
 from ..kernel.zram_drv import Entry
 from ..kernel.zsmalloc import SizeClass, ZsPage
 from .format import (
-    ENTRIES_PER_BLOCK,
     EXTENT_BLOCKS,
     MAX_EXTENTS,
     POINTERS_PER_BLOCK,
@@ -51,6 +50,7 @@ from .format import (
     RECORD_META,
     RECORDS_PER_BLOCK,
     ROOTS,
+    VERSION,
     Header,
     Slot,
     decode_pointers,
@@ -60,6 +60,7 @@ from .format import (
     encode_pointers,
     encode_records,
     encode_table,
+    entries_per_block,
 )
 from .io import BLOCK_SIZE, BlockFile
 
@@ -277,20 +278,28 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
 
     leaves: dict[int, TableLeaf]
 
+    def load(self, header: Header) -> None:
+        super().load(header)
+        self.version = header.version
+        self.per = entries_per_block(header.version)
+        """Entries per leaf: the leaf of page p is p // per (255; a version 1 image's: 372)."""
+
     def _tree_in(self, header: Header) -> tuple[list[int], int, int]:
         return header.table_roots, header.table_depth, header.table_entries
 
     def _read_leaf(self, n: int, block: int) -> TableLeaf:
-        return TableLeaf(block, decode_table(block, self.state.file.read(block), self.state.extent_count))
+        data = self.state.file.read(block)
+        return TableLeaf(block, decode_table(block, data, self.state.extent_count, self.version))
 
     def _new_leaf(self, block: int) -> TableLeaf:
-        return TableLeaf(block, [None] * ENTRIES_PER_BLOCK, dirty=True)
+        assert self.version == VERSION, "a version 1 table is converted before it is written"
+        return TableLeaf(block, [None] * self.per, dirty=True)
 
     def _make_room(self) -> None:
         self.state.trim(self.leaves, lambda x: not x.dirty)
 
     def __getitem__(self, index: int) -> Entry:
-        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        n, i = divmod(index, self.per)
         leaf = self._leaf(n, False)
         entry = leaf.entries[i] if leaf is not None else None
         if entry is None:
@@ -298,13 +307,13 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
         return entry
 
     def get(self, index: int, default: Entry | None = None) -> Entry | None:  # type: ignore[override]
-        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        n, i = divmod(index, self.per)
         leaf = self._leaf(n, False)
         entry = leaf.entries[i] if leaf is not None else None
         return default if entry is None else entry
 
     def __setitem__(self, index: int, entry: Entry) -> None:
-        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        n, i = divmod(index, self.per)
         leaf = self._leaf(n, True)
         assert leaf is not None
         if leaf.entries[i] is None:
@@ -313,7 +322,7 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
         leaf.dirty = True
 
     def pop(self, index: int, *default: Entry | None) -> Entry | None:  # type: ignore[override]
-        n, i = divmod(index, ENTRIES_PER_BLOCK)
+        n, i = divmod(index, self.per)
         leaf = self._leaf(n, False)
         entry = leaf.entries[i] if leaf is not None else None
         if entry is None:
@@ -338,23 +347,24 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
             assert leaf is not None
             for i, e in enumerate(leaf.entries):
                 if e is not None:
-                    yield n * ENTRIES_PER_BLOCK + i
+                    yield n * self.per + i
 
     def present(self, first: int, end: int) -> list[int]:
         """The page indices ``first <= i < end`` that hold an entry, ascending: O(leaves that exist there)."""
         out: list[int] = []
         if end <= first:
             return out
-        for n, _ in self.radix.leaves_in(first // ENTRIES_PER_BLOCK, -(-end // ENTRIES_PER_BLOCK)):
+        for n, _ in self.radix.leaves_in(first // self.per, -(-end // self.per)):
             leaf = self._leaf(n, False)
             assert leaf is not None
-            base = n * ENTRIES_PER_BLOCK
-            lo, hi = max(first - base, 0), min(end - base, ENTRIES_PER_BLOCK)
+            base = n * self.per
+            lo, hi = max(first - base, 0), min(end - base, self.per)
             out.extend(base + i for i in range(lo, hi) if leaf.entries[i] is not None)
         return out
 
     def dirty(self) -> Iterator[tuple[int, bytes]]:
         self.state.refuse_poisoned()
+        assert self.version == VERSION or not any(x.dirty for x in self.leaves.values())
         yield from self.radix.dirty()
         for leaf in self.leaves.values():
             if leaf.dirty:
