@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from zramctl.image.check import device_state
 from zramctl.image.io import read_log, wal_pending
 from zramctl.kernel import sysfs, zram_drv
-from zramctl.kernel.zram_drv import Zram
+from zramctl.kernel.zram_drv import ZRAM_COMP_PRIORITY_SHIFT, Zram
 from zramctl.store import Store, check_image
 
 PAGE = 4096
@@ -34,9 +35,28 @@ NOW = 1_800_000_000
 """The clock of every device here: a slot's ac_time must not depend on when a child ran."""
 
 
+BACKING: list[Path] = []
+"""The backing file of the writeback scenarios (one fixed path: the image records it); each
+root directory keeps the backing file's bytes that go with it in SAVED (``save``/``restore``)."""
+SAVED = "backing.saved"
+BACKING_PAGES = 48
+
+
 @pytest.fixture(autouse=True)
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+def fixed_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(zram_drv, "wall_clock", lambda: NOW)
+    monkeypatch.setattr(sys.modules[__name__], "BACKING", [tmp_path / "backing.img"])
+
+
+def save(root: Path) -> None:
+    """Keep the backing file's bytes with ``root`` (a crash leaves both as they are)."""
+    if BACKING and BACKING[0].exists():
+        shutil.copyfile(BACKING[0], root / SAVED)
+
+
+def restore(root: Path) -> None:
+    if (root / SAVED).exists():
+        shutil.copyfile(root / SAVED, BACKING[0])
 
 
 def page(seed: int, kind: str) -> bytes:
@@ -90,6 +110,61 @@ def init(profile: str) -> Step:
     return step
 
 
+def init_pp(primary: str = "lzo-rle", secondary: str | None = None, backing: bool = True) -> Step:
+    """A 6.18 device with a backing file and a recompression algorithm, set up."""
+
+    def step(z: Zram, model: bytearray) -> None:
+        sysfs.store(z, "compat", "6.18")
+        sysfs.store(z, "comp_algorithm", primary)
+        if backing:
+            path = BACKING[0]
+            if not path.exists():
+                path.write_bytes(bytes(BACKING_PAGES * PAGE))
+            sysfs.store(z, "backing_dev", str(path))
+        if secondary:
+            sysfs.store(z, "recomp_algorithm", f"algo={secondary}")
+        sysfs.store(z, "disksize", str(DISK))
+
+    return step
+
+
+def attr(name: str, value: str) -> Step:
+    """A sysfs store, as ``zramctl attr`` does it."""
+
+    def step(z: Zram, model: bytearray) -> None:
+        sysfs.store(z, name, value)
+
+    return step
+
+
+def expect(what: str, holds: Callable[[Zram], bool]) -> Step:
+    """The scenario did what it is about (a reference run fails loudly otherwise)."""
+
+    def step(z: Zram, model: bytearray) -> None:
+        assert holds(z), what
+
+    return step
+
+
+def steps(*parts: Step) -> Step:
+    """Several steps in one transaction."""
+
+    def step(z: Zram, model: bytearray) -> None:
+        for part in parts:
+            part(z, model)
+
+    return step
+
+
+def dictionary(z: Zram, model: bytearray) -> None:
+    """zstd with a dictionary (kept in the image), then pages compressed with it."""
+    path = BACKING[0].with_name("dict")
+    path.write_bytes(b"".join(page(900 + i, "text")[:300] for i in range(20)))
+    sysfs.store(z, "compat", "6.18")
+    sysfs.store(z, "comp_algorithm", "zstd")
+    sysfs.store(z, "algorithm_params", f"dict={path} level=5")
+
+
 @dataclass
 class Scenario:
     name: str
@@ -117,6 +192,13 @@ def spread(seed: int) -> Step:
     return step
 
 
+WB_IDLE = attr("writeback", "idle")
+WROTE_BACK = expect("pages were written back", lambda z: z.stats.bd_count > 0)
+RECOMPRESSED = expect(
+    "pages were recompressed",
+    lambda z: any(f >> ZRAM_COMP_PRIORITY_SHIFT & 3 for f, _, _, _ in z.table.values()),
+)
+
 SCENARIOS = [
     Scenario("init", [], [init("6.18")]),
     Scenario("write", [init("6.18")], [write_pages(0, 12, 1)]),
@@ -136,6 +218,38 @@ SCENARIOS = [
     ),
     Scenario("spread", [init("6.18"), write_pages(0, 8, 13)], [spread(14), discard(330, 20)]),
     Scenario("legacy", [init("3.11"), write_pages(0, 30, 10)], [write_pages(20, 10, 11), discard(0, 12)]),
+    Scenario(
+        "writeback",
+        [init_pp(), write_pages(0, 24, 70)],
+        [attr("idle", "all"), steps(WB_IDLE, WROTE_BACK), write_pages(0, 6, 71)],
+    ),
+    Scenario(
+        # Pages written back are overwritten, then others written back in the same transaction:
+        # the blocks freed must not be reused before the commit (the last commit names them).
+        "writeback-reuse",
+        [init_pp(), write_pages(0, 24, 72), attr("idle", "all"), WB_IDLE, WROTE_BACK],
+        [
+            steps(write_pages(0, 10, 73), write_pages(30, 10, 74), attr("idle", "all"), WB_IDLE, WROTE_BACK),
+            steps(discard(2, 4), attr("writeback", "page_indexes=30-39")),
+        ],
+    ),
+    Scenario(
+        "recompress",
+        [init_pp("lzo-rle", "zstd", backing=False), write_pages(0, 24, 75, ("even", "text", "huge"))],
+        [
+            attr("idle", "all"),
+            steps(attr("recompress", "type=idle"), RECOMPRESSED),
+            attr("recompress", "type=huge"),
+        ],
+    ),
+    Scenario(
+        "reset-writeback", [init_pp(), write_pages(0, 12, 76), attr("writeback", "huge"), WROTE_BACK], [reset]
+    ),
+    Scenario(
+        "dictionary",
+        [],
+        [dictionary, init_pp("zstd", backing=False), write_pages(0, 12, 77)],
+    ),
 ]
 
 
@@ -143,16 +257,18 @@ def snapshot(z: Zram, model: bytearray) -> tuple[dict[str, object], bytes]:
     return device_state(z), bytes(model)
 
 
-def build(root: Path, steps: list[Step], model: bytearray) -> None:
+def build(root: Path, setup: list[Step], model: bytearray) -> None:
     store = Store(root)
     dev = store.hot_add()
-    for step in steps:
+    for step in setup:
         with store.open(dev, write=True) as h:
             step(h.zram, model)
+    save(root)
 
 
 def reference(root: Path, sc: Scenario, model: bytearray) -> tuple[list[int], list[tuple[dict, bytes]]]:
     """Run the steps without crashing: durable-point counts at each commit, and each committed state."""
+    restore(root)
     store = Store(root)
     bounds = [0]
     states = []
@@ -231,6 +347,7 @@ def test_crash_at_every_point(sc: Scenario, tmp_path: Path) -> None:
 
     for n in range(1, total + 1):
         copy(base, work)
+        restore(work)
         assert run_child(work, n, body), f"point {n} of {total} was never reached"
         k = next(i for i in range(1, len(bounds)) if n <= bounds[i])
         allowed = [states[k - 1], states[k]]
@@ -240,9 +357,11 @@ def test_crash_at_every_point(sc: Scenario, tmp_path: Path) -> None:
             recovered.add(k)
             crashed = tmp_path / "crashed"
             copy(work, crashed)
+            save(crashed)
             m = 1
             while True:
                 copy(crashed, work)
+                restore(work)
                 died = run_child(work, m, lambda s: s.open(0, write=False).close())
                 assert verify(work, [states[k]], f"point {n}, recovery point {m}") == 0
                 recoveries += 1
@@ -255,6 +374,7 @@ def test_crash_at_every_point(sc: Scenario, tmp_path: Path) -> None:
     assert cases == total
     # Past the last point the child finishes: the final state, committed.
     copy(base, work)
+    restore(work)
     assert not run_child(work, total + 1, body)
     assert verify(work, [states[-1]], "no crash") == 0
     print(f"{sc.name}: {cases} crash points, {recoveries} recovery crash cases")

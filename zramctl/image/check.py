@@ -24,6 +24,7 @@ an empty list means clean.
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -95,7 +96,7 @@ def device_state(zram: Zram) -> dict[str, object]:
     """Everything that defines a device's committed state, as plain data (tests compare these)."""
     pool = zram.pool
     state: dict[str, object] = {
-        "config": {f.name: getattr(zram.config, f.name) for f in fields(zram.config)},
+        "config": {f.name: copy.deepcopy(getattr(zram.config, f.name)) for f in fields(zram.config)},
         "stats": {f.name: getattr(zram.stats, f.name) for f in fields(zram.stats)},
         "table": sorted(zram.table.items()),
     }
