@@ -426,3 +426,122 @@ def test_a_root_that_cannot_be_a_directory_is_said_so(tmp_path: Path) -> None:
                 assert (res.returncode, res.stderr) == (0, "")  # nothing there: no devices to list
                 continue
             assert (res.returncode, res.stderr) == (1, f"zramctl: {root}: {words}\n"), args
+
+
+# --- the backing file (issue 11) -----------------------------------------------------------------
+
+def _pp_device(root: Path, backing: Path) -> Store:
+    """A 6.18 device whose backing file is ``backing``, with pages written back (idle, then all)."""
+    from zramctl.kernel import sysfs
+
+    store = Store(root)
+    store.hot_add()
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "backing_dev", str(backing))
+        sysfs.store(h.zram, "disksize", "1M")
+        for i in range(8):
+            h.zram.write(i * 4096, bytes([i + 1]) * 100 + os.urandom(3996))
+        sysfs.store(h.zram, "writeback", "huge")
+        assert h.zram.stats.bd_count == 8
+    return store
+
+
+def test_a_link_planted_as_the_backing_file_is_refused(tmp_path: Path) -> None:
+    from zramctl.kernel import sysfs
+
+    victim = tmp_path / "roots-file"
+    victim.write_bytes(SECRET * 100)
+    link = tmp_path / "backing"
+    link.symlink_to(victim)
+    store = Store(tmp_path / "r")
+    store.hot_add()
+    with store.open(0, write=True) as h, pytest.raises(ZramError) as e:
+        sysfs.store(h.zram, "backing_dev", str(link))
+    assert e.value.errno == errno.ELOOP and "symbolic link" in str(e.value.detail)
+    assert victim.read_bytes() == SECRET * 100
+
+
+def test_a_link_swapped_in_after_setup_is_never_followed(tmp_path: Path) -> None:
+    """The image records a path; a link put there later is refused when the file is next opened."""
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    victim = tmp_path / "roots-file"
+    victim.write_bytes(SECRET * 100)
+    backing.unlink()
+    backing.symlink_to(victim)
+    with store.open(0, write=True) as h:
+        with pytest.raises(ZramError) as e:
+            h.zram.read(0, 4096)
+        assert e.value.errno == errno.EIO and str(backing) in str(e.value.detail)
+        h.zram.write(0, bytes(4096))  # what needs no backing file still works
+    assert victim.read_bytes() == SECRET * 100
+
+
+def test_two_devices_never_share_a_backing_file(tmp_path: Path) -> None:
+    from zramctl.kernel import sysfs
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    store.hot_add()
+    with store.open(0, write=False) as h0:
+        h0.zram.read(0, 4096)  # device 0 has its backing file open
+        with store.open(1, write=True) as h1, pytest.raises(ZramError) as e:
+            sysfs.store(h1.zram, "backing_dev", str(backing))
+        assert e.value.errno == errno.EBUSY
+    # Another command holding the file (flock) is refused alike, and device 0 says whose file.
+    fd = os.open(backing, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with store.open(0, write=True) as h:
+            with pytest.raises(ZramError) as e:
+                h.zram.read(0, 4096)
+            assert e.value.errno == errno.EIO and "in use" in str(e.value.detail)
+            assert h.zram.stats.bd_count == 8  # status and counters need no backing file
+    finally:
+        os.close(fd)
+
+
+def test_a_damaged_written_back_page_is_an_error_never_data(tmp_path: Path) -> None:
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    with store.open(0, write=False) as h:
+        blk = h.zram.table[3][1]
+    with open(backing, "r+b") as f:
+        f.seek(blk * 4096 + 10)
+        f.write(b"\xff")
+    with store.open(0, write=False) as h:
+        with pytest.raises(ZramError) as e:
+            h.zram.read(3 * 4096, 4096)
+        assert e.value.errno == errno.EIO and "checksum" in str(e.value.detail)
+    problems = check_image((store, 0))
+    assert any(f"block {blk}" in p and "checksum" in p for p in problems)
+
+
+def test_a_crafted_written_back_entry_is_euclean(tmp_path: Path) -> None:
+    """A leaf rewritten with a valid checksum but a written-back entry naming block 0 (or a
+    bit no kind uses): the leaf is refused, never read as a page."""
+    from zramctl.image import format as fmt
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    with store.open(0, write=False) as h:
+        leaf = h.image.state.table.radix.lookup(0)
+    path = store.image_path(0)
+    for damage in (fmt.E_BLOCK.in_place, fmt.E_SIZE.put(1)):
+        data = bytearray(path.read_bytes())
+        block = data[leaf * 4096 : (leaf + 1) * 4096]
+        v = int.from_bytes(block[16:32], "little")  # page 1's entry: written back
+        assert fmt.E_KIND.get(v) == fmt.KIND_WB
+        v = v & ~damage if damage == fmt.E_BLOCK.in_place else v | damage
+        block[16:32] = v.to_bytes(16, "little")
+        data[leaf * 4096 : (leaf + 1) * 4096] = fmt.seal(leaf, fmt.TYPE_TABLE, bytes(block[: fmt.PAYLOAD]))
+        saved = path.read_bytes()
+        path.write_bytes(bytes(data))
+        with store.open(0, write=False) as h, pytest.raises(ZramError) as e:
+            h.zram.read(4096, 4096)
+        assert e.value.errno == errno.EUCLEAN and "entry 1" in str(e.value.detail)
+        path.write_bytes(saved)
