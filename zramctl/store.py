@@ -30,6 +30,12 @@ New files are created with O_EXCL.  So a link planted at ``zramN.img``,
 ``zramN.wal`` or a temporary name is refused (or, for a temporary name,
 removed), never followed: zramctl run by root in someone else's directory
 cannot be made to write a file of root's.  zramctl(8), SECURITY.
+
+A device's backing file (``backing_dev``, where ``writeback`` puts pages) is
+the one file outside the root: a path the user gave.  The image opens it
+(``image/backing.py``, the model's Backing.open_bdev and read_file hooks),
+never through a symbolic link, only if it is a regular file, and under an
+flock held while the device is open, so one backing file has one owner.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ its names, and ``format.py`` holds the OFFSET/SIZE tables as code.
 
 Layout (little-endian, 4096-byte blocks, 8-block *extents*)::
 
-    extent 0   block 0      HEADER: magic "ZRAMIMG\\0", version 1, txid, the
+    extent 0   block 0      HEADER: magic "ZRAMIMG\\0", version 2, txid, the
                             settings (ZramConfig), counters (ZramStats), pool
                             counters, allocator counters, tree roots
                blocks 1..7  CLASS AREA: one CLASS RECORD per size class
@@ -19,23 +19,29 @@ Layout (little-endian, 4096-byte blocks, 8-block *extents*)::
                the rest of the extent is a hole; the zspage's KEY is k
                (first frame = 8 * key, handle = first << 11 | obj_idx)
                or METADATA: up to 8 POINTER / PAGE-TABLE / ZSPAGE-RECORD blocks
+               or BLOB: up to 8 blocks of a setting too long for the header
+               (the backing_dev path, a dictionary), chained
                or free (a hole, or past the end of the file)
 
 - Every metadata block ends in a CRC-32 of (u64 block number, u32 block type,
   payload); a block read in the wrong place or role fails its check.
 - PAGE TABLE: a sparse TREE (256 TABLE_ROOTS in the header, TABLE_DEPTH
-  levels of POINTER blocks of 1023 u32 block numbers) over leaves of 372
-  eleven-byte PAGE-TABLE ENTRIES, each an 88-bit integer: kind (0 unwritten,
-  1 same-filled, 2 object, 3 huge object) | size << 2 | obj_idx << 15 |
-  key << 26 | crc << 56, or fill_word << 24 for same-filled pages.  An
-  initialised empty device of any size has no leaves.
+  levels of POINTER blocks of 1023 u32 block numbers) over leaves of 255
+  sixteen-byte PAGE-TABLE ENTRIES, each a 128-bit integer: kind (0 unwritten,
+  1 same-filled, 2 object, 3 written back), the slot's flags (huge, idle,
+  incompressible, priority), size, obj_idx, key (or the backing block, or
+  the fill word), crc and ac_time (format.ENTRY_LAYOUT).  An initialised
+  empty device of any size has no leaves.  A version 1 image (372 eleven-byte
+  entries a leaf) is read as it is, and converted at its first writable open.
+- BACKING FILE: written-back pages live in the file backing_dev names
+  (``backing.py``); its pages are fsync'd before the commit that names them.
 - ZSPAGE RECORDS: the same tree shape (ZSMAP_ROOTS, ZSMAP_DEPTH) over leaves
   of 341 twelve-byte records, one per extent (free / zspage / metadata): the
   extent map.
 - COMMIT: see ``io.py``: every changed block goes to ``zramN.wal``
   first, then in place; opening replays a complete log.
 
-Metadata cost: 11 bytes per stored page (object CRC included), 12 per zspage,
+Metadata cost: 16 bytes per stored page (object CRC and ac_time included), 12 per zspage,
 plus one pointer block per 1023 leaves past the first 256.  ``Image`` is what
 the store opens; ``maps.py`` holds the lazy maps the engine works on.
 """

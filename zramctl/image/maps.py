@@ -8,7 +8,7 @@ only the blocks that changed:
 - ``Radix``: a sparse tree from a leaf number to the block holding that leaf:
   256 roots in the header, then pointer blocks; it grows a level when a leaf
   number outgrows it.
-- ``TableMap``: the page table (``MutableMapping[int, Entry]``), 372 entries
+- ``TableMap``: the page table (``MutableMapping[int, Entry]``), 255 entries
   per leaf; setting or popping marks the leaf dirty.
 - ``ZsMap``: zspage records by first frame, 341 per leaf, one per extent.  The
   engine mutates ZsPage objects in place, so a leaf is re-encoded at commit
@@ -274,7 +274,7 @@ class TableLeaf:
 
 
 class TableMap(LeafTree, MutableMapping[int, Entry]):
-    """The page table: page index -> Entry, in leaves of 372 entries."""
+    """The page table: page index -> Entry, in leaves of 255 entries (a version 1 image's: 372)."""
 
     leaves: dict[int, TableLeaf]
 
