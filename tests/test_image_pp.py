@@ -360,3 +360,110 @@ def test_a_relative_path_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Mo
         assert isinstance(dev, FileBackingDev) and dev.path == str(tmp_path / "backing.img")
     finally:
         dev.shut()
+
+
+def wb_device(tmp_path: Path, pages: int = 6) -> tuple[Store, Path]:
+    """A device with ``pages`` pages written back to tmp_path/backing.img."""
+    backing = backing_file(tmp_path, 32)
+    store = new_store(tmp_path / "r")
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "backing_dev", str(backing))
+        sysfs.store(h.zram, "disksize", "1M")
+        for i in range(pages + 2):
+            h.zram.write(i * PAGE, random.Random(i).randbytes(PAGE))
+        sysfs.store(h.zram, "writeback", f"page_indexes=0-{pages - 1}")
+        assert h.zram.stats.bd_count == pages
+    return store, backing
+
+
+def test_a_missing_backing_file_fails_only_what_needs_it(tmp_path: Path) -> None:
+    store, backing = wb_device(tmp_path)
+    backing.unlink()
+    with store.open(0, write=True) as h:
+        z = h.zram
+        assert sysfs.show(z, "backing_dev") == f"{backing}\n"
+        assert sysfs.show(z, "bd_stat").split() == ["6", "0", "6"]
+        assert z.read(7 * PAGE, PAGE) == random.Random(7).randbytes(PAGE)  # not written back
+        with pytest.raises(ZramError) as e:
+            z.read(0, PAGE)
+        assert e.value.errno == errno.EIO and str(backing) in str(e.value) and "\n" not in str(e.value)
+        z.write(0, bytes(PAGE))  # overwriting a written-back page frees its block: no file needed
+    with store.open(0, write=False) as h:
+        assert h.zram.stats.bd_count == 5
+    problems = check_image((store, 0))
+    assert len(problems) == 1 and str(backing) in problems[0] and "cannot be used" in problems[0]
+
+
+def test_check_finds_a_block_held_twice_or_out_of_range(tmp_path: Path) -> None:
+    store, backing = wb_device(tmp_path, 3)
+    assert check_image((store, 0), data=True) == []
+    with store.open(0, write=True) as h:
+        flags, blk, crc, t = h.zram.table[0]
+        h.zram.table[1] = (flags, blk, crc, t)  # pages 0 and 1 on one block
+        h.zram.table[2] = (flags, 999, crc, t)  # past the end of the file
+    problems = check_image((store, 0))
+    assert any(f"same block {blk}" in p for p in problems)
+    assert any("block 999, outside 1..31" in p for p in problems)
+
+
+def test_check_finds_a_blob_extent_nobody_holds(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "r")
+    with store.open(0, write=True) as h:
+        h.zram.config.params[0].dict_data = b"d" * 100
+    with store.open(0, write=True) as h:
+        h.image.blobs.clear()  # forgets the blob: the commit lays it out anew, the old extent stays
+        h.zram.config.params[0].dict_data = b"e" * 100
+    problems = check_image((store, 0))
+    assert any("blob extent but no setting's blob is in it" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda p: p.write_bytes(b""), errno.EINVAL),
+        (lambda p: p.mkdir(), errno.EINVAL),
+        (lambda p: os.mkfifo(p), errno.EINVAL),
+        (lambda p: None, errno.ENOENT),
+    ],
+    ids=["empty", "directory", "fifo", "missing"],
+)
+def test_what_cannot_be_a_dictionary(tmp_path: Path, make, code: int) -> None:
+    from zramctl.image.backing import read_dictionary
+
+    path = tmp_path / "d"
+    make(path)
+    with pytest.raises(ZramError) as e:
+        read_dictionary(str(path))
+    assert e.value.errno == code and str(path) in str(e.value.detail)
+
+
+def test_a_dictionary_is_bounded(tmp_path: Path) -> None:
+    from zramctl.image.backing import read_dictionary
+
+    path = tmp_path / "d"
+    with open(path, "wb") as f:
+        f.truncate(fmt.MAX_DICT)
+    assert len(read_dictionary(str(path))) == fmt.MAX_DICT
+    with open(path, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ZramError) as e:
+        read_dictionary(str(path))
+    assert e.value.errno == errno.EFBIG
+
+
+def test_a_dictionary_set_through_sysfs_is_kept_in_the_image(tmp_path: Path) -> None:
+    """algorithm_params dict=PATH reads the file once: the device stands alone after."""
+    path = tmp_path / "dict"
+    path.write_bytes(b"".join(b"common words of the pages %d " % i for i in range(200)))
+    store = new_store(tmp_path / "r")
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "comp_algorithm", "zstd")
+        sysfs.store(h.zram, "algorithm_params", f"dict={path}")
+        sysfs.store(h.zram, "disksize", "1M")
+        h.zram.write(0, (b"common words of the pages 7 " * 200)[:PAGE])
+    want = path.read_bytes()
+    path.unlink()
+    with store.open(0, write=False) as h:
+        assert h.zram.config.params[0].dict_data == want
+        assert h.zram.read(0, PAGE) == (b"common words of the pages 7 " * 200)[:PAGE]
+    assert check_image((store, 0), data=True) == []
