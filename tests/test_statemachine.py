@@ -1,7 +1,10 @@
 """A hypothesis state machine: random writes, overwrites, discards, reads, compactions and
 mem_limit changes at random offsets and lengths, on both profiles and several algorithms,
-against a plain bytearray.  After every step the device must hold the model's bytes and
-the allocator its invariants (``check_invariants``).
+against a plain bytearray; on 6.18 also idle marking (all, or by age on a fake clock),
+writeback to a small in-memory backing device (every mode, with and without a limit) and
+recompression with a secondary algorithm.  After every step the device must hold the
+model's bytes, its counters must agree with its page table, and the allocator must keep
+its invariants (``check_invariants``).
 
 Runs are derandomized (the same examples every time, ~30 s in all); set
 ZRAMCTL_EXPLORE=1 to let hypothesis look for new ones."""
@@ -22,7 +25,21 @@ from zramctl.errors import ZramError
 from zramctl.kernel import sysfs
 from zramctl.kernel.profiles import MODERN, PAGE_SIZE
 from zramctl.kernel.zcomp import get_backend
-from zramctl.kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramConfig, ZramStats
+from zramctl.kernel.zram_drv import (
+    ZRAM_COMP_PRIORITY_SHIFT,
+    ZRAM_HUGE,
+    ZRAM_IDLE,
+    ZRAM_INCOMPRESSIBLE,
+    ZRAM_PP_SLOT,
+    ZRAM_SAME,
+    ZRAM_SIZE_MASK,
+    ZRAM_WB,
+    Backing,
+    MemoryBackingDev,
+    Zram,
+    ZramConfig,
+    ZramStats,
+)
 from zramctl.kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_ALLOCATED_TAG, OBJ_TAG_BITS, Pool, decode_handle
 
 PAGE = PAGE_SIZE
@@ -47,8 +64,18 @@ def check_invariants(z: Zram) -> None:
     # The page table against the counters.
     objects: dict[int, dict[int, tuple[int, int, int]]] = {}  # first frame -> idx -> (page, size, flags)
     same = huge = compr = bad = good = 0
-    for index, (flags, handle, _, _) in z.table.items():
+    blocks: list[int] = []
+    now = z.clock()
+    for index, (flags, handle, _, ac_time) in z.table.items():
         assert 0 <= index < z.config.disksize // PAGE
+        assert not flags & ZRAM_PP_SLOT, "a post-processing pass left its mark"
+        assert 0 <= ac_time <= now
+        if not prof.post_processing:
+            assert ac_time == 0 and flags & ~(ZRAM_SIZE_MASK | ZRAM_SAME | ZRAM_HUGE) == 0
+        if flags & ZRAM_WB:
+            assert flags == ZRAM_WB and handle >= 1, "a written-back slot is only WB, its block >= 1"
+            blocks.append(handle)
+            continue
         if flags & ZRAM_SAME:
             same += 1
             assert flags == ZRAM_SAME
@@ -66,6 +93,9 @@ def check_invariants(z: Zram) -> None:
         slots = objects.setdefault(first, {})
         assert idx not in slots, f"pages {slots.get(idx)} and {index} share a slot"
         slots[idx] = (index, size, flags)
+    assert st_.bd_count == len(blocks) == len(set(blocks)), "two slots share a backing block"
+    if z.bdev is not None:
+        assert z.bdev.used == len(blocks) and all(b < z.bdev.nr_pages for b in blocks)
     assert st_.same_pages == same
     assert st_.pages_stored == len(z.table) - (0 if prof.same_counts_stored else same)
     assert st_.compr_data_size == compr
@@ -196,23 +226,54 @@ def pages_touched(offset: int, length: int) -> int:
 # The machine
 
 
+BD_PAGES = 10
+"""Blocks of the machine's backing device (9 usable): small, so that it fills up."""
+T0 = 1_700_000_000
+
+
 class ZramMachine(RuleBasedStateMachine):
     compat = "6.18"
     algorithm = "lzo"
+    secondary = "zstd"
 
     def __init__(self) -> None:
         super().__init__()
-        self.z = Zram(ZramConfig(compat=self.compat, comp_algorithm=self.algorithm))
+        self.now = T0
+        self.bd = MemoryBackingDev(BD_PAGES)
+        self.z = Zram(
+            ZramConfig(compat=self.compat, comp_algorithm=self.algorithm),
+            backing=Backing(open_bdev=lambda path: self.bd),
+        )
+        self.z.clock = lambda: self.now
+        if self.modern:
+            sysfs.store(self.z, "backing_dev", "/backing")
+            sysfs.store(self.z, "recomp_algorithm", f"algo={self.secondary}")
         self.z.init(SIZE)
         self.model = bytearray(SIZE)
         self.num_reads = self.num_writes = self.notify_free = self.failed_writes = 0
         self.compacted = 0
+        self.bd_reads = self.bd_writes = 0
+        self.recompressed = False
+        """A recompression allocated: 6.18 checks neither mem_limit nor mem_used_max then."""
+
+    def _wb_pages(self, first: int, end: int) -> int:
+        """Written-back pages among ``first <= i < end``: what reading them counts in bd_reads."""
+        return sum(1 for i in range(first, end) if self.z.table.get(i, (0,))[0] & ZRAM_WB)
 
     @property
     def modern(self) -> bool:
         return self.z.profile.compaction
 
     def _write(self, offset: int, data: bytes) -> None:
+        # A piece that covers part of a written-back page reads it back first (bd_reads).
+        partial = []
+        pos = 0
+        while pos < len(data):
+            index, in_page = divmod(offset + pos, PAGE)
+            n = min(PAGE - in_page, len(data) - pos)
+            if n != PAGE and self._wb_pages(index, index + 1):
+                partial.append(pos)
+            pos += n
         try:
             self.z.write(offset, data)
             done = len(data)
@@ -224,6 +285,7 @@ class ZramMachine(RuleBasedStateMachine):
             self.num_writes += 1  # the page that failed was a request too
         self.model[offset : offset + done] = data[:done]
         self.num_writes += pages_touched(offset, done)
+        self.bd_reads += sum(1 for pos in partial if pos <= done)
 
     @rule(
         index=st.integers(0, PAGES - 1),
@@ -261,9 +323,16 @@ class ZramMachine(RuleBasedStateMachine):
 
     @rule(offset=st.integers(0, SIZE - 1), length=st.integers(0, 6 * PAGE))
     def read(self, offset, length):
+        """A re-read: an access, which on 6.18 clears IDLE and sets ac_time."""
         length = min(length, SIZE - offset)
+        if length:
+            self.bd_reads += self._wb_pages(offset // PAGE, (offset + length - 1) // PAGE + 1)
         assert self.z.read(offset, length) == self.model[offset : offset + length]
         self.num_reads += pages_touched(offset, length)
+        if self.modern and length:
+            for i in range(offset // PAGE, (offset + length - 1) // PAGE + 1):
+                entry = self.z.table.get(i)
+                assert entry is None or (entry[3] == self.now and not entry[0] & ZRAM_IDLE)
 
     @rule(offset=st.integers(0, SIZE - 1), length=st.integers(0, 8 * PAGE), aligned=st.booleans())
     def discard(self, offset, length, aligned):
@@ -317,13 +386,102 @@ class ZramMachine(RuleBasedStateMachine):
         sysfs.store(self.z, "mem_used_max", "0")
         assert self.z.stats.max_used_pages == self.z.pool.pages_allocated
 
+    # --- post-processing (6.18) ---
+
+    @precondition(lambda self: self.modern)
+    @rule(seconds=st.integers(0, 120))
+    def tick(self, seconds):
+        self.now += seconds
+
+    @precondition(lambda self: self.modern)
+    @rule(age=st.one_of(st.none(), st.integers(0, 400)))
+    def mark_idle(self, age):
+        """idle = all, or an age: exactly the objects accessed more than ``age`` s ago are idle."""
+        sysfs.store(self.z, "idle", "all" if age is None else str(age))
+        for flags, _, _, ac_time in self.z.table.values():
+            if flags & (ZRAM_SAME | ZRAM_WB):
+                assert not flags & ZRAM_IDLE
+            else:
+                assert bool(flags & ZRAM_IDLE) == (age is None or ac_time < self.now - age)
+
+    @precondition(lambda self: self.modern)
+    @rule(
+        mode=st.sampled_from(["idle", "huge", "huge_idle", "incompressible", "range", "range"]),
+        lo=st.integers(0, PAGES - 1),
+        span=st.integers(0, 16),
+        limit=st.one_of(st.none(), st.integers(0, 6)),
+    )
+    def writeback(self, mode, lo, span, limit):
+        z = self.z
+        hi = min(PAGES - 1, lo + span)
+        flag = {"idle": ZRAM_IDLE, "huge": ZRAM_HUGE, "incompressible": ZRAM_INCOMPRESSIBLE}
+        want = {"range": 0, "huge_idle": ZRAM_HUGE | ZRAM_IDLE}.get(mode, flag.get(mode, 0))
+        candidates = [
+            i
+            for i, (f, *_) in z.table.items()
+            if not f & (ZRAM_SAME | ZRAM_WB) and f & want == want and (mode != "range" or lo <= i <= hi)
+        ]
+        sysfs.store(z, "writeback_limit_enable", "0" if limit is None else "1")
+        if limit is not None:
+            sysfs.store(z, "writeback_limit", str(limit))
+        free = self.bd.nr_pages - 1 - self.bd.used
+        budget = len(candidates) if limit is None else limit
+        expect = min(len(candidates), budget, free)
+        code = 0
+        if expect < len(candidates):
+            code = errno.EIO if limit is not None and expect == limit else errno.ENOSPC
+        before = z.stats.bd_writes
+        try:
+            sysfs.store(z, "writeback", f"page_indexes={lo}-{hi}" if mode == "range" else f"type={mode}")
+        except ZramError as exc:
+            assert exc.errno == code, exc
+        else:
+            assert code == 0
+        assert z.stats.bd_writes - before == expect
+        self.bd_writes += expect
+        written = [i for i in candidates if z.table[i][0] & ZRAM_WB]
+        assert len(written) == expect
+        if limit is not None:
+            assert z.config.writeback_limit == limit - expect
+
+    @precondition(lambda self: self.modern)
+    @rule(
+        mode=st.sampled_from(["", "type=idle", "type=huge", "type=huge_idle"]),
+        max_pages=st.one_of(st.none(), st.integers(0, 8)),
+    )
+    def recompress(self, mode, max_pages):
+        z = self.z
+        before = dict(z.table)
+        arg = mode + ("" if max_pages is None else f" max_pages={max_pages}")
+        sysfs.store(z, "recompress", arg)
+        changed = 0
+        for i, (flags, handle, crc, ac_time) in z.table.items():
+            old = before[i]
+            if (flags, handle, crc, ac_time) == old:
+                continue
+            changed += 1
+            assert not old[0] & (ZRAM_SAME | ZRAM_WB | ZRAM_INCOMPRESSIBLE)
+            if flags >> ZRAM_COMP_PRIORITY_SHIFT & 3:  # recompressed: smaller, ac_time 0, no flag
+                assert flags == flags & ZRAM_SIZE_MASK | 1 << ZRAM_COMP_PRIORITY_SHIFT and ac_time == 0
+                assert flags & ZRAM_SIZE_MASK < old[0] & ZRAM_SIZE_MASK
+            else:  # tried: IDLE cleared, perhaps INCOMPRESSIBLE (the secondary is the last algorithm)
+                assert flags & ~ZRAM_INCOMPRESSIBLE == old[0] & ~ZRAM_IDLE and ac_time == old[3]
+        if max_pages is not None:
+            assert changed <= max_pages
+        self.recompressed |= any(e[0] >> ZRAM_COMP_PRIORITY_SHIFT & 3 for e in z.table.values())
+
     @invariant()
     def device_matches_model(self):
         z = self.z
+        before = dict(z.table)
+        self.bd_reads += self._wb_pages(0, PAGES)
         assert z.read(0, SIZE) == self.model
         self.num_reads += PAGES
+        z.table.clear()  # this check is no access: the slots keep their access times and marks
+        z.table.update(before)
         check_invariants(z)
         st_ = z.stats
+        assert (st_.bd_reads, st_.bd_writes) == (self.bd_reads, self.bd_writes)
         assert (st_.num_reads, st_.num_writes) == (self.num_reads, self.num_writes)
         assert (st_.notify_free, st_.failed_writes, st_.failed_reads) == (
             self.notify_free,
@@ -331,17 +489,17 @@ class ZramMachine(RuleBasedStateMachine):
             0,
         )
         assert z.pool.pages_compacted == self.compacted
-        if self.modern:
+        if self.modern and not self.recompressed:
             limit = z.config.limit_pages
             assert not limit or z.pool.pages_allocated <= max(limit, st_.max_used_pages)
             assert st_.max_used_pages >= z.pool.pages_allocated or st_.max_used_pages == 0
 
 
-def machine_test(compat: str, algorithm: str, examples: int):
+def machine_test(compat: str, algorithm: str, examples: int, secondary: str = "zstd"):
     machine = type(
         f"Machine_{compat.replace('.', '_')}_{algorithm}",
         (ZramMachine,),
-        {"compat": compat, "algorithm": algorithm},
+        {"compat": compat, "algorithm": algorithm, "secondary": secondary},
     )
     machine.TestCase.settings = settings(
         max_examples=examples,
@@ -356,6 +514,6 @@ def machine_test(compat: str, algorithm: str, examples: int):
 
 TestModernLzo = machine_test("6.18", "lzo", 150)
 TestModernLz4 = machine_test("6.18", "lz4", 80)
-TestModernZstd = machine_test("6.18", "zstd", 40)
+TestModernZstd = machine_test("6.18", "zstd", 40, secondary="deflate")
 TestModernDeflate = machine_test("6.18", "deflate", 30)
 TestLegacyLzo = machine_test("3.11", "lzo", 120)
