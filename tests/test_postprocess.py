@@ -957,3 +957,24 @@ def test_zram_generator_scenario():
     dev.check_content()
     assert bd_stat(z) == (len(idle), len(idle), len(idle))
     assert z.stats.failed_reads == 0
+
+
+def test_lz4_takes_a_level_written_while_up_at_once():
+    """backend_lz4 reads params->level at every compression (this machine's 6.18 shows it):
+    a level written while the device is up applies to the next write; others wait for init."""
+    rng = random.Random(22)
+    page = page_of("text", rng)
+    z = Zram(ZramConfig(comp_algorithm="lz4"))
+    sysfs.store(z, "recomp_algorithm", "algo=zstd")
+    sysfs.store(z, "disksize", "1M")
+    z.write(0, page)
+    sysfs.store(z, "algorithm_params", "level=9")
+    z.write(PAGE, page)
+    sysfs.store(z, "algorithm_params", "foo=1")  # resets the level: the default again
+    z.write(2 * PAGE, page)
+    sizes = [z.table[i][0] & ZRAM_SIZE_MASK for i in range(3)]
+    assert sizes == [len(get_backend("lz4", level).compress(page)) for level in (None, 9, None)]
+    assert sizes[1] != sizes[0]
+    sysfs.store(z, "algorithm_params", "algo=zstd level=19")  # zstd fixed its level at init
+    assert z.config.params[1].level is None
+    assert z.read(0, 3 * PAGE) == page * 3

@@ -251,10 +251,9 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
     """algorithm_params_store(): ``priority=`` ``algo=`` ``level=`` ``dict=PATH``
     ``deflate.winbits=``; each write replaces every parameter of its priority.
 
-    6.18 takes them while the device is set up too (no EBUSY) and uses them only at the next
-    disksize; a set-up device can reach that only through reset, which forgets every
-    parameter.  So here, once set up, the input is checked (same errnos, the dictionary
-    read) and nothing is kept: the parameters in the config stay those the comps run with.
+    6.18 takes them while the device is set up too (no EBUSY): Zram.set_params says what
+    that changes (lz4's and lz4hc's level, at once; nothing else).  A dictionary that
+    cannot be read is EINVAL after the reset, which stays.
     """
     what = "algorithm_params"
     prio = 0
@@ -285,9 +284,7 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
     if not 0 <= prio < ZRAM_MAX_COMPS:
         raise ZramError(errno.EINVAL, what, f"priority must be 0..{ZRAM_MAX_COMPS - 1}")
     params = AlgorithmParams(level=level, deflate_winbits=winbits)
-    keep = not z.initialized
-    if keep:
-        z.config.params[prio] = AlgorithmParams()  # comp_params_reset() first
+    z.set_params(prio, AlgorithmParams())  # comp_params_reset() first
     if dict_path is not None:
         read_file = z.backing.read_file
         try:
@@ -297,8 +294,7 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
         if not data:
             raise ZramError(errno.EINVAL, what, f"cannot read a dictionary from {dict_path}")
         params.dict_data = data
-    if keep:
-        z.config.params[prio] = params
+    z.set_params(prio, params)
 
 
 def _store_idle(z: Zram, value: str) -> None:

@@ -81,6 +81,10 @@ RECOMPRESS_MODES = {
 }
 PP_BUCKET_SIZE_RANGE = 64
 NUM_PP_BUCKETS = PAGE_SIZE // PP_BUCKET_SIZE_RANGE + 1
+LIVE_LEVEL_ALGORITHMS = frozenset({"lz4", "lz4hc"})
+"""Backends that read ``params->level`` at every compression (backend_lz4, backend_lz4hc): an
+``algorithm_params`` level written while the device is up changes them at once (seen on this
+machine's 6.18).  The others fixed theirs when the device was set up."""
 """Post-processing candidates are sorted into buckets of 64 bytes of object size (a HUGE
 slot's 4096 is the last bucket): the largest objects are processed first."""
 
@@ -442,6 +446,25 @@ class Zram:
             except CompressionError as exc:
                 raise ZramError(errno.EIO, "read", f"priority {prio}: {exc}") from None
         return backend
+
+    def set_params(self, prio: int, params: AlgorithmParams) -> None:
+        """What ``algorithm_params`` does to priority ``prio`` (comp_params_store).
+
+        Not set up: the parameters replace that priority's, for the next disksize.  Set up: 6.18
+        refuses nothing, and the comps keep what they were created with, except that lz4 and
+        lz4hc read the level at every compression (LIVE_LEVEL_ALGORITHMS): their level changes
+        at once.  Nothing else is kept: only reset leads to a next disksize, and reset forgets
+        every parameter; so the config always holds what the running comps use, and a
+        dictionary or window that old objects need is never replaced under them.
+        """
+        if not self.initialized:
+            self.config.params[prio] = params
+        elif self._algorithm(prio) in LIVE_LEVEL_ALGORITHMS:
+            self.config.params[prio].level = params.level
+            if prio:
+                self._comps.pop(prio, None)
+            else:
+                self._backend = None
 
     @property
     def num_active_comps(self) -> int:
