@@ -978,3 +978,19 @@ def test_lz4_takes_a_level_written_while_up_at_once():
     sysfs.store(z, "algorithm_params", "algo=zstd level=19")  # zstd fixed its level at init
     assert z.config.params[1].level is None
     assert z.read(0, 3 * PAGE) == page * 3
+
+
+def test_memory_backing_dev_gives_the_lowest_free_block_and_never_block_0():
+    bd = MemoryBackingDev(5)
+    assert [bd.alloc_block() for _ in range(5)] == [1, 2, 3, 4, None]
+    bd.free_block(3)
+    bd.free_block(1)
+    assert bd.used == 2
+    assert [bd.alloc_block(), bd.alloc_block(), bd.alloc_block()] == [1, 3, None]
+    with pytest.raises(ValueError):
+        bd.free_block(0)
+    bd.free_block(2)
+    with pytest.raises(ValueError):
+        bd.free_block(2)
+    with pytest.raises(OSError):
+        bd.read_block(2)

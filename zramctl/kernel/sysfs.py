@@ -118,12 +118,17 @@ def next_args(text: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def _quoted(text: str) -> str:
+    """A user's token in an error: quoted, and cut short (a detail is one short line)."""
+    return repr(text if len(text) <= 24 else text[:20] + "...")
+
+
 def _number(what: str, text: str, base: int = 10, limit: int = U64_MAX) -> int:
     """kstrtoull/kstrtoul/kstrtouint: its errno (EINVAL, ERANGE) as a ZramError."""
     try:
         return kstrtoull(text, base, limit)
     except ValueError as exc:
-        raise ZramError(exc.args[0], what, f"{text!r} is not a number here") from None
+        raise ZramError(exc.args[0], what, f"{_quoted(text)} is not a number here") from None
 
 
 def _int(what: str, text: str) -> int:
@@ -131,7 +136,7 @@ def _int(what: str, text: str) -> int:
     try:
         return kstrtoll(text, 10, 32)
     except ValueError as exc:
-        raise ZramError(exc.args[0], what, f"{text!r} is not a 32-bit integer") from None
+        raise ZramError(exc.args[0], what, f"{_quoted(text)} is not a 32-bit integer") from None
 
 
 # --- the modern attributes ------------------------------------------------
@@ -262,7 +267,7 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
     algo = dict_path = None
     for param, val in next_args(value):
         if not val:
-            raise ZramError(errno.EINVAL, what, f"{param!r} needs a value")
+            raise ZramError(errno.EINVAL, what, f"{_quoted(param)} needs a value")
         if param == "priority":
             prio = _int(what, val)
         elif param == "level":
@@ -280,7 +285,7 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
                 prio = p
                 break
         else:
-            raise ZramError(errno.EINVAL, what, f"{algo} is at no priority of this device")
+            raise ZramError(errno.EINVAL, what, f"{_quoted(algo)} is at no priority of this device")
     if not 0 <= prio < ZRAM_MAX_COMPS:
         raise ZramError(errno.EINVAL, what, f"priority must be 0..{ZRAM_MAX_COMPS - 1}")
     params = AlgorithmParams(level=level, deflate_winbits=winbits)
@@ -292,7 +297,7 @@ def _store_algorithm_params(z: Zram, value: str) -> None:
         except OSError:  # ZramError too
             data = b""
         if not data:
-            raise ZramError(errno.EINVAL, what, f"cannot read a dictionary from {dict_path}")
+            raise ZramError(errno.EINVAL, what, f"cannot read a dictionary from {_quoted(dict_path)}")
         params.dict_data = data
     z.set_params(prio, params)
 
@@ -332,7 +337,7 @@ def _store_backing_dev(z: Zram, value: str) -> None:
 def _writeback_mode(what: str, name: str) -> int:
     mode = WRITEBACK_MODES.get(name)
     if mode is None:
-        raise ZramError(errno.EINVAL, what, f"{name!r}: give {', '.join(WRITEBACK_MODES)}")
+        raise ZramError(errno.EINVAL, what, f"{_quoted(name)}: give {', '.join(WRITEBACK_MODES)}")
     return mode
 
 
@@ -367,7 +372,8 @@ def _store_writeback(z: Zram, value: str) -> None:
                 raise ZramError(errno.ERANGE, what, f"page {lo} is past the device's {nr_pages} pages")
             hi = _number(what, last)
             if hi >= nr_pages or lo > hi:
-                raise ZramError(errno.ERANGE, what, f"{val} is no range of the device's {nr_pages} pages")
+                detail = f"{_quoted(val)} is no range of the device's {nr_pages} pages"
+                raise ZramError(errno.ERANGE, what, detail)
             hi += 1
             scans.append((0, lo, hi))
     z.writeback(scans)
@@ -407,7 +413,7 @@ def _store_recomp_algorithm(z: Zram, value: str) -> None:
     algo = None
     for param, val in next_args(value):
         if not val:
-            raise ZramError(errno.EINVAL, what, f"{param!r} needs a value")
+            raise ZramError(errno.EINVAL, what, f"{_quoted(param)} needs a value")
         if param == "algo":
             algo = val
         elif param == "priority":
@@ -433,7 +439,7 @@ def _store_recompress(z: Zram, value: str) -> None:
     priority: int | None = None
     for param, val in next_args(value):
         if not val:
-            raise ZramError(errno.EINVAL, what, f"{param!r} needs a value")
+            raise ZramError(errno.EINVAL, what, f"{_quoted(param)} needs a value")
         if param == "max_pages":
             max_pages = _number(what, val)
         elif param == "threshold":

@@ -1170,7 +1170,8 @@ class Zram:
                     prio, prio_max = p, p + 1
                     break
             else:
-                raise ZramError(errno.EINVAL, "recompress", f"{algo} is no recompression algorithm here")
+                detail = f"{algo[:32]!r} is no recompression algorithm here"
+                raise ZramError(errno.EINVAL, "recompress", detail)
         active = self.num_active_comps
         prio_max = min(prio_max, active)
         if prio >= prio_max:
