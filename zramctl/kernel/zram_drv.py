@@ -15,6 +15,13 @@ object, checked on every read so that corruption is an error, never data;
 ``ac_time`` is the kernel's ``zram_table_entry.ac_time``, in wall-clock seconds.
 Unwritten slots are simply absent from the table.
 
+A 6.18 device also post-processes its slots, as the kernel's CONFIG_ZRAM_WRITEBACK,
+CONFIG_ZRAM_MULTI_COMP and CONFIG_ZRAM_TRACK_ENTRY_ACTIME do (docs/kernel-facts.md,
+"Post-processing"): every read and write stamps ``ac_time`` and clears IDLE; ``mark_idle``
+flags slots by age; ``writeback`` moves whole pages to a ``BackingDev`` (the slot keeps its
+block number and the page's CRC); ``recompress`` re-encodes objects with the secondary
+algorithms (the slot records the priority, so a read decompresses with the same one).
+
 Everything here works in memory; an image (``image.py``) supplies file-backed
 frames and tables through ``Backing`` and persists ``config``, ``stats`` and the
 pool's counters.  Nothing here knows about files or the command line.
