@@ -994,3 +994,37 @@ def test_memory_backing_dev_gives_the_lowest_free_block_and_never_block_0():
         bd.free_block(2)
     with pytest.raises(OSError):
         bd.read_block(2)
+
+
+@pytest.mark.parametrize("algorithm", ["lz4", "lz4hc"])
+def test_an_lz4_dictionary_is_used_both_ways(algorithm):
+    """lz4/lz4hc with dict= : the lz4 package's block API with the dictionary (close to the
+    kernel's LZ4_loadDict + *_continue, not byte-exact), and every page reads back."""
+    import lz4.block
+
+    rng = random.Random(23)
+    pages = [page_of("text", rng) for _ in range(3)]
+    dictionary = pages[0][:2048] + pages[1][:2048]
+    z = Zram(ZramConfig(comp_algorithm=algorithm), backing=Backing(read_file=lambda p: dictionary))
+    sysfs.store(z, "algorithm_params", "dict=/d")
+    sysfs.store(z, "disksize", "1M")
+    z.write(0, b"".join(pages))
+    mode = {"mode": "high_compression", "compression": 9} if algorithm == "lz4hc" else {}
+    want = [len(lz4.block.compress(p, store_size=False, dict=dictionary, **mode)) for p in pages]
+    assert [z.table[i][0] & ZRAM_SIZE_MASK for i in range(3)] == want
+    assert want != [len(lz4.block.compress(p, store_size=False, **mode)) for p in pages]
+    assert z.read(0, 3 * PAGE) == b"".join(pages)
+
+
+def test_writeback_skips_a_slot_it_cannot_read_and_keeps_the_block():
+    dev = make_dev()
+    z = dev.z
+    fill(dev, ["text", "text"], seed=24)
+    flags, handle, crc, ac_time = z.table[1]
+    z.table[1] = (flags, handle, crc ^ 1, ac_time)  # the object no longer matches its checksum
+    order = writeback_expectation(z, [0, 1])
+    sysfs.store(z, "writeback", "page_indexes=0-1")  # the kernel skips what it cannot read
+    assert z.table[1] == (flags, handle, crc ^ 1, ac_time)
+    assert z.table[0][:2] == (ZRAM_WB, 1) and bd_stat(z) == (1, 0, 1)
+    assert order  # both were queued; the one that failed left its block to the other
+    assert z.stats.failed_reads == 0  # a pass is no read
