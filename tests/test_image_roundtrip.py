@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import rule
-from test_statemachine import SIZE, ZramMachine
+from test_statemachine import BD_PAGES, SIZE, ZramMachine
 
 from zramctl.image.check import device_state
 from zramctl.kernel import sysfs
@@ -34,29 +34,37 @@ class ImageMachine(ZramMachine):
         self.root = Path(tempfile.mkdtemp(prefix="zram-rt-"))
         self.store = Store(self.root)
         self.store.hot_add()
+        backing = self.root / "backing.img"  # the machine's backing device, as a file
+        backing.write_bytes(bytes(BD_PAGES * 4096))
         with self.store.open(0, write=True) as h:
             sysfs.store(h.zram, "compat", self.compat)
             if self.compat != "3.11":
                 sysfs.store(h.zram, "comp_algorithm", self.algorithm)
+                sysfs.store(h.zram, "backing_dev", str(backing))
+                sysfs.store(h.zram, "recomp_algorithm", f"algo={self.secondary}")
             sysfs.store(h.zram, "disksize", str(SIZE))
+        self.reopens = 0
+        self._open()
+
+    def _open(self) -> None:
         self.handle: DeviceHandle = self.store.open(0, write=True)
         self.z = self.handle.zram
-        self.reopens = 0
+        self.z.clock = lambda: self.now
+        if self.z.bdev is not None:
+            self.bd = self.z.bdev  # what the rules count free blocks in
 
     @rule()
     def commit_and_reopen(self) -> None:
         before = device_state(self.z)
         self.handle.commit()
         self.handle.close()
-        self.handle = self.store.open(0, write=True)
-        self.z = self.handle.zram
+        self._open()
         assert device_state(self.z) == before
         self.reopens += 1
         if self.reopens % 8 == 1:
             self.handle.close()
             assert check_image((self.store, 0), data=True) == []
-            self.handle = self.store.open(0, write=True)
-            self.z = self.handle.zram
+            self._open()
 
     def teardown(self) -> None:
         self.handle.close()

@@ -52,7 +52,7 @@ class FileBackingDev:
         self.crash = crash
         self._in_use = in_use
         """The blocks the page table's written-back entries hold now (a whole-table walk)."""
-        self.used: set[int] | None = None
+        self.held: set[int] | None = None
         """Blocks not to hand out: held by the state in memory or by the last commit (None: not
         derived yet)."""
         self.freed: set[int] = set()
@@ -78,9 +78,14 @@ class FileBackingDev:
         return self._nr_pages
 
     def _derive(self) -> set[int]:
-        if self.used is None:
-            self.used = set(self._in_use()) | self.freed
-        return self.used
+        if self.held is None:
+            self.held = set(self._in_use()) | self.freed
+        return self.held
+
+    @property
+    def used(self) -> int:
+        """Blocks not free now: held by a page, or freed since the last commit."""
+        return len(self._derive())
 
     def alloc_block(self) -> int | None:
         used = self._derive()
@@ -131,10 +136,10 @@ class FileBackingDev:
         """After the commit: the blocks freed before it are free now.  After a reset the page
         table no longer names the blocks it held: derive the set again when next needed."""
         if self.rederive:
-            self.used, self._free, self._cursor = None, [], 1
+            self.held, self._free, self._cursor = None, [], 1
             self.rederive = False
-        elif self.used is not None:
-            self.used -= self.freed
+        elif self.held is not None:
+            self.held -= self.freed
             for blk in self.freed:
                 if blk < self._cursor:
                     heapq.heappush(self._free, blk)
@@ -227,6 +232,10 @@ class DeferredBackingDev:
     @property
     def nr_pages(self) -> int:
         return self.dev().nr_pages
+
+    @property
+    def used(self) -> int:
+        return self.dev().used
 
     def alloc_block(self) -> int | None:
         return self.dev().alloc_block()

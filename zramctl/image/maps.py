@@ -287,6 +287,16 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
     def _tree_in(self, header: Header) -> tuple[list[int], int, int]:
         return header.table_roots, header.table_depth, header.table_entries
 
+    def clear(self) -> None:
+        """Every entry gone: the table starts a new, empty tree (O(1)).  A reset also clears the
+        frames, which empties the whole image; a table cleared alone (a test restoring it) leaves
+        its old leaves unused in their metadata extents until the next reset."""
+        h = self.state.header
+        self.radix = Radix(self.state, [0] * ROOTS, 0)
+        self.leaves = {}
+        self.count = 0
+        self.version = h.version
+
     def _read_leaf(self, n: int, block: int) -> TableLeaf:
         data = self.state.file.read(block)
         return TableLeaf(block, decode_table(block, data, self.state.extent_count, self.version))
