@@ -289,13 +289,21 @@ def _open_for_reading(store, number: int, name: str, signals: Deferred) -> Itera
     """``read``'s hold on a device: shared where a read changes nothing (3.11), else exclusive, so
     that the access times the read sets are committed after it.
 
-    The device is looked at under the shared lock first (its profile decides), then opened for
-    writing.  A user who may read the image but not write it still reads it, as before, and the
-    accesses are then not recorded (the image cannot record them).
+    The device is opened shared first, and read that way if its profile says reads change
+    nothing (one open, as before); a 6.18 device is then opened again, as a writer.  A user who
+    may read the image but not write it still reads it, and the accesses are then not recorded
+    (the image cannot record them).
     """
-    with _open(store, number, name, write=False, what="read", signals=_NotDeferred()) as peek:
-        write = reads_change(peek.zram) and _may_write(store, number)
-    with _open(store, number, name, write=write, what="read", signals=signals) as handle:
+    with _open(store, number, name, write=False, what="read", signals=signals) as handle:
+        if not (reads_change(handle.zram) and _may_write(store, number)):
+            yield handle
+            return
+        if signals.received is not None:  # a signal while looking: stop before reading
+            raise Failure(
+                f"{name}: read: {interrupts.words(signals.received)} (nothing copied)",
+                code=interrupts.exit_code(signals.received),
+            )
+    with _open(store, number, name, write=True, what="read", signals=signals) as handle:
         yield handle
 
 
