@@ -288,6 +288,24 @@ def test_pages_written_back_before_a_failure_stay_written_back(root, capsys, tmp
     assert (rc, out) == (0, src.read_text())
 
 
+def test_stat_histogram_leaves_written_back_pages_out(root, capsys, tmp_path):
+    """A written-back page holds no object: stat's object-size histogram counts only the objects
+    in the allocator, so objects + same-filled + raw + written back = the pages stored."""
+    backing = tmp_path / "backing.img"
+    backing.write_bytes(bytes(3 * PAGE))  # blocks 1 and 2
+    src = tmp_path / "data"
+    src.write_bytes(text_pages(5))
+    assert run(capsys, "-f", "-s", "1M", "--writeback-device", str(backing))[0] == 0
+    assert run(capsys, "write", "zram0", str(src))[0] == 0
+    assert run(capsys, "idle", "zram0")[0] == 0
+    assert run(capsys, "writeback", "zram0", "--idle")[0] == 1  # ENOSPC after two pages
+    rc, out, _ = run(capsys, "stat", "zram0", "--json")
+    report = json.loads(out)
+    objects = sum(b["count"] for b in report["histogram"])
+    assert report["counters"]["bd_count"] == 2
+    assert (objects, report["same_pages"], report["huge_pages"]) == (3, 0, 0)
+
+
 # --- columns, stat, --json ------------------------------------------------------------------------------
 
 

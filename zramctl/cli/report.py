@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..kernel import sysfs
 from ..kernel.profiles import PAGE_SHIFT, PAGE_SIZE
-from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, Zram, ZramStats
+from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, ZRAM_WB, Zram, ZramStats
 
 # Object sizes are binned by 256 bytes: 16 bins from 0 to a page, the last one
 # holding the raw (huge / bad_compress) pages.
@@ -90,7 +90,8 @@ def _class_rows(z: Zram) -> list[ClassRow]:
 
 
 def _histogram(z: Zram) -> tuple[list[SizeBin], int, int]:
-    """Stored object sizes in HISTOGRAM_STEP bins; same-filled and raw pages counted apart.
+    """Stored object sizes in HISTOGRAM_STEP bins; same-filled and raw pages counted apart, and
+    written-back pages not at all (they hold no object: the backing device has them).
 
     It walks the whole page table: a report is O(stored pages) by nature.
     """
@@ -99,6 +100,8 @@ def _histogram(z: Zram) -> tuple[list[SizeBin], int, int]:
     for flags, _, _, _ in z.table.values():
         if flags & ZRAM_SAME:
             same += 1
+            continue
+        if flags & ZRAM_WB:
             continue
         size = flags & ZRAM_SIZE_MASK
         if flags & ZRAM_HUGE or size == PAGE_SIZE:
