@@ -666,6 +666,16 @@ class DeviceHandle:
         self.image.commit()
         self._settled = True
 
+    def commit_or_drop(self) -> ZramError | None:
+        """Commit, or, if that fails, drop what it would have kept (the close does not try again)
+        and return why: for changes that may be lost, such as the access times a read sets."""
+        try:
+            self.commit()
+        except ZramError as exc:
+            self._settled = True
+            return exc
+        return None
+
     # --- transfers ------------------------------------------------------------------
 
     def write_from(

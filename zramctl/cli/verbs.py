@@ -30,7 +30,7 @@ from ..kernel import sysfs
 from ..store import CHUNK as CHUNK  # the transfer sizes are the store's (named here for the tests)
 from ..store import PIECE as PIECE
 from ..store import RootError, counted
-from .common import PROG, STDIN_IS_DIRECTORY, open_store, progress
+from .common import PROG, STDIN_IS_DIRECTORY, open_store, progress, warn
 from .estimate import HELP as _ESTIMATE_HELP
 from .estimate import estimate_cmd
 from .status import LOCK_WAIT, device_name, resolve
@@ -265,17 +265,25 @@ def read_cmd(device: Device, offset: Offset = "0", length: Length = None, root: 
                 done = handle.read_to(sys.stdout.buffer, start, want, progress=advance, signals=signals)
             except ZramError:
                 if handle.write:  # the pages read before the failure were accessed all the same
-                    with suppress(OSError):
+                    with suppress(OSError, ZramError):
                         handle.commit()
                 raise
         if handle.write:
-            handle.commit()
+            _record_accesses(handle, name)
         if done.stopped_by is not None:
             copied = counted(done.done, done.total, "copied")
             raise Failure(
                 f"{name}: read: {interrupts.words(done.stopped_by)} ({copied})",
                 code=interrupts.exit_code(done.stopped_by),
             )
+
+
+def _record_accesses(handle: DeviceHandle, name: str) -> None:
+    """Commit what a read changed (access times, idle marks, bd_reads).  The data is already out:
+    a commit that fails (a full disk) loses only that record, so it is a warning, not a failure."""
+    failed = handle.commit_or_drop()
+    if failed is not None:
+        warn(f"{name}: read: access times not recorded: {failed.strerror}")
 
 
 def reads_change(zram: Zram) -> bool:
