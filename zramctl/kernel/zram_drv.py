@@ -724,7 +724,10 @@ class Zram:
 
     def _read_page(self, index: int) -> bytes:
         """zram_read_page(): the page's bytes, or ZramError(EIO) if they cannot be trusted."""
-        entry = self.table.get(index)
+        return self._read_entry(index, self.table.get(index))
+
+    def _read_entry(self, index: int, entry: Entry | None) -> bytes:
+        """_read_page for a slot already looked up (read() needs the entry again to mark it accessed)."""
         if entry is None:
             return ZERO_PAGE
         flags, handle, crc, _ = entry
@@ -937,22 +940,22 @@ class Zram:
         buf = self._scratch.pop() if self._scratch else bytearray()
         if len(buf) < span:
             buf = bytearray(span)
-        read_page = self._read_page
+        read_entry = self._read_entry
+        table = self.table
+        get = table.get
         accessed = self.profile.post_processing
-        if accessed:
-            now = self.clock()
-            table = self.table
+        now = self.clock() if accessed else 0
         index = first
         try:
             with memoryview(buf) as out:
                 pos = 0
                 for index in range(first, last + 1):
-                    out[pos : pos + PAGE_SIZE] = read_page(index)
+                    entry = get(index)
+                    out[pos : pos + PAGE_SIZE] = read_entry(index, entry)
                     pos += PAGE_SIZE
-                    if accessed:  # zram_accessed() once the page read well (an unchanged slot stays)
-                        entry = table.get(index)
-                        if entry is not None and (entry[3] != now or entry[0] & ZRAM_ACCESS_CLEARS):
-                            table[index] = (entry[0] & ~ZRAM_ACCESS_CLEARS, entry[1], entry[2], now)
+                    # zram_accessed() once the page read well (an unchanged slot stays as it is)
+                    if accessed and entry is not None and (entry[3] != now or entry[0] & ZRAM_ACCESS_CLEARS):
+                        table[index] = (entry[0] & ~ZRAM_ACCESS_CLEARS, entry[1], entry[2], now)
                 data = out[head : head + length].tobytes()
         except ZramError as exc:
             self.stats.num_reads += index - first + 1
