@@ -35,7 +35,9 @@ A device's backing file (``backing_dev``, where ``writeback`` puts pages) is
 the one file outside the root: a path the user gave.  The image opens it
 (``image/backing.py``, the model's Backing.open_bdev and read_file hooks),
 never through a symbolic link, only if it is a regular file, and under an
-flock held while the device is open, so one backing file has one owner.
+flock held while the device is open; the file's block 0 holds a claim naming
+the image that owns it, from its backing_dev store until its reset, so one
+backing file has one owner across commands and roots.
 """
 
 from __future__ import annotations
@@ -471,7 +473,9 @@ class Store:
                         os.close(wal)
                         os.close(fd)
                         continue
-                handle_image = Image(fd, wal, writable=write, crash=self._crash, name=f"zram{dev_id}")
+                path = os.path.abspath(self.root / image)
+                name = f"zram{dev_id}"
+                handle_image = Image(fd, wal, writable=write, crash=self._crash, name=name, path=path)
             except BaseException:
                 if wal is not None:
                     os.close(wal)

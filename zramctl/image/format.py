@@ -149,6 +149,13 @@ SECONDARY = tuple(range(1, ZRAM_MAX_COMPS))
 """The recompression priorities, 1..3."""
 
 
+IMAGE_ID_SIZE = 16
+IMAGE_ID_DOC = (
+    "The image's identity: 16 random bytes, the owner a backing file's claim names (see BACKING FILE); "
+    "zero in an image written before it existed, which is given one when next written."
+)
+
+
 def _v2_fields() -> tuple[tuple[str, str, str], ...]:
     """The post-processing settings and counters, appended by version 2 (zero = the default)."""
     out: list[tuple[str, str, str]] = [
@@ -172,6 +179,7 @@ def _v2_fields() -> tuple[tuple[str, str, str], ...]:
         out.append((f"dict{p}_blob", "I", what))
         out.append((f"dict{p}_len", "I", f"Bytes of that dictionary, 1..{MAX_DICT}; 0: none."))
     out += [(name, "q", f"Counter {name}.") for name in STATS_FIELDS_V2]
+    out.append(("image_id", "16s", IMAGE_ID_DOC))
     return tuple(out)
 
 
@@ -311,6 +319,8 @@ class Header:
     nlists: int = 0
     blobs: dict[str, BlobRef] = field(default_factory=dict)
     """``backing_dev`` and ``dict0``..``dict3``: where each blob-held setting is (absent: none)."""
+    image_id: bytes = bytes(IMAGE_ID_SIZE)
+    """Who this image is, for a backing file's claim (backing.py); all zero: none yet."""
 
     @property
     def class_record_size(self) -> int:

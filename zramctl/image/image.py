@@ -55,14 +55,22 @@ from dataclasses import dataclass
 
 from ..errors import ZramError
 from ..interrupts import Deferred
-from ..kernel.zram_drv import ZRAM_MAX_COMPS, ZRAM_WB, Backing, BackingDev, Zram, ZramConfig, ZramStats
+from ..kernel.zram_drv import ZRAM_MAX_COMPS, ZRAM_WB, Backing, Zram, ZramConfig, ZramStats
 from ..kernel.zsmalloc import Pool, SizeClass
-from .backing import DeferredBackingDev, FileBackingDev, open_backing_file, read_dictionary
+from .backing import (
+    DeferredBackingDev,
+    FileBackingDev,
+    Owner,
+    open_backing_file,
+    read_dictionary,
+    release_claim,
+)
 from .format import (
     BLOCK_SIZE,
     CLASS_BLOCKS,
     EXTENT_BLOCKS,
     EXTENT_SIZE,
+    IMAGE_ID_SIZE,
     RECORD_BLOB,
     RECORD_FREE,
     RECORD_META,
@@ -114,8 +122,10 @@ class Blob:
 
 
 def empty_image() -> bytes:
-    """The bytes of a new, uninitialised device (disksize 0): the header block alone."""
-    return encode_header(Header(txid=0, config=ZramConfig(), stats=ZramStats()))
+    """The bytes of a new, uninitialised device (disksize 0): the header block alone, with a
+    new random image_id (who the device is, for a backing file's claim)."""
+    h = Header(txid=0, config=ZramConfig(), stats=ZramStats(), image_id=os.urandom(IMAGE_ID_SIZE))
+    return encode_header(h)
 
 
 def _class_records(pool: Pool) -> list[ClassRecord]:
@@ -169,7 +179,16 @@ class Image:
     closes both, which releases the lock.
     """
 
-    def __init__(self, fd: int, wal: int | None, *, writable: bool, crash: CrashPoints, name: str) -> None:
+    def __init__(
+        self,
+        fd: int,
+        wal: int | None,
+        *,
+        writable: bool,
+        crash: CrashPoints,
+        name: str,
+        path: str | None = None,
+    ) -> None:
         if writable and wal is None:
             raise ValueError("a writable image needs its commit log")
         self.file = BlockFile(fd, crash)
@@ -184,6 +203,10 @@ class Image:
         for b in range(class_blocks(header)):
             self._loaded[1 + b] = head[(1 + b) * BLOCK_SIZE : (2 + b) * BLOCK_SIZE]
         self.header = header
+        self.path = path or name
+        """The image file's path, named in a backing file's claim (for messages)."""
+        if writable and not any(header.image_id):  # written before image ids: one from now on
+            header.image_id = os.urandom(IMAGE_ID_SIZE)
         self.state = ImageState(self.file, header, self._classes, writable=writable)
         self.blobs: dict[str, Blob] = {}
         """The blob-held settings as the last commit has them."""
@@ -201,26 +224,58 @@ class Image:
             _restore_pool(self.zram.pool, header, records)
         self._load_blobs(header)  # after the pool: checking a blob's extents reads records
         if header.config.backing_dev is not None:
-            self.zram.bdev = DeferredBackingDev(header.config.backing_dev, self._open_bdev)
+            self.zram.bdev = DeferredBackingDev(header.config.backing_dev, self._reopen_bdev)
         if writable and header.version != VERSION:
             self._convert()
 
     # --- the backing file ------------------------------------------------------------
 
-    def _open_bdev(self, path: str) -> BackingDev:
-        """Backing.open_bdev: open and lock a backing file for this device (see backing.py).
+    def _open_bdev(self, path: str, strict: bool = True) -> FileBackingDev:
+        """Backing.open_bdev: open and lock a backing file for this device, and claim it (see
+        backing.py): another image's file is EBUSY (``strict``, the backing_dev store) or
+        opened refusing writeback (the device's recorded file, reopened).
 
         A file this image already has open (set again after a reset) is handed back as it
-        is: it still knows which blocks the last commit points at.
+        is, its claim looked at again: it still knows which blocks the last commit points at.
         """
         full = os.path.abspath(path)
         for dev in self._bdevs:
             if dev.path == full:
+                dev.claim(strict=strict)
                 dev.released = False
                 return dev
-        dev = open_backing_file(full, writable=self.writable, crash=self.file.crash, in_use=self._wb_blocks)
+        owner = Owner(self.header.image_id, self.path)
+        crash = self.file.crash
+        dev = open_backing_file(
+            full, writable=self.writable, crash=crash, in_use=self._wb_blocks, owner=owner, strict=strict
+        )
         self._bdevs.append(dev)
         return dev
+
+    def _reopen_bdev(self, path: str) -> FileBackingDev:
+        """The recorded backing file, opened at its first use (DeferredBackingDev)."""
+        return self._open_bdev(path, strict=False)
+
+    def _release_claims(self, dropped: Blob | None = None) -> None:
+        """Clear the claim of every backing file this image holds that the last commit does not
+        name: one it opened (a backing_dev set and never committed, or a reset), and
+        ``dropped``, the file the commit before named (a reset that never opened it).  Only
+        after that commit: a crash before leaves a stale claim (cleared by hand), never a file
+        without the claim of a device whose pages it holds.  Best effort: the commit stands."""
+        if self.broken or not self.writable:
+            return
+        named = self.blobs.get("backing_dev")
+        kept = named.data if named is not None else None
+        for dev in self._bdevs:
+            if os.fsencode(dev.path) != kept:
+                try:
+                    dev.release()
+                except OSError:
+                    pass
+        if dropped is not None and dropped.data != kept:
+            path = os.fsdecode(dropped.data)
+            if all(dev.path != path for dev in self._bdevs):
+                release_claim(path, Owner(self.header.image_id, self.path), self.file.crash)
 
     def _wb_blocks(self) -> Iterator[int]:
         """The backing blocks the page table points at: a walk of the whole table."""
@@ -346,7 +401,7 @@ class Image:
     def _new_header(self) -> Header:
         """The header describing the state in memory now."""
         z, st, pool = self.zram, self.state, self.zram.pool
-        h = Header(txid=self.header.txid, config=z.config, stats=z.stats)
+        h = Header(txid=self.header.txid, config=z.config, stats=z.stats, image_id=self.header.image_id)
         h.pages_allocated = pool.pages_allocated if pool else 0
         h.pages_compacted = pool.pages_compacted if pool else 0
         h.table_entries = len(st.table)
@@ -406,6 +461,7 @@ class Image:
         if not self.writable:
             raise ZramError(errno.EBADF, "commit", "the device is open read-only")
         st = self.state
+        dropped = self.blobs.get("backing_dev")
         h, blocks, punch, blobs = self._changes()
         header = encode_header(h)
         if not blocks and not punch and not st.cleared and header == self._loaded[0]:
@@ -443,6 +499,7 @@ class Image:
         self.blobs = blobs
         for dev in self._bdevs:
             dev.committed()
+        self._release_claims(dropped)
 
     def _preallocate(self, blocks: list[int], reserved: list[tuple[int, int]]) -> None:
         """Reserve the space of every block about to be written, before anything is committed.
@@ -498,7 +555,9 @@ class Image:
         st.cleared = False
 
     def close(self) -> None:
-        """Close the file (releasing the lock); uncommitted changes are dropped with it."""
+        """Close the file (releasing the lock); uncommitted changes are dropped with it, and so is
+        the claim of a backing file set and never committed."""
+        self._release_claims()
         for dev in self._bdevs:
             dev.shut()
         if self.wal is not None:
