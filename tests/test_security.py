@@ -545,3 +545,250 @@ def test_a_crafted_written_back_entry_is_euclean(tmp_path: Path) -> None:
             h.zram.read(4096, 4096)
         assert e.value.errno == errno.EUCLEAN and "entry 1" in str(e.value.detail)
         path.write_bytes(saved)
+
+
+# --- the backing file's claim: one owner across commands and roots ----------------------------------
+
+def _claim(backing: Path) -> object:
+    from zramctl.image.backing import decode_claim
+
+    return decode_claim(backing.read_bytes()[:4096])
+
+
+def _image_id(store: Store, dev: int = 0) -> bytes:
+    with store.open(dev, write=False) as h:
+        return h.image.header.image_id
+
+
+def _set_backing(store: Store, dev: int, backing: Path) -> None:
+    from zramctl.kernel import sysfs
+
+    with store.open(dev, write=True) as h:
+        sysfs.store(h.zram, "backing_dev", str(backing))
+
+
+def test_the_reproduction_a_second_device_is_refused_and_the_first_keeps_its_pages(tmp_path: Path) -> None:
+    """The lead's reproduction, on the command line: zram1 was accepted, and its writeback
+    overwrote zram0's written-back pages."""
+    root = tmp_path / "root"
+    backing = tmp_path / "backing.img"
+    backing.touch()
+    os.truncate(backing, 1 << 20)  # truncate -s 1M: zeros
+    env = {"ZRAMCTL_ROOT": str(root)}
+    first = zramctl("-f", "-s", "8M", "--writeback-device", str(backing), env=env)
+    assert first.returncode == 0 and first.stdout == "zram0\n", first.stderr
+    store = Store(root)
+    data = [os.urandom(4096) for _ in range(8)]
+    with store.open(0, write=True) as h:
+        for i, page in enumerate(data):
+            h.zram.write(i * 4096, page)
+    wb = zramctl("writeback", "zram0", "--huge", env=env)
+    assert wb.returncode == 0, wb.stderr
+    second = zramctl("-f", "-s", "8M", "--writeback-device", str(backing), env=env)
+    assert second.returncode != 0
+    lines = second.stderr.splitlines()
+    assert len(lines) == 1, second.stderr
+    assert os.strerror(errno.EBUSY) in lines[0]
+    assert str(store.image_path(0)) in lines[0]
+    assert f"dd if=/dev/zero of={backing} bs=4096 count=1 conv=notrunc" in lines[0]
+    with store.open(0, write=False) as h:
+        assert h.zram.stats.bd_count == len(data)
+        assert h.zram.read(0, len(data) * 4096) == b"".join(data)
+        assert h.zram.stats.bd_reads == len(data)
+
+
+def test_a_claim_survives_between_commands_and_names_its_image(tmp_path: Path) -> None:
+    from zramctl.image.backing import Owner
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    claim = _claim(backing)
+    assert isinstance(claim, Owner)
+    assert claim.image_id == _image_id(store) and any(claim.image_id)
+    assert claim.path == str(store.image_path(0))
+    store.hot_add()
+    with pytest.raises(ZramError) as e:
+        _set_backing(store, 1, backing)
+    assert e.value.errno == errno.EBUSY and str(store.image_path(0)) in str(e.value.detail)
+    with store.open(0, write=True) as h:  # its owner still writes back to it
+        h.zram.write(20 * 4096, os.urandom(4096))
+        from zramctl.kernel import sysfs
+
+        sysfs.store(h.zram, "writeback", "page_index=20")
+        assert h.zram.stats.bd_count == 9
+
+
+def test_two_roots_never_share_a_backing_file(tmp_path: Path) -> None:
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "one", backing)
+    other = Store(tmp_path / "two")
+    other.hot_add()
+    with pytest.raises(ZramError) as e:
+        _set_backing(other, 0, backing)
+    assert e.value.errno == errno.EBUSY and str(store.image_path(0)) in str(e.value.detail)
+    with store.open(0, write=False) as h:
+        assert h.zram.read(0, 4096)[:100] == bytes([1]) * 100
+
+
+@pytest.mark.parametrize("opened", [False, True], ids=["untouched", "opened"])
+def test_reset_releases_the_claim_so_another_device_can_take_the_file(tmp_path: Path, opened: bool) -> None:
+    """Whether or not the resetting command opened the backing file (a read of a written-back
+    page opens it), the claim is cleared after the reset's commit."""
+    from zramctl.image.backing import Owner
+    from zramctl.kernel import sysfs
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    store.hot_add()
+    with store.open(0, write=True) as h:
+        if opened:
+            h.zram.read(0, 4096)
+        sysfs.store(h.zram, "reset", "1")
+        assert isinstance(_claim(backing), Owner)  # not before the commit
+    assert _claim(backing) is None
+    _set_backing(store, 1, backing)
+    claim = _claim(backing)
+    assert isinstance(claim, Owner) and claim.image_id == _image_id(store, 1)
+
+
+def test_a_backing_dev_never_committed_leaves_no_claim(tmp_path: Path) -> None:
+    from zramctl.kernel import sysfs
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(8 * 4096))
+    store = Store(tmp_path / "r")
+    store.hot_add()
+    with pytest.raises(RuntimeError), store.open(0, write=True) as h:
+        sysfs.store(h.zram, "backing_dev", str(backing))
+        assert _claim(backing) is not None
+        raise RuntimeError("the command fails before its commit")
+    assert _claim(backing) is None
+
+
+def test_a_stale_claim_is_refused_with_the_dd_that_clears_it(tmp_path: Path) -> None:
+    """The owner's image is gone (removed without a reset): refused, naming it; the dd in the
+    message clears the claim, and the file can then be taken."""
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    gone = str(store.image_path(0))
+    store.hot_remove(0)
+    store.hot_add()
+    with pytest.raises(ZramError) as e:
+        _set_backing(store, 0, backing)
+    detail = str(e.value.detail)
+    assert e.value.errno == errno.EBUSY and gone in detail and len(detail.splitlines()) == 1
+    dd = detail[detail.index("dd if=") :].split()
+    assert subprocess.run(dd, capture_output=True).returncode == 0
+    assert len(backing.read_bytes()) == 32 * 4096  # conv=notrunc: only block 0 changed
+    _set_backing(store, 0, backing)
+    assert _claim(backing) is not None
+
+
+def test_a_file_with_other_data_in_block_0_is_never_taken(tmp_path: Path) -> None:
+    backing = tmp_path / "backing"
+    content = b"someone's data\n" * 300 + bytes(32 * 4096)
+    backing.write_bytes(content[: 32 * 4096])
+    store = Store(tmp_path / "r")
+    store.hot_add()
+    with pytest.raises(ZramError) as e:
+        _set_backing(store, 0, backing)
+    assert e.value.errno == errno.EBUSY and "other data" in str(e.value.detail)
+    assert backing.read_bytes() == content[: 32 * 4096]
+    with store.open(0, write=False) as h:
+        assert h.zram.config.backing_dev is None
+
+
+@pytest.mark.parametrize("offset", [20, 40, 600], ids=["owner", "path", "past-the-record"])
+def test_a_damaged_claim_is_never_trusted_even_by_its_owner(tmp_path: Path, offset: int) -> None:
+    """A damaged claim is not ours: the owner's writeback fails EBUSY (its pages still read),
+    another device is refused, and block 0 is never rewritten."""
+    from zramctl.kernel import sysfs
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    data = bytearray(backing.read_bytes())
+    data[offset] ^= 0x01
+    backing.write_bytes(bytes(data))
+    with store.open(0, write=True) as h:
+        assert h.zram.read(0, 4096)[:100] == bytes([1]) * 100
+        h.zram.write(20 * 4096, os.urandom(4096))
+        with pytest.raises(ZramError) as e:
+            sysfs.store(h.zram, "writeback", "page_index=20")
+        assert e.value.errno == errno.EBUSY and "damaged" in str(e.value.detail)
+        assert h.zram.stats.bd_count == 8
+    store.hot_add()
+    with pytest.raises(ZramError) as e:
+        _set_backing(store, 1, backing)
+    assert e.value.errno == errno.EBUSY and "damaged" in str(e.value.detail)
+    assert backing.read_bytes() == bytes(data)
+
+
+def test_another_images_claim_stops_writeback_but_not_reads(tmp_path: Path) -> None:
+    """Device 0's claim was cleared by hand and device 1 took the file: device 0 reads its
+    pages (CRC-checked) and its writeback fails EBUSY, naming device 1."""
+    from zramctl.kernel import sysfs
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    with open(backing, "r+b") as f:
+        f.write(bytes(4096))
+    store.hot_add()
+    _set_backing(store, 1, backing)
+    with store.open(0, write=True) as h:
+        assert h.zram.read(7 * 4096, 4096)[:100] == bytes([8]) * 100
+        h.zram.write(20 * 4096, os.urandom(4096))
+        with pytest.raises(ZramError) as e:
+            sysfs.store(h.zram, "writeback", "page_index=20")
+        assert e.value.errno == errno.EBUSY and str(store.image_path(1)) in str(e.value.detail)
+
+
+def test_a_file_recorded_before_claims_is_claimed_by_its_device_and_not_by_a_reader(tmp_path: Path) -> None:
+    """Block 0 zero under a device that records the file (written before claims existed): a
+    reader leaves it alone; the device's next writer claims it, and another device is refused."""
+    from zramctl.image.backing import Owner
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    with open(backing, "r+b") as f:
+        f.write(bytes(4096))
+    with store.open(0, write=False) as h:
+        h.zram.read(0, 4096)
+    assert _claim(backing) is None
+    with store.open(0, write=True) as h:
+        h.zram.read(0, 4096)
+    claim = _claim(backing)
+    assert isinstance(claim, Owner) and claim.image_id == _image_id(store)
+    store.hot_add()
+    with pytest.raises(ZramError):
+        _set_backing(store, 1, backing)
+
+
+def test_an_image_without_an_id_is_given_one_when_next_written(tmp_path: Path) -> None:
+    """image_id is zero in an image written before it existed; a writer gives it one, kept."""
+    from zramctl.image import format as fmt
+
+    store = new_device(tmp_path / "r")
+    path = store.image_path(0)
+    data = bytearray(path.read_bytes())
+    h = fmt.decode_header(bytes(data[:4096]))
+    assert any(h.image_id)
+    h.image_id = bytes(fmt.IMAGE_ID_SIZE)
+    data[:4096] = fmt.encode_header(h)
+    path.write_bytes(bytes(data))
+    assert not any(_image_id(store))  # a reader leaves it as it is
+    with store.open(0, write=True) as hd:
+        hd.zram.write(0, os.urandom(4096))
+    given = _image_id(store)
+    assert any(given)
+    with store.open(0, write=True) as hd:
+        from zramctl.kernel import sysfs
+
+        sysfs.store(hd.zram, "reset", "1")
+    assert _image_id(store) == given
