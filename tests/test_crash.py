@@ -156,6 +156,11 @@ def steps(*parts: Step) -> Step:
     return step
 
 
+def backing_file(z: Zram, model: bytearray) -> None:
+    """A fresh backing file (zeros), kept with the root from the setup on (``save``)."""
+    BACKING[0].write_bytes(bytes(BACKING_PAGES * PAGE))
+
+
 def dictionary(z: Zram, model: bytearray) -> None:
     """zstd with a dictionary (kept in the image), then pages compressed with it."""
     path = BACKING[0].with_name("dict")
@@ -245,6 +250,14 @@ SCENARIOS = [
     Scenario(
         "reset-writeback", [init_pp(), write_pages(0, 12, 76), attr("writeback", "huge"), WROTE_BACK], [reset]
     ),
+    # The claim in the backing file's block 0: taken before the commit that records the file,
+    # cleared after the one that drops it (verify checks it at every point).
+    Scenario("backing-dev", [backing_file], [init_pp(), write_pages(0, 8, 78)]),
+    Scenario(
+        "reset-retake",
+        [init_pp(), write_pages(0, 12, 79), attr("writeback", "huge"), WROTE_BACK],
+        [reset, init_pp(), steps(write_pages(0, 8, 80), attr("writeback", "huge"), WROTE_BACK)],
+    ),
     Scenario(
         "dictionary",
         [],
@@ -311,10 +324,28 @@ def verify(root: Path, allowed: list[tuple[dict, bytes]], where: str) -> int:
     with store.open(0, write=False) as h:
         state = device_state(h.zram)
         content = h.zram.read(0, DISK) if h.zram.initialized else bytes(DISK)
+        check_claim(h.zram.config.backing_dev, h.image.header.image_id, where)
     for i, (want_state, want_content) in enumerate(allowed):
         if state == want_state and content == want_content:
             return i
     raise AssertionError(f"{where}: the state after the crash is neither the one before nor after the commit")
+
+
+def check_claim(recorded: str | None, image_id: bytes, where: str, *, final: bool = False) -> None:
+    """The backing file's block 0 is zero or a sound claim, never half of one; a device that
+    records the file holds its claim; one that does not may leave a stale claim of its own
+    after a crash (never another's), and none once its command has finished (``final``)."""
+    from zramctl.image.backing import Owner, decode_claim
+
+    if not BACKING[0].exists():
+        assert recorded is None, where
+        return
+    found = decode_claim(BACKING[0].read_bytes()[:PAGE])
+    assert found is None or isinstance(found, Owner), f"{where}: block 0: {found}"
+    if recorded is not None or found is not None:
+        assert isinstance(found, Owner) and found.image_id == image_id, f"{where}: the claim is not the device's"
+    if final and recorded is None:
+        assert found is None, f"{where}: a claim outlived the device's reset"
 
 
 def copy(src: Path, dst: Path) -> None:
@@ -377,6 +408,8 @@ def test_crash_at_every_point(sc: Scenario, tmp_path: Path) -> None:
     restore(work)
     assert not run_child(work, total + 1, body)
     assert verify(work, [states[-1]], "no crash") == 0
+    with Store(work).open(0, write=False) as h:
+        check_claim(h.zram.config.backing_dev, h.image.header.image_id, "no crash", final=True)
     print(f"{sc.name}: {cases} crash points, {recoveries} recovery crash cases")
 
 

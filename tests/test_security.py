@@ -549,6 +549,7 @@ def test_a_crafted_written_back_entry_is_euclean(tmp_path: Path) -> None:
 
 # --- the backing file's claim: one owner across commands and roots ----------------------------------
 
+
 def _claim(backing: Path) -> object:
     from zramctl.image.backing import decode_claim
 
