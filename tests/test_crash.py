@@ -343,7 +343,8 @@ def check_claim(recorded: str | None, image_id: bytes, where: str, *, final: boo
     found = decode_claim(BACKING[0].read_bytes()[:PAGE])
     assert found is None or isinstance(found, Owner), f"{where}: block 0: {found}"
     if recorded is not None or found is not None:
-        assert isinstance(found, Owner) and found.image_id == image_id, f"{where}: the claim is not the device's"
+        mine = isinstance(found, Owner) and found.image_id == image_id
+        assert mine, f"{where}: the claim is not the device's"
     if final and recorded is None:
         assert found is None, f"{where}: a claim outlived the device's reset"
 
