@@ -655,6 +655,23 @@ def test_reset_releases_the_claim_so_another_device_can_take_the_file(tmp_path: 
     assert isinstance(claim, Owner) and claim.image_id == _image_id(store, 1)
 
 
+def test_hot_remove_releases_the_claim_so_another_device_can_take_the_file(tmp_path: Path) -> None:
+    """The kernel's hot_remove resets the device, which lets its backing device go: removing a
+    device clears its claim (after the image is gone), so the file needs no dd to be reused."""
+    from zramctl.image.backing import Owner
+
+    backing = tmp_path / "backing"
+    backing.write_bytes(bytes(32 * 4096))
+    store = _pp_device(tmp_path / "r", backing)
+    assert isinstance(_claim(backing), Owner)
+    store.hot_remove(0)
+    assert _claim(backing) is None
+    store.hot_add()
+    _set_backing(store, 0, backing)
+    claim = _claim(backing)
+    assert isinstance(claim, Owner) and claim.image_id == _image_id(store, 0)
+
+
 def test_a_backing_dev_never_committed_leaves_no_claim(tmp_path: Path) -> None:
     from zramctl.kernel import sysfs
 
@@ -670,13 +687,14 @@ def test_a_backing_dev_never_committed_leaves_no_claim(tmp_path: Path) -> None:
 
 
 def test_a_stale_claim_is_refused_with_the_dd_that_clears_it(tmp_path: Path) -> None:
-    """The owner's image is gone (removed without a reset): refused, naming it; the dd in the
-    message clears the claim, and the file can then be taken."""
+    """The owner's image is gone (its file deleted behind zramctl's back, so nothing released
+    the claim): refused, naming it; the dd in the message clears the claim, and the file can
+    then be taken."""
     backing = tmp_path / "backing"
     backing.write_bytes(bytes(32 * 4096))
     store = _pp_device(tmp_path / "r", backing)
     gone = str(store.image_path(0))
-    store.hot_remove(0)
+    os.unlink(gone)
     store.hot_add()
     with pytest.raises(ZramError) as e:
         _set_backing(store, 0, backing)

@@ -56,6 +56,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from .errors import ZramError, detail_words
+from .image.backing import Owner, release_claim
 from .image.image import CrashPoints, Image, empty_image
 from .image.io import open_regular, wal_pending
 from .interrupts import Deferred, Interrupted
@@ -410,6 +411,7 @@ class Store:
                 raise ZramError(errno.EBUSY, "hot_remove", "another zramctl has it open") from None
             if not self._same_file(fd, dir_fd, image):
                 raise ZramError(errno.ENODEV, "hot_remove", "no such device")
+            claim = self._backing_claim(fd, dev_id)
             try:
                 os.unlink(image, dir_fd=dir_fd)
                 try:
@@ -419,12 +421,34 @@ class Store:
                 _fsync_dir(dir_fd)
             except OSError as exc:
                 raise _os_error(exc, "hot_remove") from None
+            if claim is not None:  # only once the device is gone: its pages were in that file
+                release_claim(claim[0], claim[1], self._crash)
         except ZramError as exc:
             if exc.what == "open":
                 exc.what = "hot_remove"
             raise
         finally:
             os.close(fd)
+
+    def _backing_claim(self, fd: int, dev_id: int) -> tuple[str, Owner] | None:
+        """The backing file a device records and its claim there, which removing the device lets
+        go (the kernel's hot_remove resets the device, and the reset its backing device).  None
+        when there is none, or the image cannot be read: then a stale claim may stay, which the
+        refusal it causes says how to clear."""
+        try:
+            image = Image(
+                os.dup(fd), None, writable=False, crash=self._crash, name=f"zram{dev_id}",
+                path=os.path.abspath(self.root / f"zram{dev_id}.img"),
+            )  # fmt: skip
+        except OSError:  # ZramError included: a damaged image
+            return None
+        try:
+            path = image.zram.config.backing_dev
+            if path is None or not any(image.header.image_id):
+                return None
+            return path, Owner(image.header.image_id, image.path)
+        finally:
+            image.close()
 
     # --- open -------------------------------------------------------------------
 
