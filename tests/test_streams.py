@@ -18,6 +18,7 @@ import pytest
 
 from zramctl.cli import main as cli
 from zramctl.errors import ZramError
+from zramctl.image import image as image_mod
 from zramctl.kernel import zram_drv
 from zramctl.kernel.zcomp import get_backend
 from zramctl.kernel.zram_drv import Zram, ZramConfig
@@ -164,7 +165,9 @@ def test_image_bytes_are_the_same_for_t1_and_t4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The whole command, through the image: `-t 1` and `-t 4` leave byte-identical images
-    (once the stream count they record is set alike, by one change each) and the same stat."""
+    (once the stream count they record is set alike, by one change each) and the same stat.
+    Each image gets the same identity (random otherwise: it names a backing file's owner)."""
+    monkeypatch.setattr(image_mod, "new_image_id", lambda: bytes(range(1, 17)))
     src = tmp_path / "data"
     src.write_bytes(mixed(700, seed=3))
     images = []

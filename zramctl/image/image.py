@@ -121,10 +121,16 @@ class Blob:
     ref: BlobRef
 
 
+def new_image_id() -> bytes:
+    """A new image's identity (who owns a backing file's claim): random, so no two images share
+    one unless one is a copy of the other."""
+    return os.urandom(IMAGE_ID_SIZE)
+
+
 def empty_image() -> bytes:
     """The bytes of a new, uninitialised device (disksize 0): the header block alone, with a
-    new random image_id (who the device is, for a backing file's claim)."""
-    h = Header(txid=0, config=ZramConfig(), stats=ZramStats(), image_id=os.urandom(IMAGE_ID_SIZE))
+    new image_id."""
+    h = Header(txid=0, config=ZramConfig(), stats=ZramStats(), image_id=new_image_id())
     return encode_header(h)
 
 
@@ -206,7 +212,7 @@ class Image:
         self.path = path or name
         """The image file's path, named in a backing file's claim (for messages)."""
         if writable and not any(header.image_id):  # written before image ids: one from now on
-            header.image_id = os.urandom(IMAGE_ID_SIZE)
+            header.image_id = new_image_id()
         self.state = ImageState(self.file, header, self._classes, writable=writable)
         self.blobs: dict[str, Blob] = {}
         """The blob-held settings as the last commit has them."""
