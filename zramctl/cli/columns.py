@@ -252,10 +252,10 @@ def _read_empty(attrs: Attrs, name: str) -> Cell:
 _DATA, _COMPR, _TOTAL, _LIMIT, _USED, _ZERO, _MIGRATED = range(len(MM_STAT_FILES))
 """The ``mm_stat`` field (and ``MM_STAT_FILES`` index) of each statistics column."""
 
-_HUGE, _HUGE_SINCE = 7, 8
+_HUGE, _HUGE_SINCE = ("mm_stat", 7), ("mm_stat", 8)
 """``mm_stat``'s huge_pages (Linux 4.19) and huge_pages_since (5.15): past the seven util-linux reads."""
 
-_BD_COUNT, _BD_READS, _BD_WRITES = range(3)
+_BD_COUNT, _BD_READS, _BD_WRITES = (("bd_stat", i) for i in range(3))
 """The fields of ``bd_stat`` (``CONFIG_ZRAM_WRITEBACK``), each in 4 KiB units."""
 
 
@@ -271,22 +271,12 @@ def _page_count(text: str | None) -> Cell:
     return Cell(text, text, _number_or_text(text))
 
 
-def _read_mm_stat_count(index: int) -> Reader:
-    """The reader of an ``mm_stat`` page count beyond util-linux's seven fields (HUGE, HUGE-SINCE)."""
+def _read_page_count(attribute: str, index: int) -> Reader:
+    """The reader of page-count field ``index`` of ``attribute``: ``mm_stat`` beyond util-linux's
+    seven fields (HUGE, HUGE-SINCE), ``bd_stat`` (BD-COUNT, BD-READS, BD-WRITES, in 4 KiB pages)."""
 
     def read(attrs: Attrs, name: str) -> Cell:
-        text = attrs("mm_stat")
-        fields = text.split() if text else []
-        return _page_count(fields[index] if index < len(fields) else None)
-
-    return read
-
-
-def _read_bd_stat(index: int) -> Reader:
-    """The reader of a ``bd_stat`` field (BD-COUNT, BD-READS, BD-WRITES), in 4 KiB pages."""
-
-    def read(attrs: Attrs, name: str) -> Cell:
-        text = attrs("bd_stat")
+        text = attrs(attribute)
         fields = text.split() if text else []
         return _page_count(fields[index] if index < len(fields) else None)
 
@@ -354,14 +344,14 @@ COLUMNS: tuple[Column, ...] = (
 """util-linux's columns in its table order: the ``--output-all`` columns, in that order."""
 
 EXTRA_COLUMNS: tuple[Column, ...] = (
-    Column("HUGE", 3, True, False, "incompressible pages stored uncompressed", _read_mm_stat_count(_HUGE)),
+    Column("HUGE", 3, True, False, "incompressible pages stored uncompressed", _read_page_count(*_HUGE)),
     Column(
         "HUGE-SINCE", 3, True, False, "incompressible pages stored since setup",
-        _read_mm_stat_count(_HUGE_SINCE),
+        _read_page_count(*_HUGE_SINCE),
     ),
-    Column("BD-COUNT", 3, True, False, "pages held in the backing device", _read_bd_stat(_BD_COUNT)),
-    Column("BD-READS", 3, True, False, "pages read from the backing device", _read_bd_stat(_BD_READS)),
-    Column("BD-WRITES", 3, True, False, "pages written to the backing device", _read_bd_stat(_BD_WRITES)),
+    Column("BD-COUNT", 3, True, False, "pages held in the backing device", _read_page_count(*_BD_COUNT)),
+    Column("BD-READS", 3, True, False, "pages read from the backing device", _read_page_count(*_BD_READS)),
+    Column("BD-WRITES", 3, True, False, "pages written to the backing device", _read_page_count(*_BD_WRITES)),
     Column("IDLE", 3, True, False, "stored pages marked idle", _read_idle),
 )
 """Our post-processing columns: only when named with ``-o`` (never by ``--output-all``)."""

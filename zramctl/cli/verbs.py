@@ -286,12 +286,6 @@ def _record_accesses(handle: DeviceHandle, name: str) -> None:
         warn(f"{name}: read: access times not recorded: {failed.strerror}")
 
 
-def reads_change(zram: Zram) -> bool:
-    """Whether reading ``zram`` changes it: a 6.18 device's reads set each page's access time and
-    clear its idle mark (the kernel's zram_accessed), which ``idle`` attests to; 3.11 has neither."""
-    return "idle" in sysfs.attributes(zram)
-
-
 @contextmanager
 def _open_for_reading(store, number: int, name: str, signals: Deferred) -> Iterator[DeviceHandle]:
     """``read``'s hold on a device: shared where a read changes nothing (3.11), else exclusive, so
@@ -303,7 +297,7 @@ def _open_for_reading(store, number: int, name: str, signals: Deferred) -> Itera
     (the image cannot record them).
     """
     with _open(store, number, name, write=False, what="read", signals=signals) as handle:
-        if not (reads_change(handle.zram) and _may_write(store, number)):
+        if not (handle.zram.reads_change and _may_write(store, number)):
             yield handle
             return
         if signals.received is not None:  # a signal while looking: stop before reading

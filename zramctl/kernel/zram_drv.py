@@ -417,6 +417,12 @@ class Zram:
         return self.config.disksize != 0
 
     @property
+    def reads_change(self) -> bool:
+        """Whether a read changes the device: 6.18's zram_accessed sets each page's ac_time and
+        clears its IDLE mark; 3.11 has neither."""
+        return self.profile.post_processing
+
+    @property
     def table(self) -> MutableMapping[int, Entry]:
         return self.backing.table
 
@@ -943,7 +949,7 @@ class Zram:
         read_entry = self._read_entry
         table = self.table
         get = table.get
-        accessed = self.profile.post_processing
+        accessed = self.reads_change
         now = self.clock() if accessed else 0
         index = first
         try:
