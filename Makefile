@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 # python-lzo has no wheels: it compiles against liblzo2's headers.  tools/ensure-lzo
 # installs them with apt when we are root, and otherwise stops with the exact command.
-$(STAMP): pyproject.toml setup.py zramctl/kernel/_kcomp.c bin/zramctl tools/ensure-lzo
+$(STAMP): pyproject.toml setup.py $(wildcard zramctl/*/*.c) bin/zramctl tools/ensure-lzo
 	@sh tools/ensure-lzo
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q -e '.[test]' >.setup.log 2>&1 || { rm -rf $(VENV); echo "make: installing zramctl failed: $$({ grep -h -m1 'zramctl: building' .setup.log || grep -h -m1 -E 'fatal error|error:' .setup.log; } | sed 's/^ *//') (all of pip's output: .setup.log; the venv was removed)" >&2; exit 1; }

@@ -1,7 +1,8 @@
-"""Builds zramctl's one compiled module, ``zramctl.kernel._kcomp`` (the kernel's lzo, lzo-rle and lz4).
+"""Builds zramctl's compiled modules: ``zramctl.kernel._kcomp`` (the kernel's lzo, lzo-rle and lz4)
+and ``zramctl.kernel._zsmalloc`` (zsmalloc and zram's per-page paths for a device in memory).
 
-Everything else about the package is in pyproject.toml.  The module is plain C against the
-CPython API; it needs only a C compiler and Python's headers, which python-lzo already needs.
+Everything else about the package is in pyproject.toml.  The modules are plain C against the
+CPython API; they need only a C compiler and Python's headers, which python-lzo already needs.
 There is no fallback: if it cannot be built the install stops, with one line that says why.
 """
 
@@ -22,18 +23,22 @@ class BuildExt(build_ext):
             ran = re.match(r"[Cc]ommand '\['([^']*)'.*exit status (\d+)", text)
             what = f"{ran[1]} exited with status {ran[2]}" if ran else text[:200]
             raise SystemExit(
-                f"zramctl: building {ext.name} (the kernel's compressors, plain C) failed: {what}; "
+                f"zramctl: building {ext.name} (plain C) failed: {what}; "
                 "it needs a C compiler and Python's headers (gcc and python3-dev on Debian)"
             ) from None
 
 
+# One compiled module per C file, each named for where it sits in the package.
+MODULES = ("zramctl/kernel/_kcomp.c", "zramctl/kernel/_zsmalloc.c")
+
 setup(
     ext_modules=[
         Extension(
-            "zramctl.kernel._kcomp",
-            sources=["zramctl/kernel/_kcomp.c"],
+            source[: -len(".c")].replace("/", "."),
+            sources=[source],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra"],
         )
+        for source in MODULES
     ],
     cmdclass={"build_ext": BuildExt},
 )
