@@ -1,11 +1,13 @@
 """Builds zramctl's compiled modules: ``zramctl.kernel._kcomp`` (the kernel's lzo, lzo-rle and lz4)
-and ``zramctl.kernel._zsmalloc`` (zsmalloc and zram's per-page paths for a device in memory).
+``zramctl.kernel._zsmalloc`` (zsmalloc and zram's per-page paths for a device in memory), and
+any other ``zramctl/*/*.c``.
 
 Everything else about the package is in pyproject.toml.  The modules are plain C against the
 CPython API; they need only a C compiler and Python's headers, which python-lzo already needs.
 There is no fallback: if it cannot be built the install stops, with one line that says why.
 """
 
+import glob
 import re
 
 from setuptools import Extension, setup
@@ -28,8 +30,8 @@ class BuildExt(build_ext):
             ) from None
 
 
-# One compiled module per C file, each named for where it sits in the package.
-MODULES = ("zramctl/kernel/_kcomp.c", "zramctl/kernel/_zsmalloc.c")
+# One compiled module per C file of the package, each named for where it sits in it.
+MODULES = sorted(glob.glob("zramctl/*/*.c"))
 
 setup(
     ext_modules=[
