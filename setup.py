@@ -1,4 +1,4 @@
-"""Builds zramctl's compiled modules: ``zramctl.kernel._kcomp`` (the kernel's lzo, lzo-rle and lz4)
+"""Builds zramctl's compiled modules: ``zramctl.kernel._kcomp`` (the kernel's lzo, lzo-rle and lz4),
 ``zramctl.kernel._zsmalloc`` (zsmalloc and zram's per-page paths for a device in memory), and
 any other ``zramctl/*/*.c``.
 
