@@ -11,6 +11,9 @@
  *   lz4_compress(page, acceleration=1)
  *                                   LZ4 1.7.3's LZ4_compress_fast for inputs under 64 KiB
  *                                   (16-bit table of 2^13 entries, 4-byte hash)
+ *   lz4_decompress(data, max_out)   an LZ4 block; every read and write bounds-checked
+ *   _DECODERS                       a capsule: the two decoders for other compiled modules
+ *                                   (_zsmalloc's read path), by compress_pages' kind
  *
  * Each call copies nothing: it holds the caller's buffer (Py_buffer) and releases the GIL for the
  * work on it, so pages compress in parallel on several threads.
@@ -665,6 +668,157 @@ py_lzo_decompress(PyObject *self, PyObject *args)
     return res;
 }
 
+/* ---- LZ4 block decoder ------------------------------------------------------------------
+ * A sequence is a token (literal length in the high nibble, match length - 4 in the low one,
+ * 15 meaning "continued in bytes of 255 and a last one below"), the literals, and, unless the
+ * block ends there, a 2-byte little-endian offset back into the output.  Every length is
+ * checked against what is left of the input and of the output before anything is copied, and
+ * an offset against what has been written: a malformed block is an error, never a stray read. */
+
+/* LZ4's end-of-block rules, which LZ4_decompress_safe enforces: a match starts at least 12
+ * bytes before the end of the output, and the last 5 bytes are literals. */
+#define LZ4_MFLIMIT 12
+#define LZ4_LASTLITERALS 5
+
+/* A length continued in bytes of 255 and a last one below, read as liblz4 1.9 reads it (its
+ * read_variable_length): no more than leaves `keep` input bytes after each byte read.  Reaching
+ * that bound ends a literal length where it is (the checks that follow refuse what does not
+ * fit) and is an error in a match length. */
+static int
+lz4_ext_len(const uint8_t *in, size_t in_len, size_t *ip, size_t keep, int is_match, size_t *len)
+{
+    unsigned b;
+    if (in_len - *ip < keep)
+        return DEC_INPUT_OVERRUN;
+    do {
+        if (*ip >= in_len)
+            return DEC_INPUT_OVERRUN;
+        b = in[(*ip)++];
+        *len += b;
+        if (in_len - *ip < keep)
+            return is_match ? DEC_INPUT_OVERRUN : DEC_OK;
+    } while (b == 255);
+    return DEC_OK;
+}
+
+/* Copy n bytes 16 at a time: up to 15 bytes past the end are written (and read) too, so the
+ * caller makes sure both buffers have that much room. */
+static inline void
+wild_copy16(uint8_t *to, const uint8_t *from, size_t n)
+{
+    uint8_t *end = to + n;
+    do {
+        memcpy(to, from, 16);
+        to += 16;
+        from += 16;
+    } while (to < end);
+}
+
+static int
+lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len)
+{
+    size_t ip = 0, op = 0;
+    int rc;
+    if (in_len == 0)
+        return DEC_INPUT_OVERRUN;
+    for (;;) {
+        if (ip >= in_len)
+            return DEC_INPUT_OVERRUN;
+        unsigned token = in[ip++];
+        size_t lit = token >> 4, mlen = token & 15;
+        if (lit == 15 && (rc = lz4_ext_len(in, in_len, &ip, 15, 0, &lit)) != DEC_OK)
+            return rc;
+        if (in_len - ip < lit)
+            return DEC_INPUT_OVERRUN;
+        if (out_cap - op < lit)
+            return DEC_OUTPUT_OVERRUN;
+        if (op + lit + LZ4_MFLIMIT > out_cap || ip + lit + 2 + 1 + LZ4_LASTLITERALS > in_len) {
+            /* Too near the end of the output or the input for a match to follow: this must be
+             * the last sequence, literals only, ending the input exactly (LZ4_decompress_safe). */
+            if (ip + lit != in_len)
+                return DEC_BAD_END;
+            memcpy(out + op, in + ip, lit);
+            op += lit;
+            break;
+        }
+        if (in_len - ip >= lit + 16 && out_cap - op >= lit + 16)
+            wild_copy16(out + op, in + ip, lit); /* may copy up to 15 bytes more, within both */
+        else
+            memcpy(out + op, in + ip, lit);
+        ip += lit;
+        op += lit;
+        size_t dist = (size_t)in[ip] | (size_t)in[ip + 1] << 8;
+        ip += 2;
+        if (dist == 0 || dist > op)
+            return DEC_LOOKBEHIND;
+        if (mlen == 15 && (rc = lz4_ext_len(in, in_len, &ip, LZ4_LASTLITERALS - 1, 1, &mlen)) != DEC_OK)
+            return rc;
+        mlen += 4;
+        if (out_cap - op < mlen + LZ4_LASTLITERALS) /* the last 5 bytes are always literals */
+            return DEC_OUTPUT_OVERRUN;
+        uint8_t *to = out + op;
+        const uint8_t *from = to - dist;
+        if (dist >= 16 && out_cap - op >= mlen + 16) {
+            wild_copy16(to, from, mlen); /* each 16 bytes read lie wholly before where they go */
+        } else if (dist >= mlen) {
+            memcpy(to, from, mlen);
+        } else {
+            /* Overlapping: the match repeats the dist bytes before it.  Copy what lies between
+             * `from` and the end written so far, which doubles the repeated run each time. */
+            size_t left = mlen;
+            uint8_t *end = to;
+            while (left) {
+                size_t n = (size_t)(end - from) < left ? (size_t)(end - from) : left;
+                memcpy(end, from, n);
+                end += n;
+                left -= n;
+            }
+        }
+        op += mlen;
+    }
+    *out_len = op;
+    return DEC_OK;
+}
+
+typedef int (*decode_fn)(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len);
+
+/* By compress_pages' kind: 0 lzo, 1 lzo-rle (one LZO1X decoder reads both), 2 lz4. */
+static decode_fn decoders[3] = {lzo_decode, lzo_decode, lz4_decode};
+
+static PyObject *
+py_lz4_decompress(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t max_out;
+    if (!PyArg_ParseTuple(args, "y*n:lz4_decompress", &view, &max_out))
+        return NULL;
+    if (max_out < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "max_out must not be negative");
+        return NULL;
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, max_out);
+    if (res == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    size_t len = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = lz4_decode(view.buf, (size_t)view.len, (uint8_t *)PyBytes_AS_STRING(res), (size_t)max_out, &len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (rc != DEC_OK) {
+        Py_DECREF(res);
+        PyErr_Format(PyExc_ValueError, "lz4: %s", dec_errors[rc]);
+        return NULL;
+    }
+    if ((Py_ssize_t)len != max_out && _PyBytes_Resize(&res, (Py_ssize_t)len) < 0)
+        return NULL;
+    return res;
+}
+
 static PyObject *
 py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -774,6 +928,8 @@ static PyMethodDef methods[] = {
      "lzorle1x_1_compress(data) -> bytes: the kernel's lzo-rle (bitstream version 1), up to 48 KiB."},
     {"lzo_decompress", py_lzo_decompress, METH_VARARGS,
      "lzo_decompress(data, max_out) -> bytes: LZO1X, version 0 or 1; ValueError if malformed."},
+    {"lz4_decompress", py_lz4_decompress, METH_VARARGS,
+     "lz4_decompress(data, max_out) -> bytes: an LZ4 block; ValueError if malformed."},
     {"lz4_compress", (PyCFunction)(void (*)(void))py_lz4_compress, METH_VARARGS | METH_KEYWORDS,
      "lz4_compress(data, acceleration=1) -> bytes: LZ4 1.7.3 block (byU16 table), under 64 KiB."},
     {"compress_pages", (PyCFunction)(void (*)(void))py_compress_pages, METH_VARARGS | METH_KEYWORDS,
@@ -791,5 +947,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__kcomp(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    PyObject *cap = PyCapsule_New((void *)decoders, "zramctl.kernel._kcomp._DECODERS", NULL);
+    if (cap == NULL || PyModule_AddObject(m, "_DECODERS", cap) < 0) {
+        Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

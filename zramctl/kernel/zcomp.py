@@ -7,7 +7,8 @@ Which bytes each gives, against the kernel's (the lengths decide every counter):
 
 * ``lzo-rle``, ``lzo``, ``lz4``: the compiled module ``zramctl.kernel._kcomp``, written here
   to emit exactly the kernel's bytes (``kcomp_ref.py`` is its readable reference).
-  lzo and lzo-rle are decoded by its bounds-checked decoder, lz4 by the lz4 package.
+  Its bounds-checked decoders read them back (lz4 and lz4hc blocks too), the same ones the
+  compiled read path calls (``Backend.decoder``).
   Images written by the earlier python-lzo / lz4.block compressors still read: any
   valid stream decodes.
 * ``zstd``: zstandard >= 0.24 (zstd 1.5.7, as kernels >= 6.15) at the kernel's
@@ -86,6 +87,16 @@ class Backend:
     """Every PAGE_SIZE piece of a buffer compressed on its own, the same bytes as ``compress``
     page by page, in one compiled call that releases the GIL once (lzo, lzo-rle, lz4); None:
     call ``compress`` per page."""
+    decoder: int | None = None
+    """The ``_kcomp`` decoder that reads what ``compress`` makes (DECODER_LZO, DECODER_LZ4), for
+    compiled code to call with no Python in between; None: only ``decompress`` does."""
+
+
+DECODER_LZO = 0
+"""_kcomp's checked LZO1X decoder (versions 0 and 1: lzo and lzo-rle), as its _DECODERS capsule
+numbers it (compress_pages' kinds)."""
+DECODER_LZ4 = 2
+"""_kcomp's checked LZ4 block decoder: lz4 and lz4hc without a dictionary make plain LZ4 blocks."""
 
 
 def _kcomp():  # a C module: no stub to name its type
@@ -113,7 +124,7 @@ def _lzo(level: int | None, rle: bool) -> Backend:
     def compress_pages(data: memoryview) -> list[bytes]:
         return batch(kind, data, PAGE_SIZE)
 
-    return Backend("lzo-rle" if rle else "lzo", compress, decompress, compress_pages)
+    return Backend("lzo-rle" if rle else "lzo", compress, decompress, compress_pages, DECODER_LZO)
 
 
 def _lz4(level: int | None, hc: bool) -> Backend:
@@ -125,8 +136,8 @@ def _lz4(level: int | None, hc: bool) -> Backend:
         def compress(page: bytes) -> bytes:
             return lz4.block.compress(page, mode="high_compression", compression=lvl, store_size=False)
 
-    else:
-        k = _kcomp()
+    k = _kcomp()
+    if not hc:
         # backend_lz4 passes the level as LZ4_compress_fast's acceleration.
         accel = 1 if level is None else max(1, min(level, LZ4_MAX_ACCELERATION))
         kernel_lz4 = k.lz4_compress
@@ -137,17 +148,22 @@ def _lz4(level: int | None, hc: bool) -> Backend:
             def compress(page: bytes) -> bytes:
                 return kernel_lz4(page, accel)
 
+    # Our checked decoder, not lz4.block's: the compiled read path calls it too (DECODER_LZ4),
+    # so a damaged object reads the same either way.  On every valid block they agree; ours is
+    # stricter on a few malformed ones (tests/test_compressors.py).
+    decode = k.lz4_decompress
+
     def decompress(data: bytes) -> bytes:
-        return lz4.block.decompress(data, PAGE_SIZE)  # uncompressed_size, positional: faster
+        return decode(data, PAGE_SIZE)
 
     if hc:
-        return Backend("lz4hc", compress, decompress)
+        return Backend("lz4hc", compress, decompress, decoder=DECODER_LZ4)
     batch = k.compress_pages
 
     def compress_pages(data: memoryview) -> list[bytes]:
-        return batch(2, data, PAGE_SIZE, accel)
+        return batch(DECODER_LZ4, data, PAGE_SIZE, accel)
 
-    return Backend("lz4", compress, decompress, compress_pages)
+    return Backend("lz4", compress, decompress, compress_pages, DECODER_LZ4)
 
 
 def _lz4_dict(level: int | None, hc: bool, dict_data: bytes) -> Backend:
