@@ -33,6 +33,7 @@ from ..kernel.zram_drv import (
     ZramStats,
 )
 from ..kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_INDEX_BITS, ZsPage, decode_handle, encode_handle
+from ._codec import EntryCodec
 
 BLOCK_SIZE = 4096
 EXTENT_BLOCKS = 8
@@ -643,6 +644,25 @@ assert E_OBJ_IDX.width == OBJ_INDEX_BITS and E_SIZE.mask >= PAGE_SIZE and E_CRC.
 assert E_FILL.width == 64 and E_PRIORITY.mask == ZRAM_COMP_PRIORITY_MASK and E_KEY.mask >= MAX_EXTENTS
 assert max(f.high for f in ENTRY_LAYOUT) < 8 * ENTRY_SIZE and E_BLOCK.low == E_OBJ_IDX.low
 
+_ENTRY_CODEC = EntryCodec(
+    fields=tuple((f.low, f.high) for f in ENTRY_LAYOUT),
+    used=(E_USED[KIND_SAME], E_USED[KIND_OBJECT], E_USED[KIND_WB]),
+    flags=(
+        ZRAM_HUGE,
+        ZRAM_IDLE,
+        ZRAM_INCOMPRESSIBLE,
+        ZRAM_SAME,
+        ZRAM_WB,
+        KNOWN_FLAGS,
+        ZRAM_SIZE_MASK,
+        ZRAM_COMP_PRIORITY_SHIFT,
+        ZRAM_COMP_PRIORITY_MASK,
+    ),
+    geometry=(ENTRY_SIZE, ENTRIES_PER_BLOCK, PAGE_SIZE, EXTENT_BLOCKS, OBJ_INDEX_BITS),
+)
+"""Page-table leaves in C (``_codec.c``), told the layout above: it holds none of its own.
+``encode_entry`` / ``decode_entry`` below stay the definition; tests/test_codec.py holds the two equal."""
+
 ENTRY_LAYOUT_V1: tuple[BitField, ...] = (
     BitField(
         "kind", 0, 1, "0: unwritten (the whole entry is zero); 1: same-filled; 2: object; 3: huge object."
@@ -707,8 +727,16 @@ def encode_entry(entry: Entry | None) -> int:
 
 
 def encode_table(block: int, entries: list[Entry | None]) -> bytes:
-    body = b"".join(encode_entry(e).to_bytes(ENTRY_SIZE, "little") for e in entries)
+    """A page-table leaf: the compiled codec's bytes, or the reference's for a leaf it leaves to it."""
+    body = _ENTRY_CODEC.encode(entries)
+    if isinstance(body, int):  # an entry it does not take as plainly valid: the reference asserts or encodes
+        body = encode_table_reference(entries)
     return seal(block, TYPE_TABLE, body)
+
+
+def encode_table_reference(entries: list[Entry | None]) -> bytes:
+    """A leaf's payload entry by entry through ``encode_entry``: the readable definition of the codec."""
+    return b"".join(encode_entry(e).to_bytes(ENTRY_SIZE, "little") for e in entries)
 
 
 def decode_entry(v: int, extents: int) -> Entry | str | None:
@@ -753,8 +781,24 @@ def _decode_entry_v1(v: int, extents: int) -> Entry | str | None:
 def decode_table(
     block: int, data: bytes | memoryview, extents: int, version: int = VERSION
 ) -> list[Entry | None]:
-    """A page-table leaf of an image of format ``version``; every entry range-checked."""
-    payload = bytes(unseal(block, TYPE_TABLE, data))
+    """A page-table leaf of an image of format ``version``; every entry range-checked.
+
+    The compiled codec decodes a current leaf; the first entry it does not take as plainly
+    valid sends the leaf to the reference, which says what is wrong with it.
+    """
+    payload = unseal(block, TYPE_TABLE, data)
+    if version != 1:
+        out = _ENTRY_CODEC.decode(payload, extents)
+        if not isinstance(out, int):
+            return out
+    return decode_table_reference(block, payload, extents, version)
+
+
+def decode_table_reference(
+    block: int, payload: bytes | memoryview, extents: int, version: int = VERSION
+) -> list[Entry | None]:
+    """A leaf's checked payload entry by entry through ``decode_entry``: the codec's readable definition."""
+    payload = bytes(payload)
     size, decode = (ENTRY_SIZE_V1, _decode_entry_v1) if version == 1 else (ENTRY_SIZE, decode_entry)
     out: list[Entry | None] = []
     for i in range(entries_per_block(version)):

@@ -1,0 +1,456 @@
+/*
+ * _codec: page-table leaves of zram-image(5), encoded and decoded in C.
+ *
+ * Why: a read decodes, and a commit encodes, 255 entries per leaf; in Python each entry costs a
+ * 128-bit int and a dozen method calls, a fifth of an image read.  This file holds no layout of
+ * its own: format.py's ENTRY_LAYOUT (the one declaration) and the kernel's flag values are handed
+ * to EntryCodec(...) once, at import, and every field is read and written through them.
+ * format.py's encode_entry / decode_entry stay the readable reference: whenever an entry is one
+ * this code does not handle as plainly valid, it answers "not me" (the entry's index) and the
+ * caller runs the reference on the leaf, which raises or words the corruption.  tests/test_codec.py
+ * holds the two equal on generated entries and raw leaves.
+ *
+ *   EntryCodec(fields, used, flags, geometry)
+ *       fields   = ((low, high) for kind, huge, idle, incompressible, priority, size, obj_idx,
+ *                   key, block, fill, crc, ac_time): bit positions, inclusive
+ *       used     = (mask of the bits kind 1, 2 and 3 may set): ints below 2**(8 * entry_size)
+ *       flags    = (ZRAM_HUGE, ZRAM_IDLE, ZRAM_INCOMPRESSIBLE, ZRAM_SAME, ZRAM_WB, known flags,
+ *                   ZRAM_SIZE_MASK, ZRAM_COMP_PRIORITY_SHIFT, ZRAM_COMP_PRIORITY_MASK)
+ *       geometry = (entry_size, entries per leaf, page size, extent blocks, OBJ_INDEX_BITS)
+ *   .decode(payload, extents) -> list[Entry | None], or the index of the first entry it leaves
+ *       to the reference (an int)
+ *   .encode(entries) -> bytes (entry_size * per, zero-padded), or the index of the first entry
+ *       it leaves to the reference (an int)
+ *
+ * Every read is bounds-checked against the buffer; no input makes it read or write outside one.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+enum { F_KIND, F_HUGE, F_IDLE, F_INCOMP, F_PRIO, F_SIZE, F_IDX, F_KEY, F_BLOCK, F_FILL, F_CRC, F_AC, NFIELDS };
+enum { KIND_UNWRITTEN, KIND_SAME, KIND_OBJECT, KIND_WB };
+enum { G_HUGE, G_IDLE, G_INCOMP, G_SAME, G_WB, G_KNOWN, G_SIZE_MASK, G_PRIO_SHIFT, G_PRIO_MASK, NFLAGS };
+
+typedef struct {
+    unsigned low, width;
+    uint64_t mask; /* the field's largest value, unshifted */
+} Field;
+
+/* An entry: a little-endian integer of up to 128 bits, as two 64-bit halves. */
+typedef struct {
+    uint64_t lo, hi;
+} Wide;
+
+typedef struct {
+    PyObject_HEAD
+    Field f[NFIELDS];
+    Wide used[4]; /* bits each kind may set (kind 0: none) */
+    uint64_t flag[NFLAGS];
+    unsigned entry_size, per, obj_index_bits;
+    uint64_t page_size, extent_blocks;
+} Codec;
+
+static inline uint64_t
+get(const Field *f, Wide v)
+{
+    uint64_t x;
+    if (f->low >= 64)
+        x = v.hi >> (f->low - 64);
+    else if (f->low == 0)
+        x = v.lo;
+    else
+        x = v.lo >> f->low | v.hi << (64 - f->low);
+    return x & f->mask;
+}
+
+/* ``x`` (which fits the field) in place. */
+static inline void
+put(Wide *v, const Field *f, uint64_t x)
+{
+    if (f->low >= 64) {
+        v->hi |= x << (f->low - 64);
+    } else {
+        v->lo |= x << f->low;
+        if (f->low && f->low + f->width > 64)
+            v->hi |= x >> (64 - f->low);
+    }
+}
+
+/* ---- construction --------------------------------------------------------------------- */
+
+/* A Python int below 2**bits (bits <= 128) as two halves; -1 with an exception otherwise. */
+static int
+wide_from(PyObject *o, unsigned bits, Wide *out)
+{
+    PyObject *lo = NULL, *hi = NULL, *mask = NULL, *shift = NULL, *top = NULL, *rest = NULL;
+    int rc = -1;
+    if (!PyLong_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "EntryCodec: a mask must be an int");
+        return -1;
+    }
+    mask = PyLong_FromUnsignedLongLong(UINT64_MAX);
+    shift = PyLong_FromLong(64);
+    top = PyLong_FromUnsignedLong(bits);
+    if (!mask || !shift || !top)
+        goto done;
+    rest = PyNumber_Rshift(o, top); /* for a negative int: -1, never 0 */
+    if (!rest)
+        goto done;
+    if (PyObject_IsTrue(rest)) {
+        PyErr_SetString(PyExc_ValueError, "EntryCodec: a mask does not fit the entry");
+        goto done;
+    }
+    lo = PyNumber_And(o, mask);
+    hi = lo ? PyNumber_Rshift(o, shift) : NULL;
+    if (!hi)
+        goto done;
+    out->lo = PyLong_AsUnsignedLongLong(lo);
+    out->hi = PyLong_AsUnsignedLongLong(hi);
+    rc = PyErr_Occurred() ? -1 : 0;
+done:
+    Py_XDECREF(lo);
+    Py_XDECREF(hi);
+    Py_XDECREF(mask);
+    Py_XDECREF(shift);
+    Py_XDECREF(top);
+    Py_XDECREF(rest);
+    return rc;
+}
+
+static int
+bits_of(uint64_t x)
+{
+    int n = 0;
+    while (x) {
+        n++;
+        x >>= 1;
+    }
+    return n;
+}
+
+static PyObject *
+codec_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fields", "used", "flags", "geometry", NULL};
+    PyObject *fields, *used, *flags;
+    unsigned long long g[5];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!(KKKKK)", kwlist, &PyTuple_Type, &fields,
+                                     &PyTuple_Type, &used, &PyTuple_Type, &flags, &g[0], &g[1], &g[2],
+                                     &g[3], &g[4]))
+        return NULL;
+    if (PyTuple_GET_SIZE(fields) != NFIELDS || PyTuple_GET_SIZE(used) != 3 || PyTuple_GET_SIZE(flags) != NFLAGS) {
+        PyErr_SetString(PyExc_ValueError, "EntryCodec: 12 fields, 3 used masks and 9 flags");
+        return NULL;
+    }
+    Codec *c = (Codec *)type->tp_alloc(type, 0);
+    if (!c)
+        return NULL;
+    if (g[0] < 1 || g[0] > 16 || g[1] < 1 || g[1] > 4096 || g[2] < 1 || g[2] > ((uint64_t)1 << 32) || g[3] < 1
+        || g[3] > 64 || g[4] > 32) {
+        PyErr_SetString(PyExc_ValueError, "EntryCodec: geometry out of range");
+        goto fail;
+    }
+    c->entry_size = (unsigned)g[0];
+    c->per = (unsigned)g[1];
+    c->page_size = g[2];
+    c->extent_blocks = g[3];
+    c->obj_index_bits = (unsigned)g[4];
+    for (int i = 0; i < NFIELDS; i++) {
+        unsigned long low, high;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "kk", &low, &high))
+            goto fail;
+        if (high < low || high - low >= 64 || high >= 8 * c->entry_size) {
+            PyErr_SetString(PyExc_ValueError, "EntryCodec: a field is wider than 64 bits or past the entry");
+            goto fail;
+        }
+        c->f[i].low = (unsigned)low;
+        c->f[i].width = (unsigned)(high - low + 1);
+        c->f[i].mask = c->f[i].width == 64 ? UINT64_MAX : ((uint64_t)1 << c->f[i].width) - 1;
+    }
+    memset(&c->used[0], 0, sizeof c->used[0]);
+    for (int k = 0; k < 3; k++)
+        if (wide_from(PyTuple_GET_ITEM(used, k), 8 * c->entry_size, &c->used[k + 1]) < 0)
+            goto fail;
+    for (int i = 0; i < NFLAGS; i++) {
+        c->flag[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(flags, i));
+        if (PyErr_Occurred())
+            goto fail;
+    }
+    /* A handle is (key * extent_blocks) << obj_index_bits | obj_idx: it must fit 63 bits. */
+    if (c->flag[G_PRIO_SHIFT] > 62 || c->f[F_KEY].width + bits_of(c->extent_blocks) + c->obj_index_bits > 63) {
+        PyErr_SetString(PyExc_ValueError, "EntryCodec: a handle would not fit 63 bits");
+        goto fail;
+    }
+    return (PyObject *)c;
+fail:
+    Py_DECREF(c);
+    return NULL;
+}
+
+/* ---- decoding -------------------------------------------------------------------------- */
+
+static inline Wide
+load(const uint8_t *p, unsigned size)
+{
+    Wide v = {0, 0};
+    for (unsigned k = 0; k < size; k++) {
+        if (k < 8)
+            v.lo |= (uint64_t)p[k] << (8 * k);
+        else
+            v.hi |= (uint64_t)p[k] << (8 * (k - 8));
+    }
+    return v;
+}
+
+static PyObject *
+entry(uint64_t flags, uint64_t handle, uint64_t crc, uint64_t ac_time)
+{
+    PyObject *t = PyTuple_New(4);
+    if (!t)
+        return NULL;
+    uint64_t parts[4] = {flags, handle, crc, ac_time};
+    for (int i = 0; i < 4; i++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(parts[i]);
+        if (!x) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, x);
+    }
+    return t;
+}
+
+/* One entry: a new reference (None for unwritten), or NULL with *bad set (NULL, *bad 0: an error). */
+static PyObject *
+decode_one(const Codec *c, Wide v, uint64_t extents, int *bad)
+{
+    const Field *f = c->f;
+    unsigned kind = (unsigned)get(&f[F_KIND], v);
+    *bad = 1;
+    if (kind == KIND_UNWRITTEN) {
+        if (v.lo | v.hi)
+            return NULL;
+        *bad = 0;
+        Py_RETURN_NONE;
+    }
+    if (kind > KIND_WB || (v.lo & ~c->used[kind].lo) || (v.hi & ~c->used[kind].hi))
+        return NULL;
+    uint64_t flags = 0;
+    if (get(&f[F_HUGE], v))
+        flags |= c->flag[G_HUGE];
+    if (get(&f[F_IDLE], v))
+        flags |= c->flag[G_IDLE];
+    if (get(&f[F_INCOMP], v))
+        flags |= c->flag[G_INCOMP];
+    uint64_t ac_time = get(&f[F_AC], v);
+    *bad = 0;
+    if (kind == KIND_SAME)
+        return entry(flags | c->flag[G_SAME], get(&f[F_FILL], v), 0, ac_time);
+    if (kind == KIND_WB) {
+        uint64_t blk = get(&f[F_BLOCK], v);
+        if (blk < 1) {
+            *bad = 1;
+            return NULL;
+        }
+        return entry(flags | c->flag[G_WB], blk, get(&f[F_CRC], v), ac_time);
+    }
+    uint64_t size = get(&f[F_SIZE], v), key = get(&f[F_KEY], v);
+    if (size < 1 || size > c->page_size || key < 1 || key >= extents
+        || ((flags & c->flag[G_HUGE]) && size != c->page_size)) {
+        *bad = 1;
+        return NULL;
+    }
+    flags |= size | get(&f[F_PRIO], v) << c->flag[G_PRIO_SHIFT];
+    uint64_t handle = (key * c->extent_blocks) << c->obj_index_bits | get(&f[F_IDX], v);
+    return entry(flags, handle, get(&f[F_CRC], v), ac_time);
+}
+
+static PyObject *
+codec_decode(Codec *c, PyObject *args)
+{
+    Py_buffer buf;
+    PyObject *ext;
+    if (!PyArg_ParseTuple(args, "y*O!", &buf, &PyLong_Type, &ext))
+        return NULL;
+    /* extents: 1 <= key < extents; a negative count admits no key, a huge one every key. */
+    int overflow;
+    long long signed_extents = PyLong_AsLongLongAndOverflow(ext, &overflow);
+    if (signed_extents == -1 && PyErr_Occurred()) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    uint64_t extents = overflow > 0 ? UINT64_MAX : overflow < 0 || signed_extents < 0 ? 0 : (uint64_t)signed_extents;
+    PyObject *out = NULL;
+    if ((size_t)buf.len < (size_t)c->per * c->entry_size) {
+        PyErr_SetString(PyExc_ValueError, "decode: the payload is shorter than a leaf");
+        goto done;
+    }
+    out = PyList_New(c->per);
+    if (!out)
+        goto done;
+    const uint8_t *p = buf.buf;
+    for (unsigned i = 0; i < c->per; i++) {
+        int bad;
+        PyObject *e = decode_one(c, load(p + (size_t)i * c->entry_size, c->entry_size), extents, &bad);
+        if (!e) {
+            Py_CLEAR(out);
+            if (bad)
+                out = PyLong_FromUnsignedLong(i);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, e);
+    }
+done:
+    PyBuffer_Release(&buf);
+    return out;
+}
+
+/* ---- encoding -------------------------------------------------------------------------- */
+
+/* A Python int that is a plain u64: 0 and *x set, or 1 (leave it to the reference). */
+static inline int
+u64_of(PyObject *o, uint64_t *x)
+{
+    if (!PyLong_Check(o))
+        return 1;
+    *x = PyLong_AsUnsignedLongLong(o); /* negative or too large: OverflowError, cleared */
+    if (*x == (uint64_t)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
+/* One slot into *v: 0, or 1 when it is anything but a plainly valid entry. */
+static int
+encode_one(const Codec *c, PyObject *e, Wide *v)
+{
+    const Field *f = c->f;
+    const uint64_t *g = c->flag;
+    uint64_t flags, handle, crc, ac_time;
+    v->lo = v->hi = 0;
+    if (e == Py_None)
+        return 0;
+    if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 4 || u64_of(PyTuple_GET_ITEM(e, 0), &flags)
+        || u64_of(PyTuple_GET_ITEM(e, 1), &handle) || u64_of(PyTuple_GET_ITEM(e, 2), &crc)
+        || u64_of(PyTuple_GET_ITEM(e, 3), &ac_time))
+        return 1;
+    if (flags & ~g[G_KNOWN] || ac_time > f[F_AC].mask)
+        return 1;
+    put(v, &f[F_AC], ac_time);
+    if (flags & g[G_HUGE])
+        put(v, &f[F_HUGE], 1);
+    if (flags & g[G_IDLE])
+        put(v, &f[F_IDLE], 1);
+    if (flags & g[G_INCOMP])
+        put(v, &f[F_INCOMP], 1);
+    uint64_t prio = flags >> g[G_PRIO_SHIFT] & g[G_PRIO_MASK];
+    uint64_t size = flags & g[G_SIZE_MASK];
+    if (flags & g[G_SAME]) {
+        if (flags & (g[G_WB] | g[G_HUGE]) || prio || size || crc || handle > f[F_FILL].mask)
+            return 1;
+        put(v, &f[F_FILL], handle);
+        put(v, &f[F_KIND], KIND_SAME);
+        return 0;
+    }
+    if (flags & g[G_WB]) {
+        if (flags & g[G_HUGE] || prio || size || handle < 1 || handle > f[F_BLOCK].mask || crc > f[F_CRC].mask)
+            return 1;
+        put(v, &f[F_CRC], crc);
+        put(v, &f[F_BLOCK], handle);
+        put(v, &f[F_KIND], KIND_WB);
+        return 0;
+    }
+    if (size < 1 || size > c->page_size || (size != c->page_size && flags & g[G_HUGE]))
+        return 1;
+    uint64_t first = handle >> c->obj_index_bits, idx = handle & (((uint64_t)1 << c->obj_index_bits) - 1);
+    uint64_t key = first / c->extent_blocks;
+    if (first % c->extent_blocks || key > f[F_KEY].mask || idx > f[F_IDX].mask || size > f[F_SIZE].mask
+        || prio > f[F_PRIO].mask || crc > f[F_CRC].mask)
+        return 1;
+    put(v, &f[F_CRC], crc);
+    put(v, &f[F_KEY], key);
+    put(v, &f[F_IDX], idx);
+    put(v, &f[F_SIZE], size);
+    put(v, &f[F_PRIO], prio);
+    put(v, &f[F_KIND], KIND_OBJECT);
+    return 0;
+}
+
+static PyObject *
+codec_encode(Codec *c, PyObject *entries)
+{
+    PyObject *seq = PySequence_Fast(entries, "encode: entries must be a sequence");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = NULL;
+    if (n > (Py_ssize_t)c->per) {
+        PyErr_SetString(PyExc_ValueError, "encode: more entries than a leaf holds");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)c->per * c->entry_size);
+    if (!out)
+        goto done;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    memset(p, 0, (size_t)c->per * c->entry_size);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Wide v;
+        if (encode_one(c, items[i], &v)) {
+            Py_CLEAR(out);
+            out = PyLong_FromSsize_t(i);
+            goto done;
+        }
+        uint8_t *q = p + (size_t)i * c->entry_size;
+        for (unsigned k = 0; k < c->entry_size; k++)
+            q[k] = (uint8_t)(k < 8 ? v.lo >> (8 * k) : v.hi >> (8 * (k - 8)));
+    }
+done:
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyMethodDef codec_methods[] = {
+    {"decode", (PyCFunction)codec_decode, METH_VARARGS,
+     "decode(payload, extents) -> list[Entry | None] | int: a leaf's entries, or the index of the first "
+     "entry left to the reference decoder."},
+    {"encode", (PyCFunction)codec_encode, METH_O,
+     "encode(entries) -> bytes | int: a leaf's entries, zero-padded to a whole leaf, or the index of the "
+     "first entry left to the reference encoder."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CodecType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zramctl.image._codec.EntryCodec",
+    .tp_basicsize = sizeof(Codec),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "EntryCodec(fields, used, flags, geometry): page-table leaves, by the layout handed in.",
+    .tp_new = codec_new,
+    .tp_methods = codec_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_codec", "Page-table leaves of zram-image(5), by a layout handed in from format.py.",
+    -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__codec(void)
+{
+    if (PyType_Ready(&CodecType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&CodecType);
+    if (PyModule_AddObject(m, "EntryCodec", (PyObject *)&CodecType) < 0) {
+        Py_DECREF(&CodecType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
