@@ -309,23 +309,27 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
         self.state.trim(self.leaves, lambda x: not x.dirty)
 
     def __getitem__(self, index: int) -> Entry:
-        n, i = divmod(index, self.per)
-        leaf = self._leaf(n, False)
-        entry = leaf.entries[i] if leaf is not None else None
+        entry = self.get(index)
         if entry is None:
             raise KeyError(index)
         return entry
 
     def get(self, index: int, default: Entry | None = None) -> Entry | None:  # type: ignore[override]
         n, i = divmod(index, self.per)
-        leaf = self._leaf(n, False)
-        entry = leaf.entries[i] if leaf is not None else None
+        leaf = self.leaves.get(n)  # the common case, inline: a read or write asks once per page
+        if leaf is None:
+            leaf = self._leaf(n, False)
+            if leaf is None:
+                return default
+        entry = leaf.entries[i]
         return default if entry is None else entry
 
     def __setitem__(self, index: int, entry: Entry) -> None:
         n, i = divmod(index, self.per)
-        leaf = self._leaf(n, True)
-        assert leaf is not None
+        leaf = self.leaves.get(n)
+        if leaf is None:
+            leaf = self._leaf(n, True)
+            assert leaf is not None
         if leaf.entries[i] is None:
             self.count += 1
         leaf.entries[i] = entry
@@ -434,10 +438,16 @@ class ZsMap(LeafTree, MutableMapping[int, ZsPage]):
         leaf.slots[i] = value
 
     def __getitem__(self, first: int) -> ZsPage:
-        s = self.slot(first // EXTENT_BLOCKS) if first % EXTENT_BLOCKS == 0 and first > 0 else None
-        if not isinstance(s, ZsPage):
-            raise KeyError(first)  # the pool says which page or list named it
-        return s
+        if first % EXTENT_BLOCKS == 0 and first > 0:
+            n, i = divmod(first // EXTENT_BLOCKS, RECORDS_PER_BLOCK)
+            leaf = self.leaves.get(n)  # inline: the pool asks for a zspage once or twice a page
+            if leaf is None:
+                leaf = self._leaf(n, False)
+            if leaf is not None:
+                s = leaf.slots[i]
+                if isinstance(s, ZsPage):
+                    return s
+        raise KeyError(first)  # the pool says which page or list named it
 
     def __setitem__(self, first: int, zspage: ZsPage) -> None:
         e = first // EXTENT_BLOCKS
@@ -525,20 +535,25 @@ class FileFrames:
         return frame
 
     def view(self, frame: int) -> memoryview:
-        return memoryview(self._frame(frame))
+        data = self.dirty.get(frame)
+        if data is None:
+            data = self.clean.get(frame)
+            if data is None:
+                data = self._frame(frame)
+        return memoryview(data)
 
     def mutable(self, frame: int) -> memoryview:
         data = self.dirty.get(frame)
-        if data is not None:  # the common case: one look-up
-            return memoryview(data)
-        if frame not in self.dirty:
+        if data is None:
             e = frame // EXTENT_BLOCKS
-            if e not in self.state.reserved and not isinstance(self.state.zspages.slot(e), ZsPage):
+            state = self.state
+            if e not in state.reserved and not isinstance(state.zspages.slot(e), ZsPage):
                 raise ZsCorrupt(f"an object lies outside its zspage (frame {frame})")
-            data = self._frame(frame)
-            self.clean.pop(frame, None)
+            data = self.clean.pop(frame, None)
+            if data is None:  # a new zspage's frame is zeros, never read
+                data = bytearray(BLOCK_SIZE) if e in state.fresh else bytearray(state.file.read(frame))
             self.dirty[frame] = data
-        return memoryview(self.dirty[frame])
+        return memoryview(data)
 
     def clear(self) -> None:
         self.state.clear()

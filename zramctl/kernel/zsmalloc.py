@@ -685,10 +685,14 @@ class Pool:
             exc.midway = True
             raise
 
-    def _payload(self, handle: int) -> tuple[int, int]:
-        """(first frame, byte offset in the zspage) of an object's data: past the handle header if any."""
+    def _payload(self, handle: int, cls: SizeClass | None = None) -> tuple[int, int]:
+        """(first frame, byte offset in the zspage) of an object's data: past the handle header if any.
+
+        ``cls``: the object's class when the caller has already looked its zspage up.
+        """
         first = handle >> OBJ_INDEX_BITS
-        cls = self.classes[self._zspage(first, for_object=True).cls]
+        if cls is None:
+            cls = self.classes[self._zspage(first, for_object=True).cls]
         off = (handle & OBJ_INDEX_MASK) * cls.size
         if not cls.huge:
             off += self._handle_size
@@ -704,10 +708,13 @@ class Pool:
             self._write_span(first, off, data)
 
     def zs_obj_read(self, handle: int, length: int) -> bytes:
-        """The first ``length`` bytes of the object's data."""
-        if self.untrusted:
-            self.check_handle(handle, length)
-        first, off = self._payload(handle)
+        """The first ``length`` bytes of the object's data.
+
+        One zspage look-up: the class ``check_handle`` found (untrusted) is the one ``_payload``
+        would look up again.
+        """
+        cls = self.check_handle(handle, length)[0] if self.untrusted else None
+        first, off = self._payload(handle, cls)
         o = off & (PAGE_SIZE - 1)
         if o + length <= PAGE_SIZE:
             return self.frames.view(first + (off >> 12))[o : o + length].tobytes()
