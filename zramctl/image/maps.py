@@ -66,6 +66,8 @@ from .io import BLOCK_SIZE, BlockFile
 
 # Clean decoded blocks kept per cache; dirty ones stay until commit.
 FRAME_CACHE = 512
+ZERO_FRAME = bytes(BLOCK_SIZE)
+"""A fresh zspage's frame until it is written: one shared, immutable zero block."""
 LEAF_CACHE = 1024
 
 
@@ -502,7 +504,9 @@ class FileFrames:
 
     def load(self, in_use: int) -> None:
         self.dirty: dict[int, bytearray] = {}
-        self.clean: dict[int, bytearray] = {}
+        """Frames changed since the last commit (what it writes)."""
+        self.clean: dict[int, bytes] = {}
+        """Frames read and not changed, as read: immutable, so a reader's view costs no copy."""
         self._in_use = in_use
 
     def alloc(self, count: int) -> int:
@@ -521,21 +525,19 @@ class FileFrames:
         self.state.free_extent(e)
         self._in_use -= count
 
-    def _frame(self, n: int) -> bytearray:
-        frame = self.dirty.get(n)
+    def _frame(self, n: int) -> bytes | bytearray:
+        frame: bytes | bytearray | None = self.dirty.get(n)
         if frame is None:
             frame = self.clean.get(n)
         if frame is None:
-            if n // EXTENT_BLOCKS in self.state.fresh:
-                frame = bytearray(BLOCK_SIZE)
-            else:
-                frame = bytearray(self.state.file.read(n))
+            clean = ZERO_FRAME if n // EXTENT_BLOCKS in self.state.fresh else self.state.file.read(n)
             self.state.trim(self.clean, lambda x: True, FRAME_CACHE)
-            self.clean[n] = frame
+            self.clean[n] = frame = clean
         return frame
 
     def view(self, frame: int) -> memoryview:
-        data = self.dirty.get(frame)
+        """The frame to read (read-only unless it is dirty: writers use ``mutable``)."""
+        data: bytes | bytearray | None = self.dirty.get(frame)
         if data is None:
             data = self.clean.get(frame)
             if data is None:
@@ -549,10 +551,10 @@ class FileFrames:
             state = self.state
             if e not in state.reserved and not isinstance(state.zspages.slot(e), ZsPage):
                 raise ZsCorrupt(f"an object lies outside its zspage (frame {frame})")
-            data = self.clean.pop(frame, None)
-            if data is None:  # a new zspage's frame is zeros, never read
-                data = bytearray(BLOCK_SIZE) if e in state.fresh else bytearray(state.file.read(frame))
-            self.dirty[frame] = data
+            clean = self.clean.pop(frame, None)
+            if clean is None:  # a new zspage's frame is zeros, never read
+                clean = ZERO_FRAME if e in state.fresh else state.file.read(frame)
+            self.dirty[frame] = data = bytearray(clean)
         return memoryview(data)
 
     def clear(self) -> None:

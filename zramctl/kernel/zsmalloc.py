@@ -724,10 +724,9 @@ class Pool:
         """``length`` bytes at byte ``off`` of a zspage: in one frame, or across two."""
         frame, o = first + (off >> 12), off & (PAGE_SIZE - 1)
         head = min(length, PAGE_SIZE - o)
-        data = self.frames.view(frame)[o : o + head].tobytes()
-        if head < length:
-            data += self.frames.view(frame + 1)[: length - head].tobytes()
-        return data
+        if head < length:  # one copy of each part, straight into the result
+            return b"".join((self.frames.view(frame)[o:], self.frames.view(frame + 1)[: length - head]))
+        return self.frames.view(frame)[o : o + head].tobytes()
 
     def _write_span(self, first: int, off: int, data: bytes | memoryview) -> None:
         frame, o = first + (off >> 12), off & (PAGE_SIZE - 1)
