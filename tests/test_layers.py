@@ -26,6 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zramctl"
 LAYERS = {
     "zramctl.errors": 0,
     "zramctl.interrupts": 0,
+    "zramctl.crc": 0,
     "zramctl.kernel": 1,
     "zramctl.image": 2,
     "zramctl.estimate": 2,

@@ -1,14 +1,1453 @@
 /*
- * _zsmalloc: zsmalloc and zram's per-page paths for a device in memory, compiled.
- * (Being written: see zramctl/kernel/zsmalloc.py, the reference.)
+ * _zsmalloc: zsmalloc, and zram's per-page write and read paths, compiled, for a device in memory.
+ *
+ * zramctl/kernel/zsmalloc.py is the readable reference; this file does the same work in the
+ * same order, so that every handle, free-chain word, list link and counter is the one the
+ * reference would have: tests/test_zsmalloc_compiled.py runs both on the same operations and
+ * compares everything, frames byte for byte.  Read the reference for the why of each step; the
+ * comments here say only what differs in the doing.
+ *
+ *   Pool(geometry...)                      a zs_pool whose zspages and frames live in C memory
+ *   Pool.zs_malloc / zs_free / zs_obj_write / zs_obj_read / zs_compact
+ *   Pool.store_pages(table, index, pages, comps, ...)
+ *                                          zram's _store_page for a run of whole pages
+ *   Pool.read_pages(table, index, count, out, ...)
+ *                                          zram's _read_entry for a run of pages
+ *
+ * Only a trusted pool is compiled (memory, never an image): the checks zsmalloc.py makes of
+ * untrusted frames are not made here, but every index into C memory is still bounds-checked,
+ * so a caller's mistake is an exception, never a stray write.
+ *
+ * Frames: a zspage's pages_per_zspage frames are one calloc'd block; frame numbers are handed
+ * out as MemoryFrames hands them (a counter, from 0 after destroy), and a zspage is found by
+ * its first frame in a two-level array whose chunks are freed when they empty.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_zsmalloc", NULL, -1, NULL};
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PAGE_SIZE 4096
+#define PAGE_SHIFT 12
+#define OBJ_TAG_BITS 1
+#define OBJ_ALLOCATED_TAG 1ULL
+#define OBJ_INDEX_BITS 11
+#define OBJ_INDEX_MASK ((1LL << OBJ_INDEX_BITS) - 1)
+#define FREE_END ((1ULL << 63) - 1)
+#define NO_ZSPAGE (-1LL)
+#define MAX_GROUPS 16
+#define MAX_LISTS 16
+#define MAX_CHAIN 16
+#define MAX_HANDLE_SIZE 8
+/* Sizes zs_malloc can be asked for, handle header included. */
+#define SIZE_LOOKUP (PAGE_SIZE + MAX_HANDLE_SIZE + 1)
+/* First frames per chunk of the zspage map. */
+#define CHUNK_SHIFT 12
+#define CHUNK_FRAMES (1 << CHUNK_SHIFT)
+
+/* zram's slot flags and the profile switches store_pages is given (zram_drv.py's values). */
+#define ZRAM_FLAG_SHIFT (PAGE_SHIFT + 1)
+#define ZRAM_SIZE_MASK ((1ULL << ZRAM_FLAG_SHIFT) - 1)
+#define ZRAM_SAME (1ULL << ZRAM_FLAG_SHIFT)
+#define ZRAM_WB (1ULL << (ZRAM_FLAG_SHIFT + 2))
+#define ZRAM_PP_SLOT (1ULL << (ZRAM_FLAG_SHIFT + 3))
+#define ZRAM_HUGE (1ULL << (ZRAM_FLAG_SHIFT + 4))
+#define ZRAM_IDLE (1ULL << (ZRAM_FLAG_SHIFT + 5))
+#define ZRAM_COMP_PRIORITY_SHIFT (ZRAM_FLAG_SHIFT + 7)
+#define ZRAM_ACCESS_CLEARS (ZRAM_IDLE | ZRAM_PP_SLOT)
+
+#define P_SAME_WORD 1
+#define P_SAME_COUNTS_STORED 2
+#define P_HUGE_BY_CLASS 4
+#define P_FREE_OLD_FIRST 8
+#define P_MEM_LIMIT 16
+
+typedef struct zspage {
+    int64_t first;
+    int64_t prev, next; /* first frames on the fullness list; NO_ZSPAGE for none */
+    int64_t owner;      /* a huge zspage's only object's owner; -1 none */
+    uint64_t freeobj;   /* first free object; FREE_END when full */
+    int32_t cls;        /* position of the class */
+    int32_t inuse;
+    int32_t fullness;   /* -1: isolated, or not yet inserted */
+    uint8_t *mem;       /* pages_per_zspage * PAGE_SIZE bytes */
+} zspage_t;
+
+typedef struct {
+    int32_t index, size, pages, objs;
+    int huge;
+    int64_t objs_allocated, objs_inuse;
+    int64_t heads[MAX_LISTS];
+    int64_t zspages[MAX_GROUPS];
+    int8_t *group_of; /* inuse 0..objs -> fullness group */
+} sclass_t;
+
+typedef struct {
+    int64_t live;
+    zspage_t *at[CHUNK_FRAMES];
+} chunk_t;
+
+typedef struct {
+    PyObject_HEAD
+    sclass_t *classes;
+    int nclasses;
+    int16_t class_of_size[SIZE_LOOKUP];
+    int ngroups, nlists, nalloc, empty, full;
+    int8_t list_index[MAX_GROUPS]; /* group -> list, -1 unlisted */
+    int8_t alloc_lists[MAX_LISTS];  /* find_get_zspage()'s lists, in order */
+    int8_t listed[MAX_LISTS];       /* listed groups, emptiest first (compaction's order) */
+    int handle_size;
+    int64_t pages_allocated, pages_compacted, next_frame;
+    uint64_t version; /* changes with every change of state (for snapshots) */
+    chunk_t **chunks;
+    size_t nchunks;
+    PyObject *relocate; /* relocate(owner, handle): compaction moved an object */
+    PyObject *crc32;    /* zlib.crc32 */
+} PoolObject;
+
+static PyObject *ZsError; /* a caller's mistake the reference would fail on (zsmalloc.py raises KeyError) */
+
+/* _kcomp's checked decoders, by compress_pages' kind (0 lzo, 1 lzo-rle, 2 lz4): read_pages calls
+ * them directly for a priority whose backend names one (Backend.decoder). */
+typedef int (*decode_fn)(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len);
+#define NDECODERS 3
+static const decode_fn *decoders;
+
+/* ---- words in frames ------------------------------------------------------------------- */
+
+static inline uint64_t
+get_word(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+static inline void
+put_word(uint8_t *p, uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+/* ---- the zspage map: first frame -> zspage ---------------------------------------------- */
+
+static zspage_t *
+zspage_at(PoolObject *p, int64_t first)
+{
+    if (first < 0)
+        return NULL;
+    size_t c = (size_t)first >> CHUNK_SHIFT;
+    if (c >= p->nchunks || p->chunks[c] == NULL)
+        return NULL;
+    return p->chunks[c]->at[first & (CHUNK_FRAMES - 1)];
+}
+
+static int
+map_set(PoolObject *p, int64_t first, zspage_t *zs)
+{
+    size_t c = (size_t)first >> CHUNK_SHIFT;
+    if (c >= p->nchunks) {
+        size_t n = p->nchunks ? p->nchunks : 16;
+        while (n <= c)
+            n *= 2;
+        chunk_t **grown = realloc(p->chunks, n * sizeof(*grown));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(grown + p->nchunks, 0, (n - p->nchunks) * sizeof(*grown));
+        p->chunks = grown;
+        p->nchunks = n;
+    }
+    if (p->chunks[c] == NULL) {
+        p->chunks[c] = calloc(1, sizeof(chunk_t));
+        if (p->chunks[c] == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    p->chunks[c]->at[first & (CHUNK_FRAMES - 1)] = zs;
+    p->chunks[c]->live++;
+    return 0;
+}
+
+static void
+map_clear(PoolObject *p, int64_t first)
+{
+    size_t c = (size_t)first >> CHUNK_SHIFT;
+    chunk_t *ch = p->chunks[c];
+    ch->at[first & (CHUNK_FRAMES - 1)] = NULL;
+    /* A chunk below the counter never gets another zspage: free it when it empties. */
+    if (--ch->live == 0 && ((size_t)p->next_frame >> CHUNK_SHIFT) > c) {
+        free(ch);
+        p->chunks[c] = NULL;
+    }
+}
+
+/* ---- fullness lists (insert_zspage, remove_zspage, fix_fullness_group) ----------------- */
+
+static void
+insert_zspage(PoolObject *p, sclass_t *cls, zspage_t *zs, int fg)
+{
+    zs->fullness = fg;
+    cls->zspages[fg]++;
+    int li = p->list_index[fg];
+    if (li < 0)
+        return;
+    int64_t head = cls->heads[li];
+    zs->prev = NO_ZSPAGE;
+    zs->next = head;
+    if (head != NO_ZSPAGE)
+        zspage_at(p, head)->prev = zs->first;
+    cls->heads[li] = zs->first;
+}
+
+static void
+remove_zspage(PoolObject *p, sclass_t *cls, zspage_t *zs)
+{
+    int fg = zs->fullness;
+    int li = p->list_index[fg];
+    cls->zspages[fg]--;
+    if (li < 0)
+        return;
+    zspage_t *prev = zs->prev != NO_ZSPAGE ? zspage_at(p, zs->prev) : NULL;
+    zspage_t *next = zs->next != NO_ZSPAGE ? zspage_at(p, zs->next) : NULL;
+    if (prev != NULL)
+        prev->next = zs->next;
+    else
+        cls->heads[li] = zs->next;
+    if (next != NULL)
+        next->prev = zs->prev;
+    zs->prev = zs->next = NO_ZSPAGE;
+}
+
+static int
+fix_fullness_group(PoolObject *p, sclass_t *cls, zspage_t *zs)
+{
+    int fg = cls->group_of[zs->inuse];
+    if (fg != zs->fullness) {
+        remove_zspage(p, cls, zs);
+        insert_zspage(p, cls, zs, fg);
+    }
+    return fg;
+}
+
+/* ---- zspages and objects ------------------------------------------------------------------ */
+
+static zspage_t *
+alloc_zspage(PoolObject *p, int pos)
+{
+    sclass_t *cls = &p->classes[pos];
+    zspage_t *zs = calloc(1, sizeof(*zs));
+    if (zs == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    zs->mem = calloc((size_t)cls->pages, PAGE_SIZE);
+    if (zs->mem == NULL) {
+        free(zs);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    zs->first = p->next_frame;
+    if (map_set(p, zs->first, zs) < 0) {
+        free(zs->mem);
+        free(zs);
+        return NULL;
+    }
+    p->next_frame += cls->pages;
+    zs->cls = pos;
+    zs->fullness = -1;
+    zs->prev = zs->next = NO_ZSPAGE;
+    zs->owner = -1;
+    /* init_zspage(): every slot on the free chain, 0 -> 1 -> ... -> FREE_END. */
+    for (int32_t idx = 0; idx < cls->objs; idx++) {
+        uint64_t nxt = idx + 1 < cls->objs ? (uint64_t)idx + 1 : FREE_END;
+        put_word(zs->mem + (size_t)idx * cls->size, nxt << OBJ_TAG_BITS);
+    }
+    zs->freeobj = 0;
+    p->pages_allocated += cls->pages;
+    cls->objs_allocated += cls->objs;
+    return zs;
+}
+
+static void
+free_zspage(PoolObject *p, sclass_t *cls, zspage_t *zs)
+{
+    remove_zspage(p, cls, zs);
+    cls->objs_allocated -= cls->objs;
+    p->pages_allocated -= cls->pages;
+    map_clear(p, zs->first);
+    free(zs->mem);
+    free(zs);
+}
+
+static int32_t
+obj_malloc(PoolObject *p, sclass_t *cls, zspage_t *zs, int64_t owner)
+{
+    int32_t idx = (int32_t)zs->freeobj;
+    uint8_t *slot = zs->mem + (size_t)idx * cls->size;
+    zs->freeobj = get_word(slot) >> OBJ_TAG_BITS;
+    zs->inuse++;
+    if (cls->huge)
+        zs->owner = owner;
+    else if (p->handle_size)
+        put_word(slot, (uint64_t)owner << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG);
+    return idx;
+}
+
+static void
+obj_free(sclass_t *cls, zspage_t *zs, int32_t idx)
+{
+    put_word(zs->mem + (size_t)idx * cls->size, zs->freeobj << OBJ_TAG_BITS);
+    zs->freeobj = (uint64_t)idx;
+    zs->inuse--;
+    if (cls->huge)
+        zs->owner = -1;
+}
+
+/* zs_malloc for a size already checked (1..PAGE_SIZE): the handle, or -1 with an exception. */
+static int64_t
+pool_malloc(PoolObject *p, int size, int64_t owner)
+{
+    int pos = p->class_of_size[size + p->handle_size];
+    sclass_t *cls = &p->classes[pos];
+    zspage_t *zs = NULL;
+    for (int k = 0; k < p->nalloc; k++) {
+        int64_t head = cls->heads[p->alloc_lists[k]];
+        if (head != NO_ZSPAGE) {
+            zs = zspage_at(p, head);
+            break;
+        }
+    }
+    int32_t idx;
+    if (zs == NULL) {
+        zs = alloc_zspage(p, pos);
+        if (zs == NULL)
+            return -1;
+        idx = obj_malloc(p, cls, zs, owner);
+        insert_zspage(p, cls, zs, cls->group_of[zs->inuse]);
+    } else {
+        idx = obj_malloc(p, cls, zs, owner);
+        fix_fullness_group(p, cls, zs);
+    }
+    cls->objs_inuse++;
+    p->version++;
+    return zs->first << OBJ_INDEX_BITS | idx;
+}
+
+/* The zspage a handle names and the slot index; NULL with ZsError when there is none. */
+static zspage_t *
+handle_zspage(PoolObject *p, int64_t handle, int32_t *idx)
+{
+    zspage_t *zs = handle >= 0 ? zspage_at(p, handle >> OBJ_INDEX_BITS) : NULL;
+    if (zs == NULL || (handle & OBJ_INDEX_MASK) >= p->classes[zs->cls].objs) {
+        PyErr_Format(ZsError, "handle %lld names no object", (long long)handle);
+        return NULL;
+    }
+    *idx = (int32_t)(handle & OBJ_INDEX_MASK);
+    return zs;
+}
+
+static int
+pool_free(PoolObject *p, int64_t handle)
+{
+    int32_t idx;
+    zspage_t *zs = handle_zspage(p, handle, &idx);
+    if (zs == NULL)
+        return -1;
+    sclass_t *cls = &p->classes[zs->cls];
+    obj_free(cls, zs, idx);
+    cls->objs_inuse--;
+    if (fix_fullness_group(p, cls, zs) == p->empty)
+        free_zspage(p, cls, zs);
+    p->version++;
+    return 0;
+}
+
+/* Where an object's data starts (past the handle header of a non-huge class) and how much room
+ * its slot has there; NULL with ZsError for a bad handle. */
+static uint8_t *
+payload(PoolObject *p, int64_t handle, size_t *room)
+{
+    int32_t idx;
+    zspage_t *zs = handle_zspage(p, handle, &idx);
+    if (zs == NULL)
+        return NULL;
+    sclass_t *cls = &p->classes[zs->cls];
+    size_t off = (size_t)idx * cls->size + (cls->huge ? 0 : (size_t)p->handle_size);
+    *room = (size_t)cls->size - (cls->huge ? 0 : (size_t)p->handle_size);
+    return zs->mem + off;
+}
+
+/* ---- compaction (__zs_compact) ------------------------------------------------------------ */
+
+static int64_t
+can_compact(sclass_t *cls)
+{
+    int64_t wasted = cls->objs_allocated - cls->objs_inuse;
+    if (wasted <= 0)
+        return 0;
+    return wasted / cls->objs * cls->pages;
+}
+
+/* Take the head of the first non-empty list of the groups (listed[] read forwards or backwards). */
+static zspage_t *
+isolate(PoolObject *p, sclass_t *cls, int backwards)
+{
+    for (int k = 0; k < p->nlists; k++) {
+        int fg = p->listed[backwards ? p->nlists - 1 - k : k];
+        int64_t head = cls->heads[p->list_index[fg]];
+        if (head != NO_ZSPAGE) {
+            zspage_t *zs = zspage_at(p, head);
+            remove_zspage(p, cls, zs);
+            zs->fullness = -1;
+            return zs;
+        }
+    }
+    return NULL;
+}
+
+static int
+putback(PoolObject *p, sclass_t *cls, zspage_t *zs)
+{
+    int fg = cls->group_of[zs->inuse];
+    insert_zspage(p, cls, zs, fg);
+    return fg;
+}
+
+static int
+migrate_zspage(PoolObject *p, sclass_t *cls, zspage_t *src, zspage_t *dst)
+{
+    for (int32_t idx = 0; idx < cls->objs; idx++) {
+        const uint8_t *slot = src->mem + (size_t)idx * cls->size;
+        uint64_t word = get_word(slot);
+        if (!(word & OBJ_ALLOCATED_TAG))
+            continue;
+        int64_t owner = (int64_t)(word >> OBJ_TAG_BITS);
+        int32_t new_idx = obj_malloc(p, cls, dst, owner);
+        memcpy(dst->mem + (size_t)new_idx * cls->size, slot, (size_t)cls->size);
+        obj_free(cls, src, idx);
+        if (p->relocate != Py_None) {
+            PyObject *r = PyObject_CallFunction(p->relocate, "LL", (long long)owner,
+                                                (long long)(dst->first << OBJ_INDEX_BITS | new_idx));
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        }
+        if (dst->inuse == cls->objs || src->inuse == 0)
+            break;
+    }
+    return 0;
+}
+
+static int64_t
+compact_class(PoolObject *p, sclass_t *cls)
+{
+    int64_t freed = 0, rounds = 2;
+    zspage_t *dst = NULL;
+    for (int g = 0; g < p->ngroups; g++)
+        rounds += 2 * cls->zspages[g];
+    while (can_compact(cls)) {
+        if (--rounds < 0) {
+            PyErr_Format(ZsError, "compaction of class %d does not end: its lists or counts are wrong",
+                         cls->index);
+            return -1;
+        }
+        if (dst == NULL) {
+            dst = isolate(p, cls, 1);
+            if (dst == NULL)
+                break;
+        }
+        zspage_t *src = isolate(p, cls, 0);
+        if (src == NULL)
+            break;
+        if (migrate_zspage(p, cls, src, dst) < 0)
+            return -1;
+        if (putback(p, cls, src) == p->empty) {
+            free_zspage(p, cls, src);
+            freed += cls->pages;
+        }
+        if (cls->group_of[dst->inuse] == p->full) {
+            putback(p, cls, dst);
+            dst = NULL;
+        }
+    }
+    if (dst != NULL)
+        putback(p, cls, dst);
+    return freed;
+}
+
+/* ---- Python methods: the pool ------------------------------------------------------------- */
+
+static int
+int_list(PyObject *seq, const char *what, long lo, long hi, long *out, Py_ssize_t max, Py_ssize_t *n)
+{
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL)
+        return -1;
+    *n = PySequence_Fast_GET_SIZE(fast);
+    if (*n > max) {
+        PyErr_Format(PyExc_ValueError, "%s: more than %zd items", what, max);
+        Py_DECREF(fast);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        if (v < lo || v > hi) {
+            PyErr_Format(PyExc_ValueError, "%s: %ld is out of range", what, v);
+            Py_DECREF(fast);
+            return -1;
+        }
+        out[i] = v;
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static void
+pool_release(PoolObject *p)
+{
+    for (size_t c = 0; c < p->nchunks; c++) {
+        chunk_t *ch = p->chunks[c];
+        if (ch == NULL)
+            continue;
+        for (int k = 0; k < CHUNK_FRAMES; k++) {
+            if (ch->at[k] != NULL) {
+                free(ch->at[k]->mem);
+                free(ch->at[k]);
+            }
+        }
+        free(ch);
+    }
+    free(p->chunks);
+    p->chunks = NULL;
+    p->nchunks = 0;
+}
+
+static void
+Pool_dealloc(PoolObject *p)
+{
+    pool_release(p);
+    if (p->classes != NULL) {
+        for (int i = 0; i < p->nclasses; i++)
+            free(p->classes[i].group_of);
+        free(p->classes);
+    }
+    Py_XDECREF(p->relocate);
+    Py_XDECREF(p->crc32);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+/*
+ * Pool(classes, class_of_size, groups, list_index, alloc_lists, listed, empty, full, handle_size,
+ *      relocate, crc32)
+ *   classes: (index, size, pages_per_zspage, objs_per_zspage, huge) per class position
+ *   class_of_size: class position per size zs_malloc looks up (handle header included)
+ *   groups: per class position, the fullness group of each inuse count 0..objs
+ *   list_index: per group, its list (-1: unlisted); alloc_lists: find_get_zspage()'s lists in
+ *   order; listed: the listed groups, emptiest first
+ */
+static int
+Pool_init(PoolObject *p, PyObject *args, PyObject *kwds)
+{
+    PyObject *classes, *sizes, *groups, *list_index, *alloc_lists, *listed, *relocate, *crc32;
+    int empty, full, handle_size;
+    static char *kwlist[] = {"classes", "class_of_size", "groups", "list_index", "alloc_lists", "listed",
+                             "empty", "full", "handle_size", "relocate", "crc32", NULL};
+    if (p->classes != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Pool is already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOiiiOO", kwlist, &classes, &sizes, &groups,
+                                     &list_index, &alloc_lists, &listed, &empty, &full, &handle_size,
+                                     &relocate, &crc32))
+        return -1;
+    if (handle_size < 0 || handle_size > MAX_HANDLE_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "handle_size out of range");
+        return -1;
+    }
+    p->handle_size = handle_size;
+    long buf[SIZE_LOOKUP];
+    Py_ssize_t n;
+    if (int_list(list_index, "list_index", -1, MAX_LISTS - 1, buf, MAX_GROUPS, &n) < 0)
+        return -1;
+    p->ngroups = (int)n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        p->list_index[i] = (int8_t)buf[i];
+    if (empty < 0 || empty >= p->ngroups || full < 0 || full >= p->ngroups) {
+        PyErr_SetString(PyExc_ValueError, "empty/full: no such group");
+        return -1;
+    }
+    p->empty = empty;
+    p->full = full;
+    if (int_list(alloc_lists, "alloc_lists", 0, MAX_LISTS - 1, buf, MAX_LISTS, &n) < 0)
+        return -1;
+    p->nalloc = (int)n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        p->alloc_lists[i] = (int8_t)buf[i];
+    if (int_list(listed, "listed", 0, p->ngroups - 1, buf, MAX_LISTS, &n) < 0)
+        return -1;
+    p->nlists = (int)n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        p->listed[i] = (int8_t)buf[i];
+        if (p->list_index[buf[i]] < 0) {
+            PyErr_SetString(PyExc_ValueError, "listed: a group without a list");
+            return -1;
+        }
+    }
+    PyObject *fast = PySequence_Fast(classes, "classes");
+    if (fast == NULL)
+        return -1;
+    Py_ssize_t nc = PySequence_Fast_GET_SIZE(fast);
+    if (nc < 1 || nc > 4096 || PySequence_Size(groups) != nc) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "classes: a class table and its groups, 1..4096 classes");
+        return -1;
+    }
+    p->classes = calloc((size_t)nc, sizeof(sclass_t));
+    if (p->classes == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    p->nclasses = (int)nc;
+    for (Py_ssize_t i = 0; i < nc; i++) {
+        sclass_t *c = &p->classes[i];
+        long g[5];
+        if (int_list(PySequence_Fast_GET_ITEM(fast, i), "classes[i]", 0, PAGE_SIZE * MAX_CHAIN, g, 5, &n) < 0)
+            goto fail;
+        if (n != 5 || g[1] < 8 || g[1] > PAGE_SIZE || g[2] < 1 || g[2] > MAX_CHAIN || g[3] < 1 ||
+            g[3] * g[1] > g[2] * PAGE_SIZE) {
+            PyErr_SetString(PyExc_ValueError, "classes[i]: (index, size, pages, objs, huge) out of range");
+            goto fail;
+        }
+        c->index = (int32_t)g[0];
+        c->size = (int32_t)g[1];
+        c->pages = (int32_t)g[2];
+        c->objs = (int32_t)g[3];
+        c->huge = g[4] != 0;
+        for (int k = 0; k < MAX_LISTS; k++)
+            c->heads[k] = NO_ZSPAGE;
+        c->group_of = malloc((size_t)c->objs + 1);
+        if (c->group_of == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        PyObject *gi = PySequence_GetItem(groups, i);
+        if (gi == NULL)
+            goto fail;
+        int rc = int_list(gi, "groups[i]", 0, p->ngroups - 1, buf, SIZE_LOOKUP, &n);
+        Py_DECREF(gi);
+        if (rc < 0)
+            goto fail;
+        if (n != c->objs + 1) {
+            PyErr_SetString(PyExc_ValueError, "groups[i]: one group per inuse count 0..objs");
+            goto fail;
+        }
+        for (Py_ssize_t k = 0; k < n; k++)
+            c->group_of[k] = (int8_t)buf[k];
+    }
+    Py_DECREF(fast);
+    fast = NULL;
+    if (int_list(sizes, "class_of_size", 0, nc - 1, buf, SIZE_LOOKUP, &n) < 0)
+        return -1;
+    if (n != PAGE_SIZE + handle_size + 1) {
+        PyErr_SetString(PyExc_ValueError, "class_of_size: one class per size 0..PAGE_SIZE + handle_size");
+        return -1;
+    }
+    for (Py_ssize_t s = 0; s < n; s++)
+        p->class_of_size[s] = (int16_t)buf[s];
+    for (Py_ssize_t s = handle_size + 1; s < n; s++) {
+        /* a slot must hold the object it is chosen for: the bound every copy below relies on */
+        sclass_t *c = &p->classes[p->class_of_size[s]];
+        if (c->size - (c->huge ? 0 : handle_size) < s - handle_size) {
+            PyErr_SetString(PyExc_ValueError, "class_of_size: a class smaller than its size");
+            return -1;
+        }
+    }
+    Py_INCREF(relocate);
+    p->relocate = relocate;
+    Py_INCREF(crc32);
+    p->crc32 = crc32;
+    return 0;
+fail:
+    Py_XDECREF(fast);
+    return -1;
+}
+
+static int
+check_size(long size)
+{
+    if (size <= 0 || size > PAGE_SIZE) {
+        PyErr_Format(PyExc_ValueError, "zs_malloc: size %ld is not 1..%d", size, PAGE_SIZE);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Pool_zs_malloc(PoolObject *p, PyObject *args)
+{
+    long size;
+    long long owner;
+    if (!PyArg_ParseTuple(args, "lL", &size, &owner) || check_size(size) < 0)
+        return NULL;
+    int64_t h = pool_malloc(p, (int)size, owner);
+    return h < 0 ? NULL : PyLong_FromLongLong(h);
+}
+
+static PyObject *
+Pool_zs_free(PoolObject *p, PyObject *arg)
+{
+    long long handle = PyLong_AsLongLong(arg);
+    if (handle == -1 && PyErr_Occurred())
+        return NULL;
+    if (pool_free(p, handle) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Pool_zs_obj_write(PoolObject *p, PyObject *args)
+{
+    long long handle;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "Ly*", &handle, &data))
+        return NULL;
+    size_t room;
+    uint8_t *at = payload(p, handle, &room);
+    if (at != NULL && (size_t)data.len > room) {
+        PyErr_Format(ZsError, "a %zd-byte object does not fit its %zu-byte slot", data.len, room);
+        at = NULL;
+    }
+    if (at != NULL) {
+        memcpy(at, data.buf, (size_t)data.len);
+        p->version++;
+    }
+    PyBuffer_Release(&data);
+    if (at == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Pool_zs_obj_read(PoolObject *p, PyObject *args)
+{
+    long long handle;
+    Py_ssize_t length;
+    if (!PyArg_ParseTuple(args, "Ln", &handle, &length))
+        return NULL;
+    size_t room;
+    uint8_t *at = payload(p, handle, &room);
+    if (at == NULL)
+        return NULL;
+    if (length < 0 || (size_t)length > room) {
+        PyErr_Format(ZsError, "a %zd-byte object does not fit its %zu-byte slot", length, room);
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)at, length);
+}
+
+static PyObject *
+Pool_zs_compact(PoolObject *p, PyObject *Py_UNUSED(ignored))
+{
+    int64_t freed = 0;
+    for (int i = p->nclasses - 1; i >= 0; i--) {
+        int64_t f = compact_class(p, &p->classes[i]);
+        p->version++;
+        if (f < 0)
+            return NULL;
+        freed += f;
+    }
+    p->pages_compacted += freed;
+    return PyLong_FromLongLong(freed);
+}
+
+static PyObject *
+Pool_destroy(PoolObject *p, PyObject *Py_UNUSED(ignored))
+{
+    pool_release(p);
+    p->pages_allocated = 0;
+    p->next_frame = 0;
+    for (int i = 0; i < p->nclasses; i++) {
+        sclass_t *c = &p->classes[i];
+        c->objs_allocated = c->objs_inuse = 0;
+        for (int k = 0; k < MAX_LISTS; k++)
+            c->heads[k] = NO_ZSPAGE;
+        memset(c->zspages, 0, sizeof(c->zspages));
+    }
+    p->version++;
+    Py_RETURN_NONE;
+}
+
+/* class_stats(pos) -> (objs_allocated, objs_inuse, heads, zspages) */
+static PyObject *
+Pool_class_stats(PoolObject *p, PyObject *arg)
+{
+    long pos = PyLong_AsLong(arg);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    if (pos < 0 || pos >= p->nclasses) {
+        PyErr_SetString(PyExc_IndexError, "no such class");
+        return NULL;
+    }
+    sclass_t *c = &p->classes[pos];
+    PyObject *heads = PyList_New(p->nlists), *zspages = PyList_New(p->ngroups);
+    if (heads == NULL || zspages == NULL)
+        goto fail;
+    for (int k = 0; k < p->nlists; k++) {
+        PyObject *v = PyLong_FromLongLong(c->heads[k]);
+        if (v == NULL)
+            goto fail;
+        PyList_SET_ITEM(heads, k, v);
+    }
+    for (int g = 0; g < p->ngroups; g++) {
+        PyObject *v = PyLong_FromLongLong(c->zspages[g]);
+        if (v == NULL)
+            goto fail;
+        PyList_SET_ITEM(zspages, g, v);
+    }
+    return Py_BuildValue("LLNN", (long long)c->objs_allocated, (long long)c->objs_inuse, heads, zspages);
+fail:
+    Py_XDECREF(heads);
+    Py_XDECREF(zspages);
+    return NULL;
+}
+
+/* zspages() -> [(first, cls, inuse, freeobj, fullness, prev, next, owner)], by first frame */
+static PyObject *
+Pool_zspages(PoolObject *p, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (size_t c = 0; c < p->nchunks; c++) {
+        chunk_t *ch = p->chunks[c];
+        for (int k = 0; ch != NULL && k < CHUNK_FRAMES; k++) {
+            zspage_t *z = ch->at[k];
+            if (z == NULL)
+                continue;
+            PyObject *t = Py_BuildValue("LiiKiLLL", (long long)z->first, z->cls, z->inuse,
+                                        (unsigned long long)z->freeobj, z->fullness, (long long)z->prev,
+                                        (long long)z->next, (long long)z->owner);
+            if (t == NULL || PyList_Append(out, t) < 0) {
+                Py_XDECREF(t);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(t);
+        }
+    }
+    return out;
+}
+
+/* zspage_bytes(first) -> the zspage's frames, pages_per_zspage * PAGE_SIZE bytes */
+static PyObject *
+Pool_zspage_bytes(PoolObject *p, PyObject *arg)
+{
+    long long first = PyLong_AsLongLong(arg);
+    if (first == -1 && PyErr_Occurred())
+        return NULL;
+    zspage_t *z = zspage_at(p, first);
+    if (z == NULL) {
+        PyErr_Format(PyExc_KeyError, "no zspage at frame %lld", first);
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)z->mem, (Py_ssize_t)p->classes[z->cls].pages * PAGE_SIZE);
+}
+
+/* zspage_write(first, offset, data): bytes written into a zspage's frames, as a FrameStore's
+ * mutable view lets a caller write them (tests damage objects this way) */
+static PyObject *
+Pool_zspage_write(PoolObject *p, PyObject *args)
+{
+    long long first;
+    Py_ssize_t offset;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "Lny*", &first, &offset, &data))
+        return NULL;
+    zspage_t *z = zspage_at(p, first);
+    size_t span = z != NULL ? (size_t)p->classes[z->cls].pages * PAGE_SIZE : 0;
+    if (z == NULL || offset < 0 || (size_t)offset > span || (size_t)data.len > span - (size_t)offset) {
+        PyBuffer_Release(&data);
+        PyErr_Format(PyExc_IndexError, "no %zd bytes at %zd of a zspage at frame %lld", data.len, offset, first);
+        return NULL;
+    }
+    memcpy(z->mem + offset, data.buf, (size_t)data.len);
+    PyBuffer_Release(&data);
+    p->version++;
+    Py_RETURN_NONE;
+}
+
+/* ---- zram's slot paths over the pool ---------------------------------------------------- */
+
+/* A table entry: its flags, and its other three items (borrowed); -1 with an exception when
+ * it is not a 4-tuple with int flags.  The second item is a handle, or a same-filled page's
+ * word (unsigned 64-bit: read it with as_word), or a backing block. */
+static int
+parse_entry(PyObject *e, uint64_t *flags, PyObject **handle, PyObject **crc, PyObject **ac_time)
+{
+    if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) != 4) {
+        PyErr_SetString(PyExc_TypeError, "a table entry is a 4-tuple");
+        return -1;
+    }
+    *flags = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(e, 0));
+    if (*flags == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    *handle = PyTuple_GET_ITEM(e, 1);
+    *crc = PyTuple_GET_ITEM(e, 2);
+    *ac_time = PyTuple_GET_ITEM(e, 3);
+    return 0;
+}
+
+static int
+as_handle(PyObject *v, int64_t *handle)
+{
+    *handle = PyLong_AsLongLong(v);
+    return *handle == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+as_word(PyObject *v, uint64_t *word)
+{
+    *word = PyLong_AsUnsignedLongLong(v);
+    return *word == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
+typedef struct {
+    long long pages_stored, compr_data_size, huge_pages, huge_pages_since, bad_compress, good_compress,
+        same_pages, max_used_pages;
+} deltas_t;
+
+static int
+page_same_filled(const uint8_t *page, uint64_t *word)
+{
+    uint64_t w = get_word(page);
+    if (get_word(page + PAGE_SIZE - 8) != w)
+        return 0;
+    for (size_t off = 8; off < PAGE_SIZE - 8; off += 8)
+        if (get_word(page + off) != w)
+            return 0;
+    *word = w;
+    return 1;
+}
+
+/* table[key] = (flags, handle, crc, ac_time); the last three are borrowed. */
+static int
+set_entry(PyObject *table, PyObject *key, uint64_t flags, PyObject *h, PyObject *crc, PyObject *ac_time)
+{
+    PyObject *e = PyTuple_New(4);
+    if (e == NULL)
+        return -1;
+    PyObject *f = PyLong_FromUnsignedLongLong(flags);
+    if (f == NULL) {
+        Py_DECREF(e);
+        return -1;
+    }
+    Py_INCREF(h);
+    Py_INCREF(crc);
+    Py_INCREF(ac_time);
+    PyTuple_SET_ITEM(e, 0, f);
+    PyTuple_SET_ITEM(e, 1, h);
+    PyTuple_SET_ITEM(e, 2, crc);
+    PyTuple_SET_ITEM(e, 3, ac_time);
+    int rc = PyDict_SetItem(table, key, e);
+    Py_DECREF(e);
+    return rc;
+}
+
+/* 1 if zlib.crc32 of the size bytes at `at` is `crc` (an int), 0 if not, -1 with an exception. */
+static int
+object_crc_is(PoolObject *p, const uint8_t *at, size_t size, PyObject *crc)
+{
+    PyObject *view = PyMemoryView_FromMemory((char *)at, (Py_ssize_t)size, PyBUF_READ);
+    if (view == NULL)
+        return -1;
+    PyObject *got = PyObject_CallOneArg(p->crc32, view);
+    Py_DECREF(view);
+    if (got == NULL)
+        return -1;
+    int same = PyObject_RichCompareBool(got, crc, Py_EQ);
+    Py_DECREF(got);
+    return same;
+}
+
+/* Stop codes of store_pages and read_pages. */
+#define DONE 0
+#define HANDBACK 1 /* the page at `done` is untouched: the caller stores (reads) it its own way */
+#define NOMEM 2    /* the page at `done` failed on mem_limit, exactly as _store_page fails */
+
+/* One slot's counters as zram_free_page() drops them (bad/good_compress: the 2013 driver). */
+static void
+uncount_object(int profile, int max_zpage_size, uint64_t flags, deltas_t *d)
+{
+    uint64_t size = flags & ZRAM_SIZE_MASK;
+    if (!(profile & P_HUGE_BY_CLASS)) {
+        if (size > (uint64_t)max_zpage_size)
+            d->bad_compress--;
+        if (size <= PAGE_SIZE / 2)
+            d->good_compress--;
+    }
+    d->compr_data_size -= (long long)size;
+    d->pages_stored--;
+}
+
+/* zram_free_page() for a slot that holds a same-filled page or an object. */
+static int
+drop_slot(PoolObject *p, int profile, int max_zpage_size, uint64_t flags, PyObject *h, deltas_t *d)
+{
+    if (flags & ZRAM_SAME) {
+        d->same_pages--;
+        if (profile & P_SAME_COUNTS_STORED)
+            d->pages_stored--;
+        return 0;
+    }
+    int64_t handle;
+    if (as_handle(h, &handle) < 0 || pool_free(p, handle) < 0)
+        return -1;
+    if (flags & ZRAM_HUGE)
+        d->huge_pages--;
+    uncount_object(profile, max_zpage_size, flags, d);
+    return 0;
+}
+
+/*
+ * store_pages(table, index, pages, comps, profile, max_zpage_size, huge_class_size, limit_pages,
+ *             max_used_pages, now) -> (done, stop, pages_stored, compr_data_size, huge_pages,
+ *             huge_pages_since, bad_compress, good_compress, same_pages, max_used_pages)
+ *
+ * _store_page for pages index, index + 1, ... of `pages` (whole pages), page k's compression
+ * being comps[k] (bytes).  The counters come back as changes (max_used_pages as its new value)
+ * for the caller to add.  It stops (HANDBACK) before a page it leaves to the caller: one whose
+ * compression is not bytes (a failure, or none made), or whose old slot is written back.
+ */
+static PyObject *
+Pool_store_pages(PoolObject *p, PyObject *args)
+{
+    PyObject *table, *comps, *now;
+    long long index, limit_pages, max_used;
+    Py_buffer pages;
+    int profile, max_zpage_size, huge_class_size;
+    if (!PyArg_ParseTuple(args, "O!Ly*O!iiiLLO", &PyDict_Type, &table, &index, &pages, &PyList_Type, &comps,
+                          &profile, &max_zpage_size, &huge_class_size, &limit_pages, &max_used, &now))
+        return NULL;
+    deltas_t d = {0};
+    d.max_used_pages = max_used;
+    Py_ssize_t count = pages.len / PAGE_SIZE, done = 0;
+    int stop = DONE;
+    PyObject *zero = NULL;
+    if (pages.len % PAGE_SIZE || PyList_GET_SIZE(comps) < count || index < 0) {
+        PyErr_SetString(PyExc_ValueError, "store_pages: whole pages, a compression for each, index >= 0");
+        goto fail;
+    }
+    zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        goto fail;
+    for (; done < count; done++) {
+        const uint8_t *page = (const uint8_t *)pages.buf + (size_t)done * PAGE_SIZE;
+        PyObject *key = PyLong_FromLongLong(index + done);
+        if (key == NULL)
+            goto fail;
+        PyObject *old = PyDict_GetItemWithError(table, key); /* borrowed */
+        uint64_t oflags = 0;
+        PyObject *ohandle = NULL, *ocrc, *oac;
+        if (old == NULL && PyErr_Occurred())
+            goto fail_key;
+        if (old != NULL && parse_entry(old, &oflags, &ohandle, &ocrc, &oac) < 0)
+            goto fail_key;
+        if (old != NULL && (oflags & ZRAM_WB)) {
+            Py_DECREF(key);
+            stop = HANDBACK;
+            break;
+        }
+        /* same-filled (6.18) or zero (2013) pages keep their word in the slot */
+        uint64_t word = 0;
+        int same = (profile & P_SAME_WORD) ? page_same_filled(page, &word)
+                                           : (page_same_filled(page, &word) && word == 0);
+        if (same) {
+            if (old != NULL && drop_slot(p, profile, max_zpage_size, oflags, ohandle, &d) < 0)
+                goto fail_key;
+            PyObject *w = PyLong_FromUnsignedLongLong(word);
+            if (w == NULL)
+                goto fail_key;
+            int rc = set_entry(table, key, ZRAM_SAME, w, zero, now);
+            Py_DECREF(w);
+            Py_DECREF(key);
+            if (rc < 0)
+                goto fail;
+            d.same_pages++;
+            if (profile & P_SAME_COUNTS_STORED)
+                d.pages_stored++;
+            continue;
+        }
+        PyObject *comp = PyList_GET_ITEM(comps, done);
+        if (!PyBytes_CheckExact(comp) || PyBytes_GET_SIZE(comp) < 1) {
+            Py_DECREF(key); /* a failure, none made, or nothing (which zs_malloc refuses) */
+            stop = HANDBACK;
+            break;
+        }
+        if ((profile & P_FREE_OLD_FIRST) && old != NULL) {
+            if (drop_slot(p, profile, max_zpage_size, oflags, ohandle, &d) < 0)
+                goto fail_key;
+            old = NULL;
+        }
+        const uint8_t *obj = (const uint8_t *)PyBytes_AS_STRING(comp);
+        Py_ssize_t clen = PyBytes_GET_SIZE(comp);
+        uint64_t flags = 0;
+        /* Too large for a slot, or for the profile's taste: the raw page, in a huge object. */
+        if (profile & P_HUGE_BY_CLASS) {
+            if (clen >= huge_class_size) {
+                obj = page;
+                clen = PAGE_SIZE;
+                flags = ZRAM_HUGE;
+            }
+        } else if (clen > max_zpage_size) {
+            obj = page;
+            clen = PAGE_SIZE;
+        }
+        if (clen > PAGE_SIZE) { /* cannot be: huge_class_size and max_zpage_size are below it */
+            PyErr_SetString(ZsError, "an object larger than a page");
+            goto fail_key;
+        }
+        int64_t handle = pool_malloc(p, (int)clen, index + done);
+        if (handle < 0)
+            goto fail_key;
+        if (profile & P_MEM_LIMIT) { /* zram_can_store_page() */
+            if (p->pages_allocated > d.max_used_pages)
+                d.max_used_pages = p->pages_allocated;
+            if (limit_pages && p->pages_allocated > limit_pages) {
+                pool_free(p, handle);
+                Py_DECREF(key);
+                stop = NOMEM;
+                break;
+            }
+        }
+        size_t room;
+        uint8_t *at = payload(p, handle, &room);
+        if (at == NULL || (size_t)clen > room) { /* cannot be: class_of_size was checked */
+            if (at != NULL)
+                PyErr_SetString(ZsError, "an object larger than its slot");
+            goto fail_key;
+        }
+        memcpy(at, obj, (size_t)clen);
+        PyObject *crc = obj == page ? PyObject_CallFunction(p->crc32, "y#", (const char *)obj, clen)
+                                    : PyObject_CallOneArg(p->crc32, comp);
+        if (crc == NULL)
+            goto fail_key;
+        if (old != NULL && drop_slot(p, profile, max_zpage_size, oflags, ohandle, &d) < 0) {
+            Py_DECREF(crc);
+            goto fail_key;
+        }
+        PyObject *h = PyLong_FromLongLong(handle);
+        if (h == NULL) {
+            Py_DECREF(crc);
+            goto fail_key;
+        }
+        int rc = set_entry(table, key, flags | (uint64_t)clen, h, crc, now);
+        Py_DECREF(h);
+        Py_DECREF(crc);
+        Py_DECREF(key);
+        if (rc < 0)
+            goto fail;
+        d.pages_stored++;
+        d.compr_data_size += clen;
+        if (flags & ZRAM_HUGE) {
+            d.huge_pages++;
+            d.huge_pages_since++;
+        }
+        if (!(profile & P_HUGE_BY_CLASS)) {
+            if (clen > max_zpage_size)
+                d.bad_compress++;
+            if (clen <= PAGE_SIZE / 2)
+                d.good_compress++;
+        }
+        continue;
+    fail_key:
+        Py_DECREF(key);
+        goto fail;
+    }
+    Py_DECREF(zero);
+    PyBuffer_Release(&pages);
+    p->version++;
+    return Py_BuildValue("niLLLLLLLL", done, stop, d.pages_stored, d.compr_data_size, d.huge_pages,
+                         d.huge_pages_since, d.bad_compress, d.good_compress, d.same_pages, d.max_used_pages);
+fail:
+    /* Not reached by anything a page's bytes can cause: a corrupt table, or no memory.  The
+     * counters of the pages stored so far are lost with the error, as the caller discards a
+     * device whose operation raised. */
+    Py_XDECREF(zero);
+    PyBuffer_Release(&pages);
+    p->version++;
+    return NULL;
+}
+
+/*
+ * read_pages(table, index, out, decompress, accessed, now) -> (done, stop)
+ *
+ * _read_entry for pages index, index + 1, ... into `out` (a writable buffer of whole pages):
+ * unwritten pages read as zeros, same-filled ones as their word, objects decompressed by
+ * decompress[priority]: a callable (bytes -> the page), or the kind of a _kcomp decoder that
+ * does the same, which decodes into `out` with no Python call.  With `accessed`, each slot read gets
+ * zram_accessed(): ac_time `now`, IDLE and PP_SLOT clear.  It stops (HANDBACK) before a page it
+ * leaves to the caller, unread: written back, no decompressor for its priority, or one that
+ * fails or gives other than a page (the caller's path makes that page's error).
+ */
+static PyObject *
+Pool_read_pages(PoolObject *p, PyObject *args)
+{
+    PyObject *table, *decompress, *now;
+    long long index;
+    Py_buffer out;
+    int accessed;
+    long long now_v;
+    if (!PyArg_ParseTuple(args, "O!Lw*O!pO", &PyDict_Type, &table, &index, &out, &PyTuple_Type, &decompress,
+                          &accessed, &now))
+        return NULL;
+    Py_ssize_t count = out.len / PAGE_SIZE, done = 0;
+    int stop = DONE;
+    now_v = PyLong_AsLongLong(now);
+    if (now_v == -1 && PyErr_Occurred())
+        goto fail;
+    if (out.len % PAGE_SIZE || index < 0) {
+        PyErr_SetString(PyExc_ValueError, "read_pages: whole pages, index >= 0");
+        goto fail;
+    }
+    for (; done < count; done++) {
+        uint8_t *dst = (uint8_t *)out.buf + (size_t)done * PAGE_SIZE;
+        PyObject *key = PyLong_FromLongLong(index + done);
+        if (key == NULL)
+            goto fail;
+        PyObject *e = PyDict_GetItemWithError(table, key);
+        if (e == NULL) {
+            Py_DECREF(key);
+            if (PyErr_Occurred())
+                goto fail;
+            memset(dst, 0, PAGE_SIZE);
+            continue;
+        }
+        uint64_t flags;
+        PyObject *h, *crc, *ac;
+        if (parse_entry(e, &flags, &h, &crc, &ac) < 0)
+            goto fail_key;
+        if (flags & ZRAM_WB) {
+            Py_DECREF(key);
+            stop = HANDBACK;
+            break;
+        }
+        if (flags & ZRAM_SAME) {
+            uint64_t word;
+            if (as_word(h, &word) < 0)
+                goto fail_key;
+            for (size_t off = 0; off < PAGE_SIZE; off += 8)
+                put_word(dst + off, word);
+        } else {
+            size_t size = (size_t)(flags & ZRAM_SIZE_MASK), room;
+            int64_t handle;
+            if (as_handle(h, &handle) < 0)
+                goto fail_key;
+            const uint8_t *at = payload(p, handle, &room);
+            if (at == NULL)
+                goto fail_key;
+            if (size < 1 || size > room) {
+                PyErr_Format(ZsError, "a %zu-byte object does not fit its %zu-byte slot", size, room);
+                goto fail_key;
+            }
+            /* Every object is checked against its CRC before it is used, as _object_page does:
+             * a page whose bytes changed is handed back, and the caller's path makes its EIO. */
+            int same_crc = object_crc_is(p, at, size, crc);
+            if (same_crc < 0)
+                goto fail_key;
+            if (!same_crc) {
+                Py_DECREF(key);
+                stop = HANDBACK;
+                break;
+            }
+            if (size == PAGE_SIZE) {
+                memcpy(dst, at, PAGE_SIZE);
+            } else {
+                Py_ssize_t prio = (Py_ssize_t)(flags >> ZRAM_COMP_PRIORITY_SHIFT & 3);
+                PyObject *fn = prio < PyTuple_GET_SIZE(decompress) ? PyTuple_GET_ITEM(decompress, prio) : Py_None;
+                if (PyLong_CheckExact(fn)) { /* a compiled decoder, straight into the page */
+                    long kind = PyLong_AsLong(fn);
+                    size_t len = 0;
+                    if (kind < 0 || kind >= NDECODERS || decoders[kind](at, size, dst, PAGE_SIZE, &len) != 0 ||
+                        len != PAGE_SIZE) {
+                        PyErr_Clear();
+                        Py_DECREF(key);
+                        stop = HANDBACK;
+                        break;
+                    }
+                    goto decoded;
+                }
+                PyObject *data = fn != Py_None ? PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)size)
+                                               : NULL;
+                if (fn != Py_None && data == NULL)
+                    goto fail_key;
+                PyObject *pg = data != NULL ? PyObject_CallOneArg(fn, data) : NULL;
+                Py_XDECREF(data);
+                if (pg == NULL || !PyBytes_Check(pg) || PyBytes_GET_SIZE(pg) != PAGE_SIZE) {
+                    Py_XDECREF(pg);
+                    PyErr_Clear();
+                    Py_DECREF(key);
+                    stop = HANDBACK;
+                    break;
+                }
+                memcpy(dst, PyBytes_AS_STRING(pg), PAGE_SIZE);
+                Py_DECREF(pg);
+            }
+        }
+    decoded:
+        if (accessed) {
+            long long ac_v = PyLong_AsLongLong(ac);
+            if (ac_v == -1 && PyErr_Occurred())
+                goto fail_key;
+            if (ac_v != now_v || (flags & ZRAM_ACCESS_CLEARS)) {
+                if (set_entry(table, key, flags & ~ZRAM_ACCESS_CLEARS, h, crc, now) < 0)
+                    goto fail_key;
+            }
+        }
+        Py_DECREF(key);
+        continue;
+    fail_key:
+        Py_DECREF(key);
+        goto fail;
+    }
+    PyBuffer_Release(&out);
+    return Py_BuildValue("ni", done, stop);
+fail:
+    PyBuffer_Release(&out);
+    return NULL;
+}
+
+static PyObject *
+Pool_get_pages_allocated(PoolObject *p, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(p->pages_allocated);
+}
+
+static PyObject *
+Pool_get_pages_compacted(PoolObject *p, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(p->pages_compacted);
+}
+
+static int
+Pool_set_pages_compacted(PoolObject *p, PyObject *v, void *Py_UNUSED(closure))
+{
+    long long n = v != NULL ? PyLong_AsLongLong(v) : -1;
+    if (n < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "pages_compacted is a count");
+        return -1;
+    }
+    p->pages_compacted = n;
+    return 0;
+}
+
+static PyObject *
+Pool_get_version(PoolObject *p, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(p->version);
+}
+
+static PyObject *
+Pool_get_next_frame(PoolObject *p, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(p->next_frame);
+}
+
+static PyMethodDef Pool_methods[] = {
+    {"zs_malloc", (PyCFunction)Pool_zs_malloc, METH_VARARGS, "zs_malloc(size, owner) -> handle"},
+    {"zs_free", (PyCFunction)Pool_zs_free, METH_O, "zs_free(handle)"},
+    {"zs_obj_write", (PyCFunction)Pool_zs_obj_write, METH_VARARGS, "zs_obj_write(handle, data)"},
+    {"zs_obj_read", (PyCFunction)Pool_zs_obj_read, METH_VARARGS, "zs_obj_read(handle, length) -> bytes"},
+    {"zs_compact", (PyCFunction)Pool_zs_compact, METH_NOARGS, "zs_compact() -> pages freed"},
+    {"destroy", (PyCFunction)Pool_destroy, METH_NOARGS, "zs_destroy_pool(): every zspage and frame freed"},
+    {"class_stats", (PyCFunction)Pool_class_stats, METH_O,
+     "class_stats(pos) -> (objs_allocated, objs_inuse, heads, zspages)"},
+    {"zspages", (PyCFunction)Pool_zspages, METH_NOARGS,
+     "zspages() -> [(first, cls, inuse, freeobj, fullness, prev, next, owner)]"},
+    {"zspage_bytes", (PyCFunction)Pool_zspage_bytes, METH_O, "zspage_bytes(first) -> its frames' bytes"},
+    {"zspage_write", (PyCFunction)Pool_zspage_write, METH_VARARGS, "zspage_write(first, offset, data)"},
+    {"store_pages", (PyCFunction)Pool_store_pages, METH_VARARGS, "zram's _store_page for a run of pages"},
+    {"read_pages", (PyCFunction)Pool_read_pages, METH_VARARGS, "zram's _read_entry for a run of pages"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Pool_getset[] = {
+    {"pages_allocated", (getter)Pool_get_pages_allocated, NULL, "frames held by zspages", NULL},
+    {"pages_compacted", (getter)Pool_get_pages_compacted, (setter)Pool_set_pages_compacted,
+     "pages freed by compaction, ever", NULL},
+    {"version", (getter)Pool_get_version, NULL, "changes whenever the pool's state does", NULL},
+    {"next_frame", (getter)Pool_get_next_frame, NULL, "the frame number the next zspage starts at", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zramctl.kernel._zsmalloc.Pool",
+    .tp_basicsize = sizeof(PoolObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A zs_pool in C memory (see zramctl/kernel/compiled_pool.py)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Pool_init,
+    .tp_dealloc = (destructor)Pool_dealloc,
+    .tp_methods = Pool_methods,
+    .tp_getset = Pool_getset,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_zsmalloc", "zsmalloc and zram's per-page paths, compiled (see the source's head).",
+    -1, NULL, NULL, NULL, NULL, NULL,
+};
 
 PyMODINIT_FUNC
 PyInit__zsmalloc(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&PoolType) < 0)
+        return NULL;
+    /* (PyCapsule_Import would walk attributes from "zramctl", where a submodule is not yet one) */
+    PyObject *kcomp = PyImport_ImportModule("zramctl.kernel._kcomp");
+    PyObject *cap = kcomp != NULL ? PyObject_GetAttrString(kcomp, "_DECODERS") : NULL;
+    Py_XDECREF(kcomp);
+    decoders = cap != NULL ? PyCapsule_GetPointer(cap, "zramctl.kernel._kcomp._DECODERS") : NULL;
+    Py_XDECREF(cap); /* the module keeps the capsule, and the table is static */
+    if (decoders == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    ZsError = PyErr_NewException("zramctl.kernel._zsmalloc.ZsError", PyExc_ValueError, NULL);
+    if (ZsError == NULL || PyModule_AddObject(m, "ZsError", ZsError) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(ZsError);
+    Py_INCREF(&PoolType);
+    if (PyModule_AddObject(m, "Pool", (PyObject *)&PoolType) < 0) {
+        Py_DECREF(&PoolType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "PROFILE_SAME_WORD", P_SAME_WORD);
+    PyModule_AddIntConstant(m, "PROFILE_SAME_COUNTS_STORED", P_SAME_COUNTS_STORED);
+    PyModule_AddIntConstant(m, "PROFILE_HUGE_BY_CLASS", P_HUGE_BY_CLASS);
+    PyModule_AddIntConstant(m, "PROFILE_FREE_OLD_FIRST", P_FREE_OLD_FIRST);
+    PyModule_AddIntConstant(m, "PROFILE_MEM_LIMIT", P_MEM_LIMIT);
+    PyModule_AddIntConstant(m, "DONE", DONE);
+    PyModule_AddIntConstant(m, "HANDBACK", HANDBACK);
+    PyModule_AddIntConstant(m, "NOMEM", NOMEM);
+    return m;
 }

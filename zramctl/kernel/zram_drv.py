@@ -32,13 +32,15 @@ from __future__ import annotations
 import errno
 import heapq
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field, fields
+from itertools import islice
 from typing import TYPE_CHECKING, Protocol
 
+from ..crc import crc32
 from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
+from .compiled_pool import DONE, NOMEM, CompiledPool
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
 from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
 from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsPage
@@ -323,6 +325,11 @@ class PPControl:
                 yield bucket.pop()
 
 
+def mem_limit_reached() -> ZramError:
+    """zram_write_page()'s failure when zram_can_store_page() says no (6.18: mem_limit)."""
+    return ZramError(errno.ENOMEM, "write", "mem_limit reached")
+
+
 def is_same_filled(page: bytes) -> bool:
     """page_same_filled(): the page is one 8-byte word repeated (first == last word checked first)."""
     return page[:8] == page[-8:] and page[8:] == page[:-8]
@@ -357,6 +364,18 @@ class Lookahead:
             self._results = None
             return None
 
+    def take_run(self, index: int, count: int) -> list[bytes | Exception | None]:
+        """``take`` for pages ``index .. index + count - 1``, in one list."""
+        first = self.take(index) if count else None
+        if first is None:
+            return [None] * count
+        run = [first, *islice(self._results or (), count - 1)]  # type: ignore[arg-type]
+        self._next += len(run) - 1
+        if len(run) < count:
+            self._results = None
+            run += [None] * (count - len(run))
+        return run
+
     def close(self) -> None:
         if self._results is not None:
             results, self._results = self._results, None
@@ -377,11 +396,16 @@ class Zram:
         config: ZramConfig | None = None,
         stats: ZramStats | None = None,
         backing: Backing | None = None,
+        *,
+        compiled: bool = True,
     ) -> None:
         self.config = config if config is not None else ZramConfig()
         self.stats = stats if stats is not None else ZramStats()
         self.backing = backing if backing is not None else Backing()
-        self.pool: Pool | None = None
+        self.compiled = compiled
+        """Whether a pool in memory is the compiled one (compiled_pool.py); False: the Python
+        reference (tests compare the two).  A pool over an image's frames is always the reference."""
+        self.pool: Pool | CompiledPool | None = None
         self._backend: Backend | None = None
         self._profile: Profile | None = None
         self._scratch: list[bytearray] = []
@@ -510,6 +534,10 @@ class Zram:
         return self.orig_data_size / total if total else None
 
     def _create_pool(self) -> None:
+        in_memory = isinstance(self.backing.frames, MemoryFrames) and type(self.backing.table) is dict
+        if self.compiled and in_memory:
+            self.pool = CompiledPool(self.profile, relocate=self._relocate)
+            return
         self.pool = Pool(
             self.profile,
             self.backing.frames,
@@ -712,11 +740,11 @@ class Zram:
             limit = self.config.limit_pages
             if limit and alloced > limit:
                 pool.zs_free(handle)
-                raise ZramError(errno.ENOMEM, "write", "mem_limit reached")
+                raise mem_limit_reached()
         pool.zs_obj_write(handle, comp)
         if not prof.free_old_first:
             self._free_page(index)
-        self.table[index] = (flags | clen, handle, zlib.crc32(comp), self._now)
+        self.table[index] = (flags | clen, handle, crc32(comp), self._now)
         st.pages_stored += 1
         st.compr_data_size += clen
         if flags & ZRAM_HUGE:
@@ -756,7 +784,7 @@ class Zram:
         size = flags & ZRAM_SIZE_MASK
         assert self.pool is not None
         data = self.pool.zs_obj_read(handle, size)
-        if zlib.crc32(data) != crc:
+        if crc32(data) != crc:
             raise ZramError(errno.EIO, what, f"page {index}: stored object fails its checksum")
         if size == PAGE_SIZE:
             return data
@@ -776,7 +804,7 @@ class Zram:
         except OSError as exc:
             code = exc.errno or errno.EIO
             raise ZramError(code, "read", f"page {index}: backing block {blk}: {exc}") from None
-        if len(page) != PAGE_SIZE or zlib.crc32(page) != crc:
+        if len(page) != PAGE_SIZE or crc32(page) != crc:
             raise ZramError(errno.EIO, "read", f"page {index}: backing block {blk} fails its checksum")
         return page
 
@@ -829,11 +857,31 @@ class Zram:
         own = ahead is None
         if ahead is None:
             ahead = self.compress_ahead(offset, data)
+        fast = self.pool if isinstance(self.pool, CompiledPool) else None
         try:
             while pos < end:
                 index, in_page = divmod(offset + pos, PAGE_SIZE)
                 n = min(PAGE_SIZE - in_page, end - pos)
                 try:
+                    if fast is not None and n == PAGE_SIZE:
+                        # The compiled store path takes every whole page it can; the first it
+                        # hands back (or none) goes the Python way below, with its compression.
+                        count = (end - pos) // PAGE_SIZE
+                        comps = ahead.take_run(index, count)
+                        done, stop = self._store_run(fast, index, data[pos : pos + count * PAGE_SIZE], comps)
+                        st.num_writes += done
+                        pos += done * PAGE_SIZE
+                        if stop == DONE:
+                            continue
+                        st.num_writes += 1
+                        if stop == NOMEM:
+                            raise mem_limit_reached()
+                        page = data[pos : pos + PAGE_SIZE].tobytes()
+                        if comps[done] is not None:
+                            self._ahead = (page, comps[done])
+                        write_page(index + done, page)
+                        pos += PAGE_SIZE
+                        continue
                     if n == PAGE_SIZE:
                         page = data[pos : pos + n].tobytes()
                         comp = ahead.take(index)
@@ -856,6 +904,35 @@ class Zram:
                 ahead.close()
         return pos
 
+    def _store_run(
+        self, pool: CompiledPool, index: int, pages: memoryview, comps: list[bytes | Exception | None]
+    ) -> tuple[int, int]:
+        """_store_page for whole pages from ``index`` on, by the compiled pool: (pages stored,
+        why it stopped).  It stops before a page it hands back, or after one mem_limit refused."""
+        st = self.stats
+        done, stop, stored, compr, huge, huge_since, bad, good, same, max_used = pool.c.store_pages(
+            self.table, index, pages, comps, pool.profile_bits, self.profile.max_zpage_size,
+            pool.huge_class_size, self.config.limit_pages, st.max_used_pages, self._now,
+        )
+        st.pages_stored += stored
+        st.compr_data_size += compr
+        st.huge_pages += huge
+        st.huge_pages_since += huge_since
+        st.bad_compress += bad
+        st.good_compress += good
+        st.same_pages += same
+        st.max_used_pages = max_used
+        return done, stop
+
+    def _decompressors(self) -> tuple[Callable[[bytes], bytes] | int | None, ...]:
+        """The compiled read path's decompressor per priority, the primary's and each secondary's
+        made so far: its compiled decoder's number, else its ``decompress``; None for one not made
+        yet (its pages are handed back: ``comp`` makes it, or says why not)."""
+        made = [self.backend, *(self._comps.get(p) for p in range(1, ZRAM_MAX_COMPS))]
+        return tuple(
+            None if b is None else b.decoder if b.decoder is not None else b.decompress for b in made
+        )
+
     def compress_ahead(self, offset: int, data: bytes | bytearray | memoryview) -> Lookahead:
         """Start compressing the whole pages of ``data`` (to be written at ``offset``): see Lookahead."""
         data = memoryview(data).cast("B")
@@ -877,7 +954,8 @@ class Zram:
         """
         backend = self.backend
         streams = max(1, self.config.max_comp_streams)
-        if count < 2 or (streams == 1 and backend.compress_pages is None):
+        inline = streams == 1 and backend.compress_pages is None and not isinstance(self.pool, CompiledPool)
+        if count < 2 or inline:
             return None
         return self._batches(backend, pages, count, streams)
 
@@ -951,17 +1029,27 @@ class Zram:
         get = table.get
         accessed = self.reads_change
         now = self.clock() if accessed else 0
+        fast = self.pool if isinstance(self.pool, CompiledPool) else None
+        decompress = self._decompressors() if fast is not None else ()
         index = first
         try:
             with memoryview(buf) as out:
-                pos = 0
-                for index in range(first, last + 1):
+                while index <= last:
+                    pos = (index - first) * PAGE_SIZE
+                    if fast is not None:
+                        # The compiled read path reads every page it can; the first it hands
+                        # back (or none) is read the Python way below, which makes its error.
+                        done, stop = fast.c.read_pages(table, index, out[pos:span], decompress, accessed, now)
+                        index += done
+                        if stop == DONE:
+                            break
+                        pos += done * PAGE_SIZE
                     entry = get(index)
                     out[pos : pos + PAGE_SIZE] = read_entry(index, entry)
-                    pos += PAGE_SIZE
                     # zram_accessed() once the page read well (an unchanged slot stays as it is)
                     if accessed and entry is not None and (entry[3] != now or entry[0] & ZRAM_ACCESS_CLEARS):
                         table[index] = (entry[0] & ~ZRAM_ACCESS_CLEARS, entry[1], entry[2], now)
+                    index += 1
                 data = out[head : head + length].tobytes()
         except ZramError as exc:
             self.stats.num_reads += index - first + 1
@@ -1135,7 +1223,7 @@ class Zram:
                     continue
                 st.bd_writes += 1
                 self._free_page(index, "writeback")
-                table[index] = (ZRAM_WB, blk, zlib.crc32(page), 0)
+                table[index] = (ZRAM_WB, blk, crc32(page), 0)
                 st.pages_stored += 1
                 written += 1
                 blk = 0
@@ -1268,7 +1356,7 @@ class Zram:
             raise ZramError(exc.errno, "recompress") from None
         pool.zs_obj_write(new_handle, new)
         self._free_page(index, "recompress")
-        self.table[index] = (len(new) | p << ZRAM_COMP_PRIORITY_SHIFT, new_handle, zlib.crc32(new), 0)
+        self.table[index] = (len(new) | p << ZRAM_COMP_PRIORITY_SHIFT, new_handle, crc32(new), 0)
         st = self.stats
         st.compr_data_size += len(new)
         st.pages_stored += 1

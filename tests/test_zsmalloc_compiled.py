@@ -1,0 +1,375 @@
+"""The compiled pool (``_zsmalloc.c`` through ``compiled_pool.py``) against the Python reference.
+
+Two devices, one with each pool, get the same operations: writes of every kind of page at
+any offset (partial pages, same-filled, huge, incompressible), overwrites, discards, reads,
+compaction, mem_limit, reset, and on 6.18 idle marking, writeback and recompression; and
+damage to a stored object.  After every step everything must be equal: what each call
+returned or raised, the counters, the page table, every class's statistics and list heads,
+every zspage's record, and every frame, byte for byte (``assert_same``).
+
+Then the same on real data (``tools/make-corpus mixed``), and the compiled module's own
+interface on arguments no caller should pass: an error, never a crash or a stray write.
+``make sanitize`` runs this file under AddressSanitizer and UBSan.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from test_statemachine import KINDS, check_invariants, make_data
+
+from zramctl.errors import ZramError, ZsError
+from zramctl.kernel import _zsmalloc, sysfs
+from zramctl.kernel.compiled_pool import CompiledPool
+from zramctl.kernel.profiles import PAGE_SIZE, PROFILES, get_profile
+from zramctl.kernel.zram_drv import Backing, MemoryBackingDev, Zram, ZramConfig
+from zramctl.kernel.zsmalloc import Pool
+
+PAGE = PAGE_SIZE
+PAGES = 48
+SIZE = PAGES * PAGE
+SANITIZING = bool(os.environ.get("ZRAMCTL_SANITIZE"))
+
+
+def frames_of(z: Zram) -> dict[int, bytes]:
+    """Every zspage's frames, by first frame, from either pool."""
+    pool = z.pool
+    assert pool is not None
+    if isinstance(pool, CompiledPool):
+        return {first: pool.zspage_bytes(first) for first in pool.zspages}
+    out = {}
+    for first, zspage in pool.zspages.items():
+        pages = pool.classes[zspage.cls].pages_per_zspage
+        out[first] = b"".join(bytes(pool.frames.view(first + k)) for k in range(pages))
+    return out
+
+
+def assert_same(fast: Zram, ref: Zram) -> None:
+    """The two devices are one: counters, table, classes, zspage records and frames."""
+    assert isinstance(fast.pool, CompiledPool) and type(ref.pool) is Pool
+    assert asdict(fast.stats) == asdict(ref.stats)
+    assert fast.config == ref.config
+    assert dict(fast.table) == dict(ref.table)
+    a, b = fast.pool, ref.pool
+    assert (a.pages_allocated, a.pages_compacted) == (b.pages_allocated, b.pages_compacted)
+    assert [(c.objs_allocated, c.objs_inuse, list(c.heads), list(c.zspages)) for c in a.classes] == [
+        (c.objs_allocated, c.objs_inuse, list(c.heads), list(c.zspages)) for c in b.classes
+    ]
+    assert a.zspages == dict(b.zspages)
+    assert frames_of(fast) == frames_of(ref)
+
+
+def outcome(fn: Callable[[Zram], object], z: Zram) -> object:
+    """What ``fn(z)`` returned, or the error it raised (its type, errno and how much was done)."""
+    try:
+        return ("ok", fn(z))
+    except ZramError as exc:
+        return ("error", exc.errno, exc.what, exc.done)
+
+
+class TwinMachine(RuleBasedStateMachine):
+    compat = "6.18"
+    algorithm = "lzo-rle"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1_700_000_000
+        self.devices: list[Zram] = []
+        for compiled in (True, False):
+            # a backing device of 8 blocks, new at every set-up (reset lets the last one go whole)
+            z = Zram(ZramConfig(compat=self.compat, comp_algorithm=self.algorithm),
+                     backing=Backing(open_bdev=lambda path: MemoryBackingDev(8)), compiled=compiled)
+            z.clock = lambda: self.now
+            self.devices.append(z)
+        self.both(self.set_up)
+
+    @property
+    def modern(self) -> bool:
+        return get_profile(self.compat).post_processing
+
+    def set_up(self, z: Zram) -> None:
+        if self.modern:
+            sysfs.store(z, "backing_dev", "/backing")
+            sysfs.store(z, "recomp_algorithm", "algo=zstd")
+        z.init(SIZE)
+
+    def both(self, fn: Callable[[Zram], object]) -> object:
+        fast, ref = (outcome(fn, z) for z in self.devices)
+        assert fast == ref
+        return fast
+
+    @rule(index=st.integers(0, PAGES - 1), count=st.integers(1, 12), kind=st.sampled_from(KINDS),
+          seed=st.integers(0, 2**32 - 1))
+    def write_pages(self, index, count, kind, seed):
+        data = make_data(kind, seed, min(count, PAGES - index) * PAGE, "lzo")
+        self.both(lambda z: z.write(index * PAGE, data))
+
+    @rule(offset=st.integers(0, SIZE - 1), length=st.integers(1, 5 * PAGE), kind=st.sampled_from(KINDS),
+          seed=st.integers(0, 2**32 - 1))
+    def write_bytes(self, offset, length, kind, seed):
+        data = make_data(kind, seed, min(length, SIZE - offset), "lzo")
+        self.both(lambda z: z.write(offset, data))
+
+    @rule(offset=st.integers(0, SIZE - 1), length=st.integers(0, 8 * PAGE))
+    def read(self, offset, length):
+        self.both(lambda z: z.read(offset, min(length, SIZE - offset)))
+
+    @rule(offset=st.integers(0, SIZE - 1), length=st.integers(0, 8 * PAGE))
+    def discard(self, offset, length):
+        self.both(lambda z: z.discard(offset, min(length, SIZE - offset)))
+
+    @rule()
+    def compact(self):
+        self.both(lambda z: z.compact())
+
+    @rule(extra=st.integers(-2, 10))
+    def set_mem_limit(self, extra):
+        limit = max(0, self.devices[1].pool.pages_allocated + extra)
+        self.both(lambda z: sysfs.store(z, "mem_limit", str(limit * PAGE)))
+
+    @rule()
+    def reset(self):
+        self.both(lambda z: (sysfs.store(z, "reset", "1"), self.set_up(z)))
+
+    @rule(seconds=st.integers(0, 100), age=st.one_of(st.none(), st.integers(0, 200)))
+    def mark_idle(self, seconds, age):
+        self.now += seconds
+        if self.modern:
+            self.both(lambda z: sysfs.store(z, "idle", "all" if age is None else str(age)))
+
+    @rule(mode=st.sampled_from(["idle", "huge", "huge_idle", "incompressible"]))
+    def writeback(self, mode):
+        if self.modern:
+            self.both(lambda z: sysfs.store(z, "writeback", mode))
+
+    @rule(mode=st.sampled_from(["type=idle", "type=huge", ""]))
+    def recompress(self, mode):
+        if self.modern:
+            self.both(lambda z: sysfs.store(z, "recompress", mode or "max_pages=5"))
+
+    @rule(index=st.integers(0, PAGES - 1), at=st.integers(0, 64))
+    def damage(self, index, at):
+        """The same byte of the same stored object flipped in both: the reads must fail alike."""
+        entries = [z.table.get(index) for z in self.devices]
+        flags, handle, _, _ = entries[0] or (0, 0, 0, 0)
+        if entries[0] is None or flags & ((1 << 13) | (1 << 15)):  # unwritten, same-filled, written back
+            return
+        for z in self.devices:
+            pool = z.pool
+            first = handle >> 11
+            cls = pool.classes[pool.zspages[first].cls]
+            off = (handle & 0x7FF) * cls.size + (0 if cls.huge else z.profile.handle_size)
+            off += min(at, (flags & 0x1FFF) - 1)
+            pool.frames.mutable(first + off // PAGE)[off % PAGE] ^= 0x5A
+        self.both(lambda z: z.read(index * PAGE, PAGE))
+
+    @invariant()
+    def the_same(self):
+        fast, ref = self.devices
+        assert_same(fast, ref)
+        check_invariants(fast)
+
+
+def twin_test(compat: str, algorithm: str, examples: int):
+    machine = type(f"Twin_{compat.replace('.', '_')}_{algorithm}".replace("-", "_"), (TwinMachine,),
+                   {"compat": compat, "algorithm": algorithm})
+    machine.TestCase.settings = settings(
+        max_examples=examples // (4 if SANITIZING else 1),
+        stateful_step_count=30,
+        derandomize=not os.environ.get("ZRAMCTL_EXPLORE"),
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    return machine.TestCase
+
+
+TestTwinModernLzoRle = twin_test("6.18", "lzo-rle", 80)
+TestTwinModernLz4 = twin_test("6.18", "lz4", 40)
+TestTwinModernZstd = twin_test("6.18", "zstd", 20)
+TestTwinLegacyLzo = twin_test("3.11", "lzo", 60)
+
+
+# --------------------------------------------------------------------------
+# Real data
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> bytes:
+    from kernel import MAKE_CORPUS, make_corpus
+
+    if not MAKE_CORPUS.exists():
+        pytest.skip("tools/make-corpus is missing")
+    size = (2 if SANITIZING else 8) << 20
+    return make_corpus("mixed", size, tmp_path_factory.mktemp("corpus") / "mixed").read_bytes()
+
+
+@pytest.mark.parametrize("compat", PROFILES)
+@pytest.mark.parametrize("algorithm", ["lzo-rle", "lz4", "zstd"])
+def test_real_data_the_same(mixed, compat, algorithm):
+    """Real pages written in 1 MiB calls, overwritten shifted by an odd offset, partly discarded,
+    compacted and read back: both pools equal throughout, and the bytes those written."""
+    devices = []
+    for compiled in (True, False):
+        z = Zram(ZramConfig(compat=compat, comp_algorithm=algorithm), compiled=compiled)
+        z.clock = lambda: 1_700_000_000
+        z.init(len(mixed) + PAGE)
+        for off in range(0, len(mixed), 1 << 20):
+            z.write(off, mixed[off : off + (1 << 20)])
+        devices.append(z)
+    fast, ref = devices
+    assert_same(fast, ref)
+    assert fast.read(0, len(mixed)) == mixed == ref.read(0, len(mixed))
+    for z in devices:
+        z.write(PAGE + 123, mixed[: len(mixed) // 3])
+        z.discard(len(mixed) // 2, len(mixed) // 4)
+        if z.profile.compaction:
+            z.compact()
+    assert_same(fast, ref)
+    assert fast.read(0, len(mixed)) == ref.read(0, len(mixed))
+    assert_same(fast, ref)
+
+
+def test_streams_do_not_change_the_compiled_result(mixed):
+    """-t 4 against -t 1 on the compiled pool: the same state (streams compress; storing is in order)."""
+    devices = []
+    for streams in (1, 4):
+        z = Zram(ZramConfig(max_comp_streams=streams))
+        z.clock = lambda: 1_700_000_000
+        z.init(len(mixed))
+        z.write(0, mixed)
+        devices.append(z)
+    a, b = devices
+    assert asdict(a.stats) == asdict(b.stats) and dict(a.table) == dict(b.table)
+    assert frames_of(a) == frames_of(b)
+
+
+def test_a_device_in_memory_gets_the_compiled_pool_and_an_image_never_does():
+    assert isinstance(Zram(ZramConfig(disksize=SIZE)).pool, CompiledPool)
+    assert type(Zram(ZramConfig(disksize=SIZE), compiled=False).pool) is Pool
+    assert not Pool(get_profile("6.18")).untrusted and not CompiledPool(get_profile("6.18")).untrusted
+
+
+# --------------------------------------------------------------------------
+# The module's interface: errors, never crashes
+
+
+def compiled(compat: str = "6.18") -> CompiledPool:
+    return CompiledPool(get_profile(compat))
+
+
+def test_bad_handles_and_lengths_are_errors():
+    pool = compiled()
+    h = pool.zs_malloc(100, 7)
+    for bad in (-1, 0x7FF, h + 5000, 1 << 40, h | 0x7FF):
+        with pytest.raises(_zsmalloc.ZsError):
+            pool.zs_free(bad)
+        with pytest.raises(_zsmalloc.ZsError):
+            pool.zs_obj_read(bad, 10)
+        with pytest.raises(_zsmalloc.ZsError):
+            pool.zs_obj_write(bad, b"x")
+    with pytest.raises(_zsmalloc.ZsError):
+        pool.zs_obj_write(h, bytes(5000))  # larger than its slot
+    with pytest.raises(_zsmalloc.ZsError):
+        pool.zs_obj_read(h, 5000)
+    with pytest.raises(_zsmalloc.ZsError):
+        pool.zs_obj_read(h, -1)
+    for size in (0, -5, PAGE + 1):
+        with pytest.raises(ZsError):
+            pool.zs_malloc(size, 1)
+        with pytest.raises(ValueError):
+            pool.c.zs_malloc(size, 1)
+    with pytest.raises(IndexError):
+        pool.c.zspage_write(h >> 11, PAGE * 8, b"x")
+    with pytest.raises(IndexError):
+        pool.c.zspage_write(h >> 11, -1, b"x")
+    with pytest.raises(KeyError):
+        pool.c.zspage_bytes(999)
+    pool.zs_free(h)
+    with pytest.raises(_zsmalloc.ZsError):
+        pool.zs_free(h)  # its zspage is gone
+
+
+def test_bad_geometry_is_refused():
+    ref = Pool(get_profile("6.18"))
+    good = dict(
+        classes=[(c.index, c.size, c.pages_per_zspage, c.objs_per_zspage, c.huge) for c in ref.classes],
+        class_of_size=[ref.class_position(c) for c in ref._class_by_size],
+        groups=ref._groups,
+        list_index=[-1 if li is None else li for li in ref._list_index],
+        alloc_lists=ref._alloc_lists,
+        listed=ref.fullness.listed,
+        empty=ref.fullness.empty,
+        full=ref.fullness.full,
+        handle_size=8,
+        relocate=None,
+        crc32=lambda b: 0,
+    )
+    _zsmalloc.Pool(**good)
+    bad = [
+        {"classes": [(0, 4097, 1, 1, 1)]},
+        {"classes": [(0, 32, 1, 200, 0)]},  # 200 objects of 32 bytes do not fit a page
+        {"class_of_size": [0] * 10},
+        {"class_of_size": [0] * (PAGE + 9)},  # every size in the smallest class
+        {"groups": ref._groups[:-1]},
+        {"list_index": [99] * 12},
+        {"empty": 40},
+        {"handle_size": 99},
+        {"listed": (0,)},  # a group without a list
+    ]
+    for change in bad:
+        with pytest.raises((ValueError, TypeError)):
+            _zsmalloc.Pool(**{**good, **change})
+
+
+def test_store_and_read_refuse_what_they_cannot_use():
+    pool = compiled()
+    table: dict = {}
+    with pytest.raises(ValueError):
+        pool.c.store_pages(table, 0, bytes(100), [b"x"], 0, 3072, 3000, 0, 0, 0)  # not whole pages
+    with pytest.raises(ValueError):
+        pool.c.store_pages(table, 0, bytes(PAGE * 2), [b"x"], 0, 3072, 3000, 0, 0, 0)  # one comp short
+    with pytest.raises(TypeError):
+        pool.c.store_pages([], 0, bytes(PAGE), [b"x"], 0, 3072, 3000, 0, 0, 0)
+    table[0] = "not an entry"
+    with pytest.raises(TypeError):
+        pool.c.store_pages(table, 0, random.Random(1).randbytes(PAGE), [b"abc"], 0, 3072, 3000, 0, 0, 0)
+    with pytest.raises(TypeError):
+        pool.c.read_pages(table, 0, bytearray(PAGE), (None,), False, 0)
+    table[0] = (100, 12345 << 11, 0, 0)  # an object in no zspage
+    with pytest.raises(_zsmalloc.ZsError):
+        pool.c.read_pages(table, 0, bytearray(PAGE), (None,), False, 0)
+    with pytest.raises(ValueError):
+        pool.c.read_pages({}, 0, bytearray(100), (None,), False, 0)
+    # A page it cannot decompress (no decompressor, or one that fails) is handed back, unread.
+    h = pool.zs_malloc(3, 0)
+    pool.zs_obj_write(h, b"abc")
+    from zramctl.crc import crc32
+
+    table = {0: (3, h, crc32(b"abc"), 0)}
+    for decompress in ((None,), (lambda b: b"short",), (lambda b: 1 / 0,), (2,), (77,)):
+        assert pool.c.read_pages(table, 0, bytearray(2 * PAGE), decompress, False, 0) == (0, 1)
+    table = {0: (3, h, 999, 0)}  # a checksum that fails: handed back for the caller's EIO
+    assert pool.c.read_pages(table, 0, bytearray(PAGE), (lambda b: bytes(PAGE),), False, 0) == (0, 1)
+
+
+def test_a_damaged_object_reads_as_eio_through_the_compiled_path():
+    z = Zram(ZramConfig(comp_algorithm="lz4"))
+    z.init(4 * PAGE)
+    page = b"".join(b"zram %d " % i for i in range(600))[:PAGE]
+    z.write(0, page * 3)
+    flags, handle, _, _ = z.table[1]
+    off = (handle & 0x7FF) * z.pool.classes[z.pool.zspages[handle >> 11].cls].size + 8 + 3
+    z.pool.frames.mutable((handle >> 11) + off // PAGE)[off % PAGE] ^= 1
+    with pytest.raises(ZramError) as e:
+        z.read(0, 3 * PAGE)
+    assert e.value.errno == errno.EIO and e.value.done == PAGE
+    assert z.stats.failed_reads == 1 and z.read(2 * PAGE, PAGE) == page
