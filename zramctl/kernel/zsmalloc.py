@@ -141,7 +141,9 @@ class MemoryFrames:
     mutable = view
 
     def clear(self) -> None:
+        """Every frame given back; numbering starts again from 0, as a new pool's would."""
         self._frames.clear()
+        self._next = 0
 
     def poison(self, reason: str) -> None:
         pass  # nothing in memory is ever committed
