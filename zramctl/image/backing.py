@@ -38,10 +38,10 @@ import heapq
 import os
 import stat
 import struct
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..crc import crc32
 from ..errors import ZramError
 from ..kernel.profiles import PAGE_SIZE
 from .format import MAGIC, MAX_DICT
@@ -79,7 +79,7 @@ def encode_claim(owner: Owner) -> bytes:
     path = os.fsencode(owner.path)[:CLAIM_PATH_MAX]
     body = CLAIM_HEAD.pack(CLAIM_MAGIC, CLAIM_VERSION, len(path), owner.image_id) + path
     body += bytes(CLAIM_SIZE - 4 - len(body))
-    return body + zlib.crc32(body).to_bytes(4, "little")
+    return body + crc32(body).to_bytes(4, "little")
 
 
 def decode_claim(block: bytes) -> Owner | str | None:
@@ -93,7 +93,7 @@ def decode_claim(block: bytes) -> Owner | str | None:
     magic, version, length, image_id = CLAIM_HEAD.unpack_from(rec)
     sound = (
         len(rec) == CLAIM_SIZE
-        and zlib.crc32(rec[:-4]) == int.from_bytes(rec[-4:], "little")
+        and crc32(rec[:-4]) == int.from_bytes(rec[-4:], "little")
         and version == CLAIM_VERSION
         and length <= CLAIM_PATH_MAX
         and not any(rec[CLAIM_HEAD.size + length : -4])

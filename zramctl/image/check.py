@@ -25,11 +25,11 @@ an empty list means clean.
 from __future__ import annotations
 
 import copy
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
+from ..crc import crc32
 from ..errors import ZramError
 from ..kernel.profiles import PAGE_SHIFT, PAGE_SIZE
 from ..kernel.zram_drv import ZRAM_HUGE, ZRAM_SAME, ZRAM_SIZE_MASK, ZRAM_WB, Entry, Zram
@@ -303,7 +303,7 @@ def _check_backing(zram: Zram, entries: dict[int, Entry], report: Report) -> Non
         except OSError as exc:
             report.add(f"page {index}: block {blk} of {bdev.path} cannot be read: {exc.strerror}")
             continue
-        if zlib.crc32(page) != crc:
+        if crc32(page) != crc:
             report.add(f"page {index}: block {blk} of {bdev.path} fails its checksum")
 
 
