@@ -1,4 +1,4 @@
-"""The compiled page-table codec (zramctl.image._codec) against its readable reference (format.py).
+"""The compiled leaf codecs (zramctl.image._codec) against their readable reference (format.py).
 
 - Encoding: any list of slots, valid or not (flags a leaf cannot hold, values past their fields,
   negative or huge ints, wrong types), gives exactly the reference's bytes, or the reference's
@@ -6,11 +6,15 @@
 - Decoding: any leaf payload (entries built field by field, then bits flipped; raw bytes) gives
   exactly the reference's entries, or the reference's own EUCLEAN message; every object key is
   checked against the image's extent count, whatever that count.
-- The codec takes its layout from format.py: a layout it cannot hold is refused at construction.
+- Record leaves: any list of slots (zspages with any attribute values, ints, other objects) and
+  any huge-class list give exactly the reference's bytes or its exception; valid leaves decode back.
+- The codecs take their layouts from format.py: a layout they cannot hold is refused at construction.
 - ``make sanitize`` (AddressSanitizer + UBSan) runs this whole file against an instrumented build.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -30,7 +34,7 @@ from zramctl.kernel.zram_drv import (
     ZRAM_SIZE_MASK,
     ZRAM_WB,
 )
-from zramctl.kernel.zsmalloc import OBJ_INDEX_BITS
+from zramctl.kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_INDEX_BITS, ZsPage
 
 PER = fmt.ENTRIES_PER_BLOCK
 BLOCK = 8 * fmt.EXTENT_BLOCKS  # any block number: the CRC binds it, the codec never sees it
@@ -39,11 +43,15 @@ EDGE_INTS = (0, 1, 4095, 4096, 4097, (1 << 29) - 1, 1 << 29, (1 << 32) - 1, 1 <<
 EDGE_INTS += ((1 << 40) - 1, 1 << 40, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, 1 << 64, -1, -(1 << 70))
 
 
+EXPECTED = (AssertionError, AttributeError, IndexError, OverflowError, TypeError, ValueError, ZramError)
+"""What the reference raises on a slot it cannot encode or a leaf it refuses."""
+
+
 def outcome(fn, *args):
     """What a call gives: ("ok", value) or ("raises", exception type, its words)."""
     try:
         return ("ok", fn(*args))
-    except (AssertionError, ZramError, OverflowError, TypeError, ValueError) as exc:
+    except EXPECTED as exc:
         return ("raises", type(exc), str(exc))
 
 
@@ -263,3 +271,110 @@ def test_the_codec_follows_the_layout_it_is_given() -> None:
     codec = _codec.EntryCodec(**codec_args(fields=narrow))
     assert isinstance(codec.encode([(100, 8 << 11, 7, 16)]), int)  # 16 needs a fifth bit
     assert codec.encode([(100, 8 << 11, 7, 15)])[ac.low // 8] == 0xF << ac.low % 8
+
+
+# --- zspage-record leaves -------------------------------------------------------------------
+
+RPER = fmt.RECORDS_PER_BLOCK
+record_ints = st.one_of(
+    st.sampled_from((-1, 0, 1, 2, 7, 8, 15, 16, 4095, 4096, fmt.NO_KEY * 8, (fmt.NO_KEY + 1) * 8, FREE_END)),
+    st.sampled_from(((1 << 58) - 2, (1 << 58) - 1, 1 << 63, -2, -9)),
+    st.integers(-(1 << 70), 1 << 70),
+)
+
+
+@st.composite
+def valid_zspage(draw, key: int, classes: int) -> ZsPage:
+    """A zspage as a pool leaves it between operations, in one of ``classes`` classes."""
+    z = ZsPage(key * fmt.EXTENT_BLOCKS, draw(st.integers(0, classes - 1)))
+    z.inuse = draw(st.integers(0, 4095))
+    z.freeobj = draw(st.one_of(st.just(FREE_END), st.integers(0, 4094)))
+    z.fullness = draw(st.integers(-1, 11))
+    link = st.one_of(st.just(NO_ZSPAGE), st.integers(1, fmt.NO_KEY - 1).map(lambda k: k * fmt.EXTENT_BLOCKS))
+    z.prev, z.next = draw(link), draw(link)
+    z.owner = draw(st.integers(-1, 4095))
+    return z
+
+
+@st.composite
+def any_zspage(draw) -> object:
+    z = ZsPage(draw(st.integers(0, 1 << 40)), draw(record_ints))
+    z.inuse, z.freeobj, z.fullness = draw(record_ints), draw(record_ints), draw(record_ints)
+    z.prev, z.next, z.owner = draw(record_ints), draw(record_ints), draw(record_ints)
+    if draw(st.integers(0, 9)) == 0:  # not a ZsPage, or not ints: the reference decides
+        lookalike = SimpleNamespace(**{a: getattr(z, a) for a in ZsPage.__slots__})
+        return draw(st.sampled_from((lookalike, 1.5, None)))
+    if draw(st.integers(0, 9)) == 0:
+        z.inuse = str(z.inuse)
+    return z
+
+
+@given(st.integers(1, 40), st.data())
+def test_a_valid_record_leaf_encodes_as_the_reference_and_decodes_back(classes, data) -> None:
+    huge = data.draw(st.lists(st.booleans(), min_size=classes, max_size=classes))
+    slots: list = []
+    for i in range(data.draw(st.sampled_from((0, 1, 5, 40, RPER)))):
+        if data.draw(st.booleans()):
+            slots.append(data.draw(st.sampled_from((fmt.RECORD_FREE, fmt.RECORD_META, fmt.RECORD_BLOB))))
+            continue
+        z = data.draw(valid_zspage(1 + i, classes))
+        if huge[z.cls]:  # a huge zspage is on no list; only it keeps an owner
+            z.prev = z.next = NO_ZSPAGE
+        else:
+            z.owner = -1
+        slots.append(z)
+    body = fmt._RECORD_CODEC.encode(slots, huge)
+    assert body == fmt.encode_records_reference(slots, huge)
+    block = fmt.encode_records(BLOCK, slots, huge)
+    objs, ngroups = [4096] * classes, 12
+    back = fmt.decode_records(BLOCK, block, 1, huge, objs, ngroups)
+    assert back[: len(slots)] == slots and back[len(slots) :] == [fmt.RECORD_FREE] * (RPER - len(slots))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(record_ints, any_zspage()), max_size=40),
+    st.lists(st.one_of(st.booleans(), st.sampled_from((0, 2, None, "x"))), max_size=300),
+)
+def test_any_record_leaf_encodes_as_the_reference_or_fails_as_it_does(slots, huge) -> None:
+    assert outcome(fmt.encode_records, BLOCK, slots, huge) == outcome(
+        lambda b, s, h: fmt.seal(b, fmt.TYPE_ZSPAGE, fmt.encode_records_reference(s, h)), BLOCK, slots, huge
+    )
+
+
+def test_record_encode_refuses_more_than_a_leaf_and_what_is_no_sequence() -> None:
+    with pytest.raises(ValueError):
+        fmt._RECORD_CODEC.encode([0] * (RPER + 1), [])
+    with pytest.raises(TypeError):
+        fmt._RECORD_CODEC.encode(5, [])
+    with pytest.raises(TypeError):
+        fmt._RECORD_CODEC.encode([], 5)
+
+
+def record_args(**change):
+    args = {
+        "fields": tuple((f.low, f.high) for f in fmt.RECORD_LAYOUT),
+        "consts": (fmt.RECORD_ZSPAGE, fmt.NO_FREEOBJ, fmt.ISOLATED, fmt.NO_KEY, FREE_END, NO_ZSPAGE),
+        "geometry": (fmt.RECORD_SIZE, RPER, fmt.EXTENT_BLOCKS),
+        "zspage_type": ZsPage,
+    }
+    return args | change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fields": ((0, 1),) * 7},
+        {"fields": ((0, 1),) * 7 + ((38, 96),)},  # past the record
+        {"fields": ((0, 1),) * 7 + ((0, 63),)},  # 64 bits
+        {"fields": ((0, 1),) * 7 + ((9, 8),)},
+        {"consts": (1, 2, 3)},
+        {"consts": (1, 2, 3, 4, 5, 1 << 64)},
+        {"geometry": (0, RPER, 8)},
+        {"geometry": (12, RPER, 0)},
+        {"zspage_type": 5},
+    ],
+)
+def test_a_record_layout_the_codec_cannot_hold_is_refused(change) -> None:
+    with pytest.raises((ValueError, TypeError, OverflowError)):
+        _codec.RecordCodec(**record_args(**change))

@@ -1,10 +1,11 @@
 /*
- * _codec: page-table leaves of zram-image(5), encoded and decoded in C.
+ * _codec: page-table leaves and zspage-record leaves of zram-image(5), in C.
  *
  * Why: a read decodes, and a commit encodes, 255 entries per leaf; in Python each entry costs a
  * 128-bit int and a dozen method calls, a fifth of an image read.  This file holds no layout of
- * its own: format.py's ENTRY_LAYOUT (the one declaration) and the kernel's flag values are handed
- * to EntryCodec(...) once, at import, and every field is read and written through them.
+ * its own: format.py's ENTRY_LAYOUT and RECORD_LAYOUT (the one declaration) and the kernel's
+ * values are handed to EntryCodec(...) and RecordCodec(...) once, at import, and every field is
+ * read and written through them.
  * format.py's encode_entry / decode_entry stay the readable reference: whenever an entry is one
  * this code does not handle as plainly valid, it answers "not me" (the entry's index) and the
  * caller runs the reference on the leaf, which raises or words the corruption.  tests/test_codec.py
@@ -22,11 +23,20 @@
  *   .encode(entries) -> bytes (entry_size * per, zero-padded), or the index of the first entry
  *       it leaves to the reference (an int)
  *
+ *   RecordCodec(fields, consts, geometry, zspage_type)
+ *       fields   = ((low, high) for kind, cls, fullness, inuse, freeobj, prev, next, owner)
+ *       consts   = (RECORD_ZSPAGE, NO_FREEOBJ, ISOLATED, NO_KEY, FREE_END, NO_ZSPAGE)
+ *       geometry = (record_size, records per leaf, extent blocks)
+ *   .encode(slots, huge) -> bytes (record_size * len(slots)), or the index of the first slot it
+ *       leaves to the reference (format.encode_record): a commit re-encodes every cached record
+ *       leaf to find the changed ones, since the pool changes ZsPage objects in place.
+ *
  * Every read is bounds-checked against the buffer; no input makes it read or write outside one.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -433,15 +443,246 @@ static PyTypeObject CodecType = {
     .tp_methods = codec_methods,
 };
 
+/* ---- zspage records ------------------------------------------------------------------------ */
+
+enum { R_KIND, R_CLS, R_FULLNESS, R_INUSE, R_FREEOBJ, R_PREV, R_NEXT, R_OWNER, RFIELDS };
+enum { C_ZSPAGE, C_NO_FREEOBJ, C_ISOLATED, C_NO_KEY, C_FREE_END, C_NO_ZSPAGE, RCONSTS };
+enum { A_CLS, A_FULLNESS, A_INUSE, A_FREEOBJ, A_PREV, A_NEXT, A_OWNER, RATTRS };
+static const char *const attr_names[RATTRS] = {"cls", "fullness", "inuse", "freeobj", "prev", "next", "owner"};
+
+typedef struct {
+    PyObject_HEAD
+    Field f[RFIELDS];
+    long long c[RCONSTS];
+    unsigned record_size, per;
+    long long extent_blocks;
+    PyObject *zspage_type;
+    PyObject *attrs[RATTRS]; /* interned attribute names */
+} RecordCodec;
+
+static void
+record_dealloc(RecordCodec *r)
+{
+    Py_XDECREF(r->zspage_type);
+    for (int i = 0; i < RATTRS; i++)
+        Py_XDECREF(r->attrs[i]);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *
+record_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fields", "consts", "geometry", "zspage_type", NULL};
+    PyObject *fields, *consts, *zspage_type;
+    unsigned long long g[3];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!(KKK)O!", kwlist, &PyTuple_Type, &fields, &PyTuple_Type,
+                                     &consts, &g[0], &g[1], &g[2], &PyType_Type, &zspage_type))
+        return NULL;
+    if (PyTuple_GET_SIZE(fields) != RFIELDS || PyTuple_GET_SIZE(consts) != RCONSTS) {
+        PyErr_SetString(PyExc_ValueError, "RecordCodec: 8 fields and 6 constants");
+        return NULL;
+    }
+    RecordCodec *r = (RecordCodec *)type->tp_alloc(type, 0);
+    if (!r)
+        return NULL;
+    if (g[0] < 1 || g[0] > 16 || g[1] < 1 || g[1] > 4096 || g[2] < 1 || g[2] > 64) {
+        PyErr_SetString(PyExc_ValueError, "RecordCodec: geometry out of range");
+        goto fail;
+    }
+    r->record_size = (unsigned)g[0];
+    r->per = (unsigned)g[1];
+    r->extent_blocks = (long long)g[2];
+    for (int i = 0; i < RFIELDS; i++) {
+        unsigned long low, high;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "kk", &low, &high))
+            goto fail;
+        if (high < low || high - low >= 63 || high >= 8 * r->record_size) {
+            PyErr_SetString(PyExc_ValueError, "RecordCodec: a field is wider than 63 bits or past the record");
+            goto fail;
+        }
+        r->f[i].low = (unsigned)low;
+        r->f[i].width = (unsigned)(high - low + 1);
+        r->f[i].mask = ((uint64_t)1 << r->f[i].width) - 1;
+    }
+    for (int i = 0; i < RCONSTS; i++) {
+        r->c[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(consts, i));
+        if (r->c[i] == -1 && PyErr_Occurred())
+            goto fail;
+    }
+    Py_INCREF(zspage_type);
+    r->zspage_type = zspage_type;
+    for (int i = 0; i < RATTRS; i++)
+        if (!(r->attrs[i] = PyUnicode_InternFromString(attr_names[i])))
+            goto fail;
+    return (PyObject *)r;
+fail:
+    Py_DECREF(r);
+    return NULL;
+}
+
+/* Whether v is below 2**(8 * size). */
+static inline int
+wide_fits(Wide v, unsigned size)
+{
+    if (size >= 16)
+        return 1;
+    if (size > 8)
+        return !(v.hi >> (8 * (size - 8)));
+    return !v.hi && (size == 8 || !(v.lo >> (8 * size)));
+}
+
+/* A value that fits a field (0 <= x <= mask): 0, else 1. */
+static inline int
+fits(const Field *f, long long x)
+{
+    return !(x >= 0 && (uint64_t)x <= f->mask);
+}
+
+/* A list link as stored: NO_KEY for none, else the extent number; 1 when it does not fit. */
+static inline int
+link_key(const RecordCodec *r, const Field *f, long long first, uint64_t *key)
+{
+    if (first == r->c[C_NO_ZSPAGE]) {
+        *key = (uint64_t)r->c[C_NO_KEY];
+        return fits(f, r->c[C_NO_KEY]);
+    }
+    if (first < 0 || (uint64_t)(first / r->extent_blocks) > f->mask)
+        return 1;
+    *key = (uint64_t)(first / r->extent_blocks);
+    return 0;
+}
+
+/* One slot into *v: 0, or 1 when it is anything the reference should see (or -1: an error). */
+static int
+record_one(const RecordCodec *r, PyObject *s, PyObject *huge, Wide *v)
+{
+    const Field *f = r->f;
+    long long a[RATTRS];
+    v->lo = v->hi = 0;
+    if (PyLong_Check(s)) { /* a free, metadata or blob extent: the record is the kind itself */
+        uint64_t x;
+        if (u64_of(s, &x))
+            return 1;
+        v->lo = x;
+        return 0;
+    }
+    if ((PyObject *)Py_TYPE(s) != r->zspage_type)
+        return 1;
+    for (int i = 0; i < RATTRS; i++) {
+        PyObject *o = PyObject_GetAttr(s, r->attrs[i]);
+        if (!o) {
+            PyErr_Clear();
+            return 1;
+        }
+        int overflow = 0;
+        a[i] = PyLong_Check(o) ? PyLong_AsLongLongAndOverflow(o, &overflow) : 0;
+        int bad = !PyLong_Check(o) || overflow || (a[i] == -1 && PyErr_Occurred());
+        Py_DECREF(o);
+        if (bad) {
+            PyErr_Clear();
+            return 1;
+        }
+    }
+    Py_ssize_t nhuge = PySequence_Fast_GET_SIZE(huge);
+    if (a[A_CLS] < 0 || a[A_CLS] >= nhuge || fits(&f[R_CLS], a[A_CLS]) || fits(&f[R_INUSE], a[A_INUSE]))
+        return 1;
+    long long freeobj = a[A_FREEOBJ] == r->c[C_FREE_END] ? r->c[C_NO_FREEOBJ] : a[A_FREEOBJ];
+    long long fullness = (long long)((uint64_t)a[A_FULLNESS] & (uint64_t)r->c[C_ISOLATED]);
+    if (fits(&f[R_FREEOBJ], freeobj) || fits(&f[R_FULLNESS], fullness) || fits(&f[R_KIND], r->c[C_ZSPAGE]))
+        return 1;
+    put(v, &f[R_KIND], (uint64_t)r->c[C_ZSPAGE]);
+    put(v, &f[R_CLS], (uint64_t)a[A_CLS]);
+    put(v, &f[R_FULLNESS], (uint64_t)fullness);
+    put(v, &f[R_INUSE], (uint64_t)a[A_INUSE]);
+    put(v, &f[R_FREEOBJ], (uint64_t)freeobj);
+    int is_huge = PyObject_IsTrue(PySequence_Fast_GET_ITEM(huge, a[A_CLS]));
+    if (is_huge < 0)
+        return -1;
+    if (is_huge) {
+        if (a[A_PREV] != r->c[C_NO_ZSPAGE] || a[A_NEXT] != r->c[C_NO_ZSPAGE] || a[A_OWNER] == LLONG_MAX
+            || fits(&f[R_OWNER], a[A_OWNER] + 1))
+            return 1;
+        put(v, &f[R_OWNER], (uint64_t)(a[A_OWNER] + 1));
+        return 0;
+    }
+    uint64_t prev, next;
+    if (link_key(r, &f[R_PREV], a[A_PREV], &prev) || link_key(r, &f[R_NEXT], a[A_NEXT], &next))
+        return 1;
+    put(v, &f[R_PREV], prev);
+    put(v, &f[R_NEXT], next);
+    return 0;
+}
+
+static PyObject *
+record_encode(RecordCodec *r, PyObject *args)
+{
+    PyObject *slots, *huge;
+    if (!PyArg_ParseTuple(args, "OO", &slots, &huge))
+        return NULL;
+    PyObject *seq = PySequence_Fast(slots, "encode: slots must be a sequence");
+    if (!seq)
+        return NULL;
+    PyObject *hseq = PySequence_Fast(huge, "encode: huge must be a sequence");
+    PyObject *out = NULL;
+    if (!hseq)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > (Py_ssize_t)r->per) {
+        PyErr_SetString(PyExc_ValueError, "encode: more records than a leaf holds");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)r->record_size);
+    if (!out)
+        goto done;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Wide v;
+        int rc = record_one(r, items[i], hseq, &v);
+        if (rc == 0 && !wide_fits(v, r->record_size)) /* the reference's to_bytes would refuse it */
+            rc = 1;
+        if (rc) {
+            Py_CLEAR(out);
+            if (rc > 0)
+                out = PyLong_FromSsize_t(i);
+            goto done;
+        }
+        uint8_t *q = p + (size_t)i * r->record_size;
+        for (unsigned k = 0; k < r->record_size; k++)
+            q[k] = (uint8_t)(k < 8 ? v.lo >> (8 * k) : v.hi >> (8 * (k - 8)));
+    }
+done:
+    Py_DECREF(seq);
+    Py_XDECREF(hseq);
+    return out;
+}
+
+static PyMethodDef record_methods[] = {
+    {"encode", (PyCFunction)record_encode, METH_VARARGS,
+     "encode(slots, huge) -> bytes | int: a leaf's records, or the index of the first slot left to the "
+     "reference encoder."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RecordCodecType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zramctl.image._codec.RecordCodec",
+    .tp_basicsize = sizeof(RecordCodec),
+    .tp_dealloc = (destructor)record_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RecordCodec(fields, consts, geometry, zspage_type): zspage-record leaves, by the layout handed in.",
+    .tp_new = record_new,
+    .tp_methods = record_methods,
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_codec", "Page-table leaves of zram-image(5), by a layout handed in from format.py.",
+    PyModuleDef_HEAD_INIT, "_codec", "Page-table and zspage-record leaves of zram-image(5), by layouts from format.py.",
     -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
 PyInit__codec(void)
 {
-    if (PyType_Ready(&CodecType) < 0)
+    if (PyType_Ready(&CodecType) < 0 || PyType_Ready(&RecordCodecType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
@@ -449,6 +690,12 @@ PyInit__codec(void)
     Py_INCREF(&CodecType);
     if (PyModule_AddObject(m, "EntryCodec", (PyObject *)&CodecType) < 0) {
         Py_DECREF(&CodecType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RecordCodecType);
+    if (PyModule_AddObject(m, "RecordCodec", (PyObject *)&RecordCodecType) < 0) {
+        Py_DECREF(&RecordCodecType);
         Py_DECREF(m);
         return NULL;
     }

@@ -33,7 +33,7 @@ from ..kernel.zram_drv import (
     ZramStats,
 )
 from ..kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_INDEX_BITS, ZsPage, decode_handle, encode_handle
-from ._codec import EntryCodec
+from ._codec import EntryCodec, RecordCodec
 
 BLOCK_SIZE = 4096
 EXTENT_BLOCKS = 8
@@ -838,6 +838,13 @@ ISOLATED = R_FULLNESS.mask
 assert NO_KEY == R_NEXT.mask == MAX_EXTENTS and max(f.high for f in RECORD_LAYOUT) < 8 * RECORD_SIZE
 Slot = ZsPage | int
 """A record slot in memory: a ZsPage, or RECORD_FREE / RECORD_META / RECORD_BLOB."""
+_RECORD_CODEC = RecordCodec(
+    fields=tuple((f.low, f.high) for f in RECORD_LAYOUT),
+    consts=(RECORD_ZSPAGE, NO_FREEOBJ, ISOLATED, NO_KEY, FREE_END, NO_ZSPAGE),
+    geometry=(RECORD_SIZE, RECORDS_PER_BLOCK, EXTENT_BLOCKS),
+    zspage_type=ZsPage,
+)
+"""Record leaves in C (``_codec.c``), told the layout above; ``encode_record`` stays the definition."""
 
 
 def zspage_key(first: int) -> int:
@@ -863,9 +870,21 @@ def encode_record(s: Slot, huge: list[bool]) -> int:
 
 
 def encode_records(block: int, slots: list[Slot], huge: list[bool]) -> bytes:
-    """A zspage-record leaf; ``huge[cls]`` says which class positions are huge."""
-    body = b"".join(encode_record(s, huge).to_bytes(RECORD_SIZE, "little") for s in slots)
+    """A zspage-record leaf; ``huge[cls]`` says which class positions are huge.
+
+    A commit encodes every cached leaf to find the changed ones (the pool changes its ZsPage
+    objects in place), so the compiled codec does it; a slot it leaves to the reference sends
+    the leaf to ``encode_records_reference``.
+    """
+    body = _RECORD_CODEC.encode(slots, huge)
+    if isinstance(body, int):
+        body = encode_records_reference(slots, huge)
     return seal(block, TYPE_ZSPAGE, body)
+
+
+def encode_records_reference(slots: list[Slot], huge: list[bool]) -> bytes:
+    """A leaf's payload slot by slot through ``encode_record``: the readable definition of the codec."""
+    return b"".join(encode_record(s, huge).to_bytes(RECORD_SIZE, "little") for s in slots)
 
 
 def decode_records(
