@@ -864,9 +864,10 @@ class Zram:
                 n = min(PAGE_SIZE - in_page, end - pos)
                 try:
                     if fast is not None and n == PAGE_SIZE:
-                        # The compiled store path takes every whole page it can; the first it
-                        # hands back (or none) goes the Python way below, with its compression.
-                        count = (end - pos) // PAGE_SIZE
+                        # The compiled store path takes every whole page it can, a stream batch
+                        # at a time (so that the streams compress the next while it stores); the
+                        # first it hands back goes the Python way below, with its compression.
+                        count = min((end - pos) // PAGE_SIZE, STREAM_BATCH)
                         comps = ahead.take_run(index, count)
                         done, stop = self._store_run(fast, index, data[pos : pos + count * PAGE_SIZE], comps)
                         st.num_writes += done
