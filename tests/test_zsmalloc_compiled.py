@@ -381,3 +381,17 @@ def test_a_damaged_object_reads_as_eio_through_the_compiled_path():
         z.read(0, 3 * PAGE)
     assert e.value.errno == errno.EIO and e.value.done == PAGE
     assert z.stats.failed_reads == 1 and z.read(2 * PAGE, PAGE) == page
+
+
+def test_a_pool_never_initialised_refuses_every_method():
+    pool = _zsmalloc.Pool.__new__(_zsmalloc.Pool)
+    calls = [
+        lambda: pool.zs_malloc(10, 1), lambda: pool.zs_free(0), lambda: pool.zs_obj_write(0, b"x"),
+        lambda: pool.zs_obj_read(0, 1), pool.zs_compact, pool.destroy, lambda: pool.class_stats(0),
+        pool.zspages, lambda: pool.zspage_bytes(0), lambda: pool.zspage_write(0, 0, b"x"),
+        lambda: pool.store_pages({}, 0, bytes(PAGE), [b"x"], 0, 3072, 3000, 0, 0, 0),
+        lambda: pool.read_pages({}, 0, bytearray(PAGE), (None,), False, 0),
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError):
+            call()

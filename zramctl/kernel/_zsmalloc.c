@@ -109,6 +109,15 @@ typedef struct {
 
 static PyObject *ZsError; /* a caller's mistake the reference would fail on (zsmalloc.py raises KeyError) */
 
+/* Every method starts with this: a Pool made with __new__ and never initialised has no classes. */
+#define REQUIRE_INIT(p)                                                    \
+    do {                                                                   \
+        if ((p)->classes == NULL) {                                        \
+            PyErr_SetString(PyExc_RuntimeError, "Pool is not initialised"); \
+            return NULL;                                                   \
+        }                                                                  \
+    } while (0)
+
 /* _kcomp's checked decoders, by compress_pages' kind (0 lzo, 1 lzo-rle, 2 lz4): read_pages calls
  * them directly for a priority whose backend names one (Backend.decoder). */
 typedef int (*decode_fn)(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len);
@@ -701,6 +710,7 @@ check_size(long size)
 static PyObject *
 Pool_zs_malloc(PoolObject *p, PyObject *args)
 {
+    REQUIRE_INIT(p);
     long size;
     long long owner;
     if (!PyArg_ParseTuple(args, "lL", &size, &owner) || check_size(size) < 0)
@@ -712,6 +722,7 @@ Pool_zs_malloc(PoolObject *p, PyObject *args)
 static PyObject *
 Pool_zs_free(PoolObject *p, PyObject *arg)
 {
+    REQUIRE_INIT(p);
     long long handle = PyLong_AsLongLong(arg);
     if (handle == -1 && PyErr_Occurred())
         return NULL;
@@ -723,6 +734,7 @@ Pool_zs_free(PoolObject *p, PyObject *arg)
 static PyObject *
 Pool_zs_obj_write(PoolObject *p, PyObject *args)
 {
+    REQUIRE_INIT(p);
     long long handle;
     Py_buffer data;
     if (!PyArg_ParseTuple(args, "Ly*", &handle, &data))
@@ -746,6 +758,7 @@ Pool_zs_obj_write(PoolObject *p, PyObject *args)
 static PyObject *
 Pool_zs_obj_read(PoolObject *p, PyObject *args)
 {
+    REQUIRE_INIT(p);
     long long handle;
     Py_ssize_t length;
     if (!PyArg_ParseTuple(args, "Ln", &handle, &length))
@@ -764,6 +777,7 @@ Pool_zs_obj_read(PoolObject *p, PyObject *args)
 static PyObject *
 Pool_zs_compact(PoolObject *p, PyObject *Py_UNUSED(ignored))
 {
+    REQUIRE_INIT(p);
     int64_t freed = 0;
     for (int i = p->nclasses - 1; i >= 0; i--) {
         int64_t f = compact_class(p, &p->classes[i]);
@@ -779,6 +793,7 @@ Pool_zs_compact(PoolObject *p, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Pool_destroy(PoolObject *p, PyObject *Py_UNUSED(ignored))
 {
+    REQUIRE_INIT(p);
     pool_release(p);
     p->pages_allocated = 0;
     p->next_frame = 0;
@@ -797,6 +812,7 @@ Pool_destroy(PoolObject *p, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Pool_class_stats(PoolObject *p, PyObject *arg)
 {
+    REQUIRE_INIT(p);
     long pos = PyLong_AsLong(arg);
     if (pos == -1 && PyErr_Occurred())
         return NULL;
@@ -831,6 +847,7 @@ fail:
 static PyObject *
 Pool_zspages(PoolObject *p, PyObject *Py_UNUSED(ignored))
 {
+    REQUIRE_INIT(p);
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
@@ -858,6 +875,7 @@ Pool_zspages(PoolObject *p, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Pool_zspage_bytes(PoolObject *p, PyObject *arg)
 {
+    REQUIRE_INIT(p);
     long long first = PyLong_AsLongLong(arg);
     if (first == -1 && PyErr_Occurred())
         return NULL;
@@ -874,6 +892,7 @@ Pool_zspage_bytes(PoolObject *p, PyObject *arg)
 static PyObject *
 Pool_zspage_write(PoolObject *p, PyObject *args)
 {
+    REQUIRE_INIT(p);
     long long first;
     Py_ssize_t offset;
     Py_buffer data;
@@ -1037,6 +1056,7 @@ drop_slot(PoolObject *p, int profile, int max_zpage_size, uint64_t flags, PyObje
 static PyObject *
 Pool_store_pages(PoolObject *p, PyObject *args)
 {
+    REQUIRE_INIT(p);
     PyObject *table, *comps, *now;
     long long index, limit_pages, max_used;
     Py_buffer pages;
@@ -1208,6 +1228,7 @@ fail:
 static PyObject *
 Pool_read_pages(PoolObject *p, PyObject *args)
 {
+    REQUIRE_INIT(p);
     PyObject *table, *decompress, *now;
     long long index;
     Py_buffer out;
