@@ -24,7 +24,7 @@ from dataclasses import asdict
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from test_statemachine import KINDS, check_invariants, make_data
 
@@ -32,6 +32,7 @@ from zramctl.errors import ZramError, ZsError
 from zramctl.kernel import _zsmalloc, sysfs
 from zramctl.kernel.compiled_pool import CompiledPool
 from zramctl.kernel.profiles import PAGE_SIZE, PROFILES, get_profile
+from zramctl.kernel.zcomp import DECODER_LZ4, DECODER_LZO
 from zramctl.kernel.zram_drv import Backing, MemoryBackingDev, Zram, ZramConfig
 from zramctl.kernel.zsmalloc import Pool
 
@@ -395,3 +396,29 @@ def test_a_pool_never_initialised_refuses_every_method():
     for call in calls:
         with pytest.raises(RuntimeError):
             call()
+
+
+@settings(max_examples=300 if not SANITIZING else 100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(-(2**63), 2**63 - 1), st.integers(0, 2**32),
+                          st.integers(0, 2**40)), min_size=1, max_size=6),
+       st.booleans())
+def test_arbitrary_entries_are_read_or_refused_never_a_crash(entries, accessed):
+    """Entries no driver wrote (any flags, any handle, into real zspages or not): read_pages reads
+    them, hands them back, or raises; store_pages over them frees what they name or raises."""
+    pool = compiled()
+    handles = [pool.zs_malloc(n, i) for i, n in enumerate((10, 100, 3000, PAGE))]
+    for h in handles:
+        pool.zs_obj_write(h, b"\x11" * 8)
+    table = {i: (flags, handles[handle % 4] if handle % 3 == 0 else handle, crc, ac)
+             for i, (flags, handle, crc, ac) in enumerate(entries)}
+    out = bytearray(len(entries) * PAGE)
+    decompress = (DECODER_LZ4, lambda b: bytes(PAGE), None, DECODER_LZO)
+    try:
+        pool.c.read_pages(table, 0, out, decompress, accessed, 5)
+    except (_zsmalloc.ZsError, TypeError, OverflowError, ValueError):
+        pass
+    pages = random.Random(len(entries)).randbytes(len(entries) * PAGE)
+    try:
+        pool.c.store_pages(table, 0, pages, [b"abc"] * len(entries), 31, 3072, 3000, 0, 0, 7)
+    except (_zsmalloc.ZsError, TypeError, OverflowError, ValueError):
+        pass
