@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import errno
 import struct
-import zlib
 from dataclasses import dataclass, field, fields
 
+from ..crc import crc32
 from ..errors import ZramError
 from ..kernel.profiles import PAGE_SIZE, PROFILES
 from ..kernel.zram_drv import (
@@ -84,7 +84,7 @@ def corrupt(detail: str) -> ZramError:
 
 def block_crc(block: int, kind: int, payload: bytes | bytearray | memoryview) -> int:
     """CRC-32 of (u64 block number, u32 block type, the 4092 payload bytes), little-endian."""
-    return zlib.crc32(payload, zlib.crc32(struct.pack("<QI", block, kind)))
+    return crc32(payload, crc32(struct.pack("<QI", block, kind)))
 
 
 def seal(block: int, kind: int, payload: bytes | bytearray) -> bytes:

@@ -30,11 +30,11 @@ import os
 import signal
 import stat
 import struct
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..crc import crc32
 from ..errors import ZramError
 
 BLOCK_SIZE = 4096
@@ -256,7 +256,7 @@ class LogRecord:
 def _record(kind: int, txid: int, arg: int, data: Buffer, prev: int) -> tuple[bytes, int]:
     """A record's header; its CRC covers the header's first 28 bytes and the data, seeded with ``prev``."""
     head = WAL_RECORD.pack(WAL_MAGIC, kind, txid, arg, len(data), 0)[:28]
-    crc = zlib.crc32(data, zlib.crc32(head, prev))
+    crc = crc32(data, crc32(head, prev))
     return head + crc.to_bytes(4, "little"), crc
 
 
@@ -337,7 +337,7 @@ def _walk(fd: int) -> Iterator[tuple[int, int, Buffer]]:
         if txid is None:
             txid = tx
         payload = memoryview(buf)[at + size : at + size + length]
-        crc = zlib.crc32(payload, zlib.crc32(memoryview(buf)[at : at + 28], crc))
+        crc = crc32(payload, crc32(memoryview(buf)[at : at + 28], crc))
         if tx != txid or crc != stored:
             return
         at += size + length

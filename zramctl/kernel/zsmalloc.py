@@ -554,7 +554,10 @@ class Pool:
     def check_handle(self, handle: int, length: int) -> tuple[SizeClass, ZsPage]:
         """An object's class and zspage, after checking the handle and ``length`` fit a slot (ZsCorrupt)."""
         first, idx = handle >> OBJ_INDEX_BITS, handle & OBJ_INDEX_MASK
-        zspage = self._zspage(first, for_object=True)
+        try:  # every object read asks: the look-up inline, _zspage only to say what is missing
+            zspage = self.zspages[first]
+        except KeyError:
+            zspage = self._zspage(first, for_object=True)
         if not 0 <= zspage.cls < len(self.classes):
             raise ZsCorrupt(f"zspage at frame {first} has no class")
         cls = self.classes[zspage.cls]
