@@ -726,6 +726,35 @@ lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
             return DEC_INPUT_OVERRUN;
         unsigned token = in[ip++];
         size_t lit = token >> 4, mlen = token & 15;
+        if (lit < 15 && mlen < 15 && in_len - ip >= 32 && out_cap - op >= 64) {
+            /* The common sequence (no length bytes) far from both ends, where none of the
+             * end-of-block rules below can apply: fixed-size copies, each within both buffers.
+             * The literals (at most 14) and the match (at most 18) are copied 16 and 24-32
+             * bytes at a time; what lies past them is overwritten by what follows. */
+            memcpy(out + op, in + ip, 16);
+            ip += lit;
+            op += lit;
+            size_t dist = (size_t)in[ip] | (size_t)in[ip + 1] << 8;
+            ip += 2;
+            if (dist == 0 || dist > op)
+                return DEC_LOOKBEHIND;
+            uint8_t *to = out + op;
+            const uint8_t *from = to - dist;
+            mlen += 4;
+            if (dist >= 16) { /* each 16 bytes read lie wholly before where they go */
+                memcpy(to, from, 16);
+                memcpy(to + 16, from + 16, 16);
+            } else if (dist >= 8) { /* likewise, 8 at a time */
+                memcpy(to, from, 8);
+                memcpy(to + 8, from + 8, 8);
+                memcpy(to + 16, from + 16, 8);
+            } else {
+                for (size_t k = 0; k < mlen; k++) /* a short period: byte by byte */
+                    to[k] = from[k];
+            }
+            op += mlen;
+            continue;
+        }
         if (lit == 15 && (rc = lz4_ext_len(in, in_len, &ip, 15, 0, &lit)) != DEC_OK)
             return rc;
         if (in_len - ip < lit)
@@ -741,8 +770,8 @@ lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
             op += lit;
             break;
         }
-        if (in_len - ip >= lit + 16 && out_cap - op >= lit + 16)
-            wild_copy16(out + op, in + ip, lit); /* may copy up to 15 bytes more, within both */
+        if (lit <= 32 && in_len - ip >= lit + 16 && out_cap - op >= lit + 16)
+            wild_copy16(out + op, in + ip, lit); /* a short run: up to 15 bytes more, within both */
         else
             memcpy(out + op, in + ip, lit);
         ip += lit;
@@ -758,10 +787,15 @@ lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
             return DEC_OUTPUT_OVERRUN;
         uint8_t *to = out + op;
         const uint8_t *from = to - dist;
-        if (dist >= 16 && out_cap - op >= mlen + 16) {
+        if (dist >= 16 && mlen <= 32 && out_cap - op >= mlen + 16) {
             wild_copy16(to, from, mlen); /* each 16 bytes read lie wholly before where they go */
         } else if (dist >= mlen) {
             memcpy(to, from, mlen);
+        } else if (dist >= 8 && out_cap - op >= mlen + 8) {
+            /* overlapping, 8 at a time: each word read lies wholly before where it goes (what
+             * an earlier word of the match wrote is read as the match's repetition) */
+            for (size_t k = 0; k < mlen; k += 8)
+                memcpy(to + k, from + k, 8);
         } else {
             /* Overlapping: the match repeats the dist bytes before it.  Copy what lies between
              * `from` and the end written so far, which doubles the repeated run each time. */
