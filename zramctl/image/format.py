@@ -5,6 +5,12 @@ decoders, and the OFFSET/SIZE/DESCRIPTION tables of ``man/zram-image.5`` all
 follow these (a test compares the manual's offsets with them).  Decoders never
 trust the bytes: a checksum or range failure raises ZramError(EUCLEAN) saying
 which block is bad and how.  See ``image.py`` for the overview.
+
+The per-entry work of whole leaves (page-table leaves both ways, zspage-record leaves when a
+commit encodes them) runs in ``_codec.c``, which is handed ENTRY_LAYOUT and RECORD_LAYOUT at
+import and holds no layout of its own; ``encode_entry``, ``decode_entry`` and ``encode_record``
+here stay the definition, and any entry the compiled codec does not take as plainly valid is
+left to them (tests/test_codec.py holds the two equal).
 """
 
 from __future__ import annotations
