@@ -741,13 +741,10 @@ lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
             uint8_t *to = out + op;
             const uint8_t *from = to - dist;
             mlen += 4;
-            if (dist >= 16) { /* each 16 bytes read lie wholly before where they go */
-                memcpy(to, from, 16);
-                memcpy(to + 16, from + 16, 16);
-            } else if (dist >= 8) { /* likewise, 8 at a time */
+            if (dist >= 8) { /* 8 + 8 + 2: each word read lies wholly before where it goes */
                 memcpy(to, from, 8);
                 memcpy(to + 8, from + 8, 8);
-                memcpy(to + 16, from + 16, 8);
+                memcpy(to + 16, from + 16, 2);
             } else {
                 for (size_t k = 0; k < mlen; k++) /* a short period: byte by byte */
                     to[k] = from[k];
