@@ -25,6 +25,12 @@ algorithms (the slot records the priority, so a read decompresses with the same 
 Everything here works in memory; an image (``image.py``) supplies file-backed
 frames and tables through ``Backing`` and persists ``config``, ``stats`` and the
 pool's counters.  Nothing here knows about files or the command line.
+
+A device in memory gets the compiled pool (``compiled_pool.py``), and ``write`` and ``read``
+hand it whole runs of pages: it does ``_store_page`` and ``_read_entry`` in C, step for step,
+and hands back any page it cannot do (written back, a failed compression or decompression, a
+checksum that fails), which then goes the Python way below, where its error is made.  An
+image's device, and ``Zram(compiled=False)``, use this file's Python for every page.
 """
 
 from __future__ import annotations
