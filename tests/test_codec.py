@@ -378,3 +378,86 @@ def record_args(**change):
 def test_a_record_layout_the_codec_cannot_hold_is_refused(change) -> None:
     with pytest.raises((ValueError, TypeError, OverflowError)):
         _codec.RecordCodec(**record_args(**change))
+
+
+@st.composite
+def raw_record(draw) -> int:
+    """A 96-bit record: free/meta/blob, a zspage built field by field, or noise; maybe bits flipped."""
+    how = draw(st.integers(0, 3))
+    if how == 0:
+        v = draw(st.sampled_from((fmt.RECORD_FREE, fmt.RECORD_META, fmt.RECORD_BLOB)))
+    elif how == 1:
+        v = fmt.R_KIND.put(fmt.RECORD_ZSPAGE)
+        for f in fmt.RECORD_LAYOUT[1:]:
+            if f.name != "owner" and draw(st.booleans()):
+                small, top = st.integers(0, min(f.mask, 20)), st.just(f.mask)
+                v |= draw(st.one_of(small, top, st.integers(0, f.mask))) << f.low
+    elif how == 2:
+        v = fmt.R_KIND.put(fmt.RECORD_ZSPAGE) | draw(st.integers(0, fmt.R_OWNER.mask)) << fmt.R_OWNER.low
+        v |= draw(st.integers(0, 30)) << fmt.R_CLS.low | draw(st.integers(0, 3)) << fmt.R_INUSE.low
+    else:
+        v = draw(st.integers(0, (1 << 96) - 1))
+    for _ in range(draw(st.integers(0, 1))):
+        v ^= 1 << draw(st.integers(0, 95))
+    return v
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(raw_record(), min_size=1, max_size=RPER),
+    st.one_of(st.integers(0, 1 << 29), st.sampled_from((-1, 1 << 41, 1 << 70))),
+    st.lists(st.booleans(), max_size=40),
+    st.lists(st.one_of(st.integers(0, 4096), st.sampled_from((-1, 1 << 70))), max_size=40),
+    st.one_of(st.integers(0, 16), st.sampled_from((-1, 1 << 70))),
+)
+def test_any_record_leaf_decodes_as_the_reference_or_is_refused_in_its_words(
+    values, first_key, huge, objs, ngroups
+) -> None:
+    payload = b"".join(v.to_bytes(fmt.RECORD_SIZE, "little") for v in values)
+    block = fmt.seal(BLOCK, fmt.TYPE_ZSPAGE, payload)
+    args = (first_key, huge, objs, ngroups)
+    got = outcome(fmt.decode_records, BLOCK, block, *args)
+    want = outcome(fmt.decode_records_reference, BLOCK, fmt.unseal(BLOCK, fmt.TYPE_ZSPAGE, block), *args)
+    assert got == want
+    compiled = fmt._RECORD_CODEC.decode(block[: fmt.PAYLOAD], *args)
+    plain = 0 <= first_key <= 1 << 40 and ngroups < 1 << 62 and max(objs, default=0) < 1 << 62
+    if want[0] == "ok" and plain:
+        assert compiled == want[1]  # nothing left to the reference where the reference finds nothing wrong
+    elif want[0] == "raises" and want[1] is ZramError and plain:
+        record = int(want[2].split(" record ")[1].split(":")[0])
+        assert compiled == record  # left to the reference at exactly the record it refuses
+
+
+def test_record_decode_refuses_a_short_payload_and_keeps_the_checksum() -> None:
+    with pytest.raises(ValueError):
+        fmt._RECORD_CODEC.decode(bytes(RPER * fmt.RECORD_SIZE - 1), 1, [], [], 0)
+    block = bytearray(fmt.encode_records(BLOCK, [fmt.RECORD_META], []))
+    block[0] ^= 1
+    with pytest.raises(ZramError, match="fails its checksum"):
+        fmt.decode_records(BLOCK, bytes(block), 1, [], [], 0)
+
+
+def test_each_rule_of_a_record_is_the_reference_rule() -> None:
+    """Every bound of a zspage record, just inside and just outside: the compiled and reference agree."""
+    huge, objs, ngroups = [False, True, False], [10, 1, 64], 12
+
+    def record(cls=0, fullness=0, inuse=0, freeobj=0, prev=fmt.NO_KEY, nxt=fmt.NO_KEY, owner=0) -> int:
+        v = fmt.R_KIND.put(fmt.RECORD_ZSPAGE) | fmt.R_CLS.put(cls) | fmt.R_FULLNESS.put(fullness)
+        v |= fmt.R_INUSE.put(inuse) | fmt.R_FREEOBJ.put(freeobj)
+        links = fmt.R_PREV.put(prev) | fmt.R_NEXT.put(nxt)
+        return v | (fmt.R_OWNER.put(owner) if huge[cls % len(huge)] else links)
+
+    cases = [record(cls=c) for c in (0, 1, 2, 3, 200)]
+    cases += [record(inuse=n) for n in (9, 10, 11)] + [record(cls=2, inuse=n) for n in (63, 64, 65)]
+    cases += [record(freeobj=f) for f in (9, 10, 11, fmt.NO_FREEOBJ - 1, fmt.NO_FREEOBJ)]
+    cases += [record(fullness=g) for g in (ngroups - 1, ngroups, fmt.ISOLATED - 1, fmt.ISOLATED)]
+    cases += [record(prev=k, nxt=fmt.NO_KEY - k) for k in (0, 1, fmt.NO_KEY - 1, fmt.NO_KEY)]
+    cases += [record(cls=1, owner=o) for o in (0, 1, fmt.R_OWNER.mask)]
+    cases += [kind | bit for kind in (0, 2, 3) for bit in (0, 1 << fmt.R_CLS.low, 1 << 95)]
+    for v in cases:
+        block = fmt.seal(BLOCK, fmt.TYPE_ZSPAGE, v.to_bytes(fmt.RECORD_SIZE, "little"))
+        args = (5, huge, objs, ngroups)
+        want = outcome(fmt.decode_records_reference, BLOCK, fmt.unseal(BLOCK, fmt.TYPE_ZSPAGE, block), *args)
+        assert outcome(fmt.decode_records, BLOCK, block, *args) == want, hex(v)
+        compiled = fmt._RECORD_CODEC.decode(block[: fmt.PAYLOAD], *args)
+        assert compiled == (want[1] if want[0] == "ok" else 0), hex(v)  # refused: left to the reference at 0

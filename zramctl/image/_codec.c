@@ -30,6 +30,9 @@
  *   .encode(slots, huge) -> bytes (record_size * len(slots)), or the index of the first slot it
  *       leaves to the reference (format.encode_record): a commit re-encodes every cached record
  *       leaf to find the changed ones, since the pool changes ZsPage objects in place.
+ *   .decode(payload, first_key, huge, objs, ngroups) -> list of slots (kind ints and new
+ *       zspage_type objects), or the index of the first record it leaves to the reference
+ *       (format.decode_records_reference), which words the corruption.
  *
  * Every read is bounds-checked against the buffer; no input makes it read or write outside one.
  */
@@ -657,10 +660,144 @@ done:
     return out;
 }
 
+/* Set attribute ``i`` of ``o`` to the int ``x``: 0, or -1 with an exception. */
+static int
+set_int(const RecordCodec *r, PyObject *o, int i, long long x)
+{
+    PyObject *v = PyLong_FromLongLong(x);
+    if (!v)
+        return -1;
+    int rc = PyObject_SetAttr(o, r->attrs[i], v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* A Python int as a long long: 0, or 1 (not an int, or too large) with no exception left. */
+static int
+ll_of(PyObject *o, long long *x)
+{
+    int overflow = 0;
+    if (!PyLong_Check(o))
+        return 1;
+    *x = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (*x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
+/* One record: a new reference (a kind int or a ZsPage), NULL with *bad set for the reference, or
+ * NULL with *bad 0 and an exception. */
+static PyObject *
+record_decode_one(const RecordCodec *r, Wide v, long long first, PyObject *huge, PyObject *objs,
+                  long long ngroups, int *bad)
+{
+    const Field *f = r->f;
+    uint64_t kind = get(&f[R_KIND], v);
+    *bad = 1;
+    if ((long long)kind != r->c[C_ZSPAGE]) {
+        /* nothing above the kind: the bits from R_CLS.low up are zero */
+        Wide rest = v;
+        if (f[R_CLS].low >= 64) {
+            rest.lo = 0;
+            rest.hi = v.hi >> (f[R_CLS].low - 64);
+        } else if (f[R_CLS].low) {
+            rest.lo = v.lo >> f[R_CLS].low | v.hi << (64 - f[R_CLS].low);
+            rest.hi = v.hi >> f[R_CLS].low;
+        }
+        if (rest.lo | rest.hi)
+            return NULL;
+        *bad = 0;
+        return PyLong_FromUnsignedLongLong(kind);
+    }
+    long long cls = (long long)get(&f[R_CLS], v), fg = (long long)get(&f[R_FULLNESS], v);
+    long long inuse = (long long)get(&f[R_INUSE], v), free = (long long)get(&f[R_FREEOBJ], v), n;
+    if (cls >= PySequence_Fast_GET_SIZE(huge) || cls >= PySequence_Fast_GET_SIZE(objs)
+        || ll_of(PySequence_Fast_GET_ITEM(objs, cls), &n))
+        return NULL;
+    if (inuse > n || (free != r->c[C_NO_FREEOBJ] && free >= n) || (fg >= ngroups && fg != r->c[C_ISOLATED]))
+        return NULL;
+    int is_huge = PyObject_IsTrue(PySequence_Fast_GET_ITEM(huge, cls));
+    *bad = 0;
+    if (is_huge < 0)
+        return NULL;
+    PyObject *z = PyObject_CallFunction(r->zspage_type, "LL", first, cls);
+    if (!z)
+        return NULL;
+    if (set_int(r, z, A_INUSE, inuse) < 0
+        || set_int(r, z, A_FREEOBJ, free == r->c[C_NO_FREEOBJ] ? r->c[C_FREE_END] : free) < 0
+        || set_int(r, z, A_FULLNESS, fg == r->c[C_ISOLATED] ? -1 : fg) < 0)
+        goto fail;
+    if (is_huge) {
+        if (set_int(r, z, A_OWNER, (long long)get(&f[R_OWNER], v) - 1) < 0)
+            goto fail;
+    } else {
+        long long links[2] = {(long long)get(&f[R_PREV], v), (long long)get(&f[R_NEXT], v)};
+        for (int k = 0; k < 2; k++) {
+            long long first_frame = links[k] == r->c[C_NO_KEY] ? r->c[C_NO_ZSPAGE] : links[k] * r->extent_blocks;
+            if (set_int(r, z, k ? A_NEXT : A_PREV, first_frame) < 0)
+                goto fail;
+        }
+    }
+    return z;
+fail:
+    Py_DECREF(z);
+    return NULL;
+}
+
+static PyObject *
+record_decode(RecordCodec *r, PyObject *args)
+{
+    Py_buffer buf;
+    PyObject *first_key, *huge, *objs, *ngroups_obj;
+    if (!PyArg_ParseTuple(args, "y*OOOO", &buf, &first_key, &huge, &objs, &ngroups_obj))
+        return NULL;
+    PyObject *hseq = NULL, *oseq = NULL, *out = NULL;
+    long long key0, ngroups;
+    if ((size_t)buf.len < (size_t)r->per * r->record_size) {
+        PyErr_SetString(PyExc_ValueError, "decode: the payload is shorter than a leaf");
+        goto done;
+    }
+    hseq = PySequence_Fast(huge, "decode: huge must be a sequence");
+    oseq = hseq ? PySequence_Fast(objs, "decode: objs must be a sequence") : NULL;
+    if (!oseq)
+        goto done;
+    /* keys and frame numbers far below 2**62: anything else is the reference's to judge */
+    if (ll_of(first_key, &key0) || ll_of(ngroups_obj, &ngroups) || key0 < 0 || key0 > ((long long)1 << 40)) {
+        out = PyLong_FromLong(0);
+        goto done;
+    }
+    out = PyList_New(r->per);
+    if (!out)
+        goto done;
+    const uint8_t *p = buf.buf;
+    for (unsigned i = 0; i < r->per; i++) {
+        int bad;
+        PyObject *e = record_decode_one(r, load(p + (size_t)i * r->record_size, r->record_size),
+                                        (key0 + (long long)i) * r->extent_blocks, hseq, oseq, ngroups, &bad);
+        if (!e) {
+            Py_CLEAR(out);
+            if (bad)
+                out = PyLong_FromUnsignedLong(i);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, e);
+    }
+done:
+    Py_XDECREF(hseq);
+    Py_XDECREF(oseq);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 static PyMethodDef record_methods[] = {
     {"encode", (PyCFunction)record_encode, METH_VARARGS,
      "encode(slots, huge) -> bytes | int: a leaf's records, or the index of the first slot left to the "
      "reference encoder."},
+    {"decode", (PyCFunction)record_decode, METH_VARARGS,
+     "decode(payload, first_key, huge, objs, ngroups) -> list[Slot] | int: a leaf's slots, or the index "
+     "of the first record left to the reference decoder."},
     {NULL, NULL, 0, NULL},
 };
 

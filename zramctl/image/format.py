@@ -6,9 +6,9 @@ follow these (a test compares the manual's offsets with them).  Decoders never
 trust the bytes: a checksum or range failure raises ZramError(EUCLEAN) saying
 which block is bad and how.  See ``image.py`` for the overview.
 
-The per-entry work of whole leaves (page-table leaves both ways, zspage-record leaves when a
-commit encodes them) runs in ``_codec.c``, which is handed ENTRY_LAYOUT and RECORD_LAYOUT at
-import and holds no layout of its own; ``encode_entry``, ``decode_entry`` and ``encode_record``
+The per-entry work of whole leaves (page-table and zspage-record leaves, both ways) runs in
+``_codec.c``, which is handed ENTRY_LAYOUT and RECORD_LAYOUT at import and holds no layout of
+its own; ``encode_entry``, ``decode_entry``, ``encode_record`` and ``decode_records_reference``
 here stay the definition, and any entry the compiled codec does not take as plainly valid is
 left to them (tests/test_codec.py holds the two equal).
 """
@@ -896,8 +896,23 @@ def encode_records_reference(slots: list[Slot], huge: list[bool]) -> bytes:
 def decode_records(
     block: int, data: bytes | memoryview, first_key: int, huge: list[bool], objs: list[int], ngroups: int
 ) -> list[Slot]:
-    """A zspage-record leaf whose first slot is extent ``first_key``; every field range-checked."""
-    payload = bytes(unseal(block, TYPE_ZSPAGE, data))
+    """A zspage-record leaf whose first slot is extent ``first_key``; every field range-checked.
+
+    The compiled codec decodes it; the first record it does not take as plainly valid sends the
+    leaf to the reference, which says what is wrong with it.
+    """
+    payload = unseal(block, TYPE_ZSPAGE, data)
+    out = _RECORD_CODEC.decode(payload, first_key, huge, objs, ngroups)
+    if not isinstance(out, int):
+        return out
+    return decode_records_reference(block, payload, first_key, huge, objs, ngroups)
+
+
+def decode_records_reference(
+    block: int, payload: bytes | memoryview, first_key: int, huge: list[bool], objs: list[int], ngroups: int
+) -> list[Slot]:
+    """A leaf's checked payload record by record: the readable definition of the codec's decoder."""
+    payload = bytes(payload)
     out: list[Slot] = []
     for i in range(RECORDS_PER_BLOCK):
         v = int.from_bytes(payload[i * RECORD_SIZE : (i + 1) * RECORD_SIZE], "little")
