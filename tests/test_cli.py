@@ -14,7 +14,7 @@ import pytest
 
 from zramctl.cli import main as cli
 from zramctl.errors import ZramError
-from zramctl.kernel import sysfs
+from zramctl.kernel import sysfs, zram_drv
 from zramctl.store import Store
 
 TRY = "Try 'zramctl --help' for more information.\n"
@@ -192,16 +192,17 @@ def test_status_prints_nothing_without_initialised_devices(root, capsys):
     assert (rc, json.loads(out)) == (0, {"zramdevices": []})
 
 
-def test_named_uninitialised_device_gets_a_row(root, capsys):
+def test_named_uninitialised_device_gets_a_row(root, capsys, monkeypatch):
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 3)  # STREAMS: one per usable CPU (6.18)
     Store(root).hot_add()
     rc, out, _ = run(capsys, "zram0")
     assert (rc, out) == (
         0,
         "NAME  ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT\n"
-        "zram0 lzo-rle         0B   0B    0B    0B       1 \n",
+        "zram0 lzo-rle         0B   0B    0B    0B       3 \n",
     )
     assert run(capsys, "/dev/zram0", "--raw", "-b")[1] == (
-        "NAME ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT\nzram0 lzo-rle 0 0 0 0 1 \n"
+        "NAME ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT\nzram0 lzo-rle 0 0 0 0 3 \n"
     )
 
 
@@ -214,13 +215,14 @@ def test_listing_is_sorted_by_number(root, capsys):
     assert run(capsys, "-o", "NAME", "--raw", "-n")[1] == "zram1\nzram2\nzram10\n"
 
 
-def test_find_hot_adds_and_sets_up(root, capsys):
+def test_find_hot_adds_and_sets_up(root, capsys, monkeypatch):
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 5)  # zram0, without -t: one stream per CPU
     assert run(capsys, "-f") == (0, "zram0\n", "")  # -f alone creates a device, as hot_add does
     assert run(capsys, "-f") == (0, "zram0\n", "")
     assert run(capsys, "--find", "--size", "1M") == (0, "zram0\n", "")
     assert run(capsys, "-f", "-s", "2M", "-a", "zstd", "-t", "3") == (0, "zram1\n", "")
     rc, out, _ = run(capsys, "-b", "--raw", "-n", "-o", "NAME,DISKSIZE,ALGORITHM,STREAMS")
-    assert out == "zram0 1048576 lzo-rle 1\nzram1 2097152 zstd 3\n"
+    assert out == "zram0 1048576 lzo-rle 5\nzram1 2097152 zstd 3\n"
 
 
 def test_find_reports_when_no_device_can_be_added(tmp_path, capsys, monkeypatch):

@@ -10,6 +10,10 @@ MEM-LIMIT, MEM-USED and MIGRATED are empty and ALGORITHM too (no
 comp_algorithm in 2013): it holds 10 random pages and 5 zero pages, and a
 2013 zero page does not count in orig_data_size.
 
+Set up without ``-t``, a 6.18 device (zram0, zram2) has one stream per CPU zramctl may
+use and a 3.11 one (zram3) has one: the CPU count is made CPUS here, a number no real
+default (1) or ``-t`` (4) gives, so the table shows whose rule gave each figure.
+
 The texts are util-linux's layout rules (2.38.1's ``libsmartcols/src/print.c``) applied by
 hand; test_parity_util_linux.py checks the same rules against the real
 util-linux on the kernel's zram0.
@@ -23,8 +27,11 @@ import random
 import pytest
 
 from zramctl.cli import main as cli
+from zramctl.kernel import zram_drv
 
 PAGE = 4096
+CPUS = 3
+"""The CPUs zramctl may run on, as these tests have it (zram_drv.usable_cpus)."""
 
 
 def _zram0_data() -> bytes:
@@ -55,6 +62,7 @@ def devices(tmp_path_factory):
     root = tmp_path_factory.mktemp("golden")
     mp = pytest.MonkeyPatch()
     mp.setenv("ZRAMCTL_ROOT", str(root))
+    mp.setattr(zram_drv, "usable_cpus", lambda: CPUS)
     for f in ("zram0", "zram3"):
         (root.parent / f"{root.name}-{f}.bin").write_bytes(_zram0_data() if f == "zram0" else _zram3_data())
     zramctl("-f", "-s", "16M", "-a", "lzo")
@@ -85,24 +93,24 @@ def g(text: str) -> str:
 GOLDEN = {
     (): g("""\
 NAME  ALGORITHM DISKSIZE  DATA COMPR TOTAL STREAMS MOUNTPOINT$
-zram0 lzo            16M  1.4M  800K  800K       1 $
+zram0 lzo            16M  1.4M  800K  800K       3 $
 zram1 zstd            1G    0B    0B    0B       4 $
 zram3                 8M   40K   40K   40K       1 $
 """),
     ("-b",): g("""\
 NAME  ALGORITHM   DISKSIZE    DATA  COMPR  TOTAL STREAMS MOUNTPOINT$
-zram0 lzo         16777216 1433600 819200 819200       1 $
+zram0 lzo         16777216 1433600 819200 819200       3 $
 zram1 zstd      1073741824       0      0      0       4 $
 zram3              8388608   40960  40960  40960       1 $
 """),
     ("--raw",): g("""\
 NAME ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT$
-zram0 lzo 16M 1.4M 800K 800K 1 $
+zram0 lzo 16M 1.4M 800K 800K 3 $
 zram1 zstd 1G 0B 0B 0B 4 $
 zram3  8M 40K 40K 40K 1 $
 """),
     ("-n",): g("""\
-zram0 lzo            16M  1.4M  800K  800K       1 $
+zram0 lzo            16M  1.4M  800K  800K       3 $
 zram1 zstd            1G    0B    0B    0B       4 $
 zram3                 8M   40K   40K   40K       1 $
 """),
@@ -114,36 +122,36 @@ zram3   40K   40K$
 """),
     ("-o", "+COMP-RATIO,zero-pages"): g("""\
 NAME  ALGORITHM DISKSIZE  DATA COMPR TOTAL STREAMS MOUNTPOINT COMP-RATIO ZERO-PAGES$
-zram0 lzo            16M  1.4M  800K  800K       1                1.7500        150$
+zram0 lzo            16M  1.4M  800K  800K       3                1.7500        150$
 zram1 zstd            1G    0B    0B    0B       4                  -nan          0$
 zram3                 8M   40K   40K   40K       1                1.0000          5$
 """),
     ("--output-all",): g("""\
 NAME  DISKSIZE  DATA COMPR ALGORITHM STREAMS ZERO-PAGES TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT$
-zram0      16M  1.4M  800K lzo             1        150  800K        0B     800K       0B     1.7500 $
+zram0      16M  1.4M  800K lzo             3        150  800K        0B     800K       0B     1.7500 $
 zram1       1G    0B    0B zstd            4          0    0B        0B       0B       0B       -nan $
 zram3       8M   40K   40K                 1          5   40K                                 1.0000 $
 """),  # noqa: E501
     ("--output-all", "-b"): g("""\
 NAME    DISKSIZE    DATA  COMPR ALGORITHM STREAMS ZERO-PAGES  TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT$
-zram0   16777216 1433600 819200 lzo             1        150 819200         0   819200        0     1.7500 $
+zram0   16777216 1433600 819200 lzo             3        150 819200         0   819200        0     1.7500 $
 zram1 1073741824       0      0 zstd            4          0      0         0        0        0       -nan $
 zram3    8388608   40960  40960                 1          5  40960                                 1.0000 $
 """),  # noqa: E501
     ("--output-all", "--raw"): g("""\
 NAME DISKSIZE DATA COMPR ALGORITHM STREAMS ZERO-PAGES TOTAL MEM-LIMIT MEM-USED MIGRATED COMP-RATIO MOUNTPOINT$
-zram0 16M 1.4M 800K lzo 1 150 800K 0B 800K 0B 1.7500 $
+zram0 16M 1.4M 800K lzo 3 150 800K 0B 800K 0B 1.7500 $
 zram1 1G 0B 0B zstd 4 0 0B 0B 0B 0B -nan $
 zram3 8M 40K 40K  1 5 40K    1.0000 $
 """),
     ("--output-all", "-n", "--raw", "-b"): g("""\
-zram0 16777216 1433600 819200 lzo 1 150 819200 0 819200 0 1.7500 $
+zram0 16777216 1433600 819200 lzo 3 150 819200 0 819200 0 1.7500 $
 zram1 1073741824 0 0 zstd 4 0 0 0 0 0 -nan $
 zram3 8388608 40960 40960  1 5 40960    1.0000 $
 """),
     ("zram2",): g("""\
 NAME  ALGORITHM DISKSIZE DATA COMPR TOTAL STREAMS MOUNTPOINT$
-zram2 lzo-rle         0B   0B    0B    0B       1 $
+zram2 lzo-rle         0B   0B    0B    0B       3 $
 """),
     ("/dev/zram0", "-o", "NAME,NAME,MIGRATED"): g("""\
 NAME  NAME  MIGRATED$
@@ -169,7 +177,7 @@ def test_json(capsys, devices):
     out = status(capsys, devices, "--json", "-o", columns)
     assert json.loads(out) == {
         "zramdevices": [
-            {"name": "zram0", "data": 1433600, "zero-pages": 150, "comp-ratio": 1.75, "streams": 1,
+            {"name": "zram0", "data": 1433600, "zero-pages": 150, "comp-ratio": 1.75, "streams": CPUS,
              "algorithm": "lzo", "mem-used": 819200},
             {"name": "zram1", "data": 0, "zero-pages": 0, "comp-ratio": None, "streams": 4,
              "algorithm": "zstd", "mem-used": 0},

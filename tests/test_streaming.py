@@ -358,3 +358,63 @@ def test_progress_on_a_pipe_shows_bytes_and_rate_without_a_total(monkeypatch):
     shown = screen.getvalue()
     assert "write zram0" in shown and "33.6 MB" in shown and "B/s" in shown and "ratio 2.50" in shown
     assert "/?" not in shown and "-:--:--" not in shown  # no total, no time left
+
+
+# --- a fast pipe is stored as a file is --------------------------------------------------------
+
+
+def _pieces(sizes: list[int]):
+    """A readinto that hands out ``sizes`` bytes per call (then the end), as a pipe's reads do."""
+    left = list(sizes)
+
+    def readinto(view: memoryview) -> int:
+        if not left:
+            return 0
+        n = min(left.pop(0), len(view))
+        view[:n] = b"x" * n
+        return n
+
+    return readinto, left
+
+
+@pytest.mark.parametrize(
+    ("ready", "got"),
+    [
+        (None, (3 * PAGE, False)),  # no way to ask: at least `least`, then it is stored
+        (lambda: False, (3 * PAGE, False)),  # a slow stream: stored as it comes
+        (lambda: True, (8 * PAGE, False)),  # more there at once: read on until the view is full
+    ],
+)
+def test_gather_reads_on_while_more_is_there(ready, got):
+    readinto, left = _pieces([PAGE] * 20)
+    view = memoryview(bytearray(8 * PAGE))
+    assert store._gather(readinto, view, 3 * PAGE, None, ready) == got
+    assert len(left) == 20 - got[0] // PAGE  # nothing read beyond what it returns
+
+
+def test_gather_stops_at_the_end_even_when_more_seemed_there():
+    readinto, _ = _pieces([PAGE] * 5)
+    view = memoryview(bytearray(8 * PAGE))
+    assert store._gather(readinto, view, 3 * PAGE, None, lambda: True) == (5 * PAGE, True)
+
+
+def test_a_pipe_is_grown_to_hold_a_chunk_and_only_grown():
+    """write_from lets the process feeding it run a chunk ahead (as much as this system allows)."""
+    fcntl = pytest.importorskip("fcntl")
+    most = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    r, w = os.pipe()
+    try:
+        before = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+        with os.fdopen(os.dup(r), "rb") as source:
+            ready = store._stream_ready(source)
+            assert ready is not None and not ready()  # nothing written yet
+            os.write(w, b"x")
+            assert ready()
+        size = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+        assert size >= min(store.CHUNK, max(most, before)) and size > before
+        store._grow_pipe(r, before)  # never shrunk
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == size
+    finally:
+        os.close(r)
+        os.close(w)
+

@@ -1,14 +1,16 @@
 """Compression streams (``-t N``): the same results for any number of streams.
 
-The whole pages of a write are compressed ahead, a batch at a time, by ``max_comp_streams``
-threads, and stored in page order.  So the counters, the class tables and the image bytes
-must not depend on N, and a page whose compression fails must fail exactly where it would
-with one stream: the pages before it stored, the count exact, nothing after it stored.
+The whole pages of a write are compressed ahead, a batch at a time, by ``Zram.comp_streams``
+threads (``-t N``; without it one per usable CPU for 6.18, one for 3.11), and stored in page
+order.  So the counters, the class tables and the image bytes must not depend on N, and a
+page whose compression fails must fail exactly where it would with one stream: the pages
+before it stored, the count exact, nothing after it stored.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import random
 import threading
 from dataclasses import asdict, replace
@@ -164,21 +166,96 @@ def test_a_stopped_write_leaves_no_stream_running(monkeypatch: pytest.MonkeyPatc
 def test_image_bytes_are_the_same_for_t1_and_t4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The whole command, through the image: `-t 1` and `-t 4` leave byte-identical images
+    """The whole command, through the image: `-t 1`, `-t 4` and no -t leave byte-identical images
     (once the stream count they record is set alike, by one change each) and the same stat.
     Each image gets the same identity (random otherwise: it names a backing file's owner)."""
     monkeypatch.setattr(image_mod, "new_image_id", lambda: bytes(range(1, 17)))
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 3)  # no -t: 3 streams, a third count
     src = tmp_path / "data"
     src.write_bytes(mixed(700, seed=3))
     images = []
-    for streams in ("1", "4"):
-        root = tmp_path / f"root{streams}"
+    for streams in (["-t", "1"], ["-t", "4"], []):
+        root = tmp_path / f"root{len(images)}"
         monkeypatch.setenv("ZRAMCTL_ROOT", str(root))
-        assert cli.main(["-f", "-s", "4M", "-t", streams]) == 0
+        assert cli.main(["-f", "-s", "4M", *streams]) == 0
         assert cli.main(["write", "zram0", str(src)]) == 0
         assert cli.main(["write", "--offset", "12345", "zram0", str(src)]) == 0  # unaligned, overwriting
         assert cli.main(["attr", "zram0", "max_comp_streams", "2"]) == 0  # a change for both
         capsys.readouterr()
         assert cli.main(["stat", "zram0"]) == 0
         images.append(((root / "zram0.img").read_bytes(), capsys.readouterr().out))
-    assert images[0] == images[1]
+    assert images[0] == images[1] == images[2]
+
+
+def shown_streams(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
+    """zram0's STREAMS cell and its max_comp_streams attribute (both shown without -b)."""
+    capsys.readouterr()
+    assert cli.main(["--raw", "-n", "-o", "STREAMS", *args, "zram0"]) == 0
+    cell = capsys.readouterr().out
+    assert cli.main(["attr", "zram0", "max_comp_streams"]) == 0
+    return cell.strip(), capsys.readouterr().out.strip()
+
+
+def test_without_t_a_6_18_device_has_one_stream_per_usable_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kernel has one compression stream per online CPU (4.7+): a device set up without -t
+    compresses with one per CPU this process may run on, and STREAMS says how many."""
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path))
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    cpus = str(len(os.sched_getaffinity(0)))
+    assert shown_streams(capsys) == (cpus, cpus)
+
+
+def test_the_default_follows_the_cpus_and_t_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The image records "not set", not a number: the same device opened where zramctl may use 5
+    CPUs has 5 streams.  A -t number is the device's own, whatever the CPUs."""
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path))
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 3)
+    assert cli.main(["-f", "-s", "4M"]) == 0
+    assert shown_streams(capsys) == ("3", "3")
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 5)
+    assert shown_streams(capsys) == ("5", "5")
+    assert cli.main(["zram0", "-s", "4M", "-t", "2"]) == 0
+    assert shown_streams(capsys) == ("2", "2")
+    assert cli.main(["attr", "zram0", "max_comp_streams", "7"]) == 0
+    assert shown_streams(capsys, "-b") == ("7", "7")
+
+
+def test_a_3_11_device_has_one_stream_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The 2013 driver compressed into one buffer under zram->lock (and 3.15's default was 1):
+    a 3.11 device has one stream, however many CPUs; -t sets its number as for 6.18."""
+    monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path))
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 4)
+    assert cli.main(["-f", "-s", "4M", "--compat", "3.11"]) == 0
+    assert shown_streams(capsys) == ("1", "1")
+    assert cli.main(["zram0", "-s", "4M", "--compat", "3.11", "-t", "3"]) == 0
+    assert shown_streams(capsys) == ("3", "3")
+
+
+@pytest.mark.parametrize(("compat", "threads"), [("6.18", 3), ("3.11", 0)])
+def test_the_default_streams_are_the_ones_that_run(
+    monkeypatch: pytest.MonkeyPatch, compat: str, threads: int
+) -> None:
+    """What STREAMS shows is what compresses: 3 worker threads for 6.18 with 3 usable CPUs, the
+    writing thread alone for 3.11."""
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 3)
+    seen: set[str] = set()
+    backend = get_backend("lzo")
+
+    def compress_pages(view):
+        seen.add(threading.current_thread().name)
+        return backend.compress_pages(view)
+
+    z = Zram(ZramConfig(compat=compat, comp_algorithm="lzo"))
+    z.init(1 << 20)
+    z._backend = replace(backend, compress_pages=compress_pages)
+    z.write(0, mixed(256))
+    workers = {name for name in seen if name.startswith("zram-stream")}
+    assert z.comp_streams == (threads or 1)
+    assert (z._streams[0] if z._streams else 0) == threads
+    assert bool(workers) == bool(threads) and (threads or seen == {threading.current_thread().name})

@@ -122,7 +122,7 @@ def device_report(z: Zram) -> DeviceReport:
         "comp_algorithm": cfg.comp_algorithm,
         "algorithm_level": cfg.params[0].level,
         "mem_limit": cfg.limit_pages << PAGE_SHIFT,
-        "max_comp_streams": cfg.max_comp_streams,
+        "max_comp_streams": z.comp_streams,
         "huge_class_size": z.pool.huge_class_size if z.pool else None,
     }
     counters = {f.name: getattr(z.stats, f.name) for f in fields(ZramStats)}

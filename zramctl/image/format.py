@@ -205,7 +205,11 @@ HEADER_LAYOUT: tuple[tuple[str, str, str], ...] = (
         ("algorithm_level_set", "B", "1 if a level was set, else 0."),
         ("reserved1", "7s", "Zero."),
         ("limit_pages", "Q", "mem_limit, in pages; 0 = none."),
-        ("max_comp_streams", "Q", "Compression streams (-t)."),
+        (
+            "max_comp_streams",
+            "Q",
+            "Compression streams (-t); 0 = not given: one per CPU the reader may use (6.18), one (3.11).",
+        ),
     )
     + tuple((name, "q", f"Counter {name}.") for name in STATS_FIELDS_V1)
     + (

@@ -52,6 +52,11 @@ class Profile:
     post_processing: bool
     """Idle marking, writeback, recompression, algorithm parameters per priority, per-slot
     access times and ``block_state`` (6.18); the 2013 driver had none of them."""
+    per_cpu_streams: bool
+    """A device set up without ``-t`` compresses with one stream per CPU it may run on: the
+    modern driver's per-CPU zcomp streams (4.7+; ``max_comp_streams`` then showed
+    num_online_cpus and ignored a store, until 6.15 removed it).  False: one stream, as the
+    2013 driver's single compression buffer under ``zram->lock`` (and 3.15's default of 1)."""
     default_algorithm: str
     """The algorithm a fresh device starts with.  6.18: ``lzo-rle``, the Kconfig default
     (CONFIG_ZRAM_DEF_COMP_LZORLE) since 5.1.  3.11: ``lzo``; the 2013 driver calls
@@ -77,6 +82,7 @@ LEGACY = Profile(
     compaction=False,
     mem_limit=False,
     post_processing=False,
+    per_cpu_streams=False,
     default_algorithm="lzo",
 )
 
@@ -93,6 +99,7 @@ MODERN = Profile(
     compaction=True,
     mem_limit=True,
     post_processing=True,
+    per_cpu_streams=True,
     default_algorithm="lzo-rle",
 )
 

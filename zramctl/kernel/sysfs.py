@@ -5,8 +5,9 @@
 does, raising ZramError with the kernel's errno.  Each profile has the
 attribute set of its kernel (the 2013 driver's per-value files, or the
 modern ``mm_stat``/``io_stat``/...), plus two of ours that both have:
-``max_comp_streams`` (the stream count ``-t`` sets; the modern kernel dropped
-the file in 6.15) and ``compat`` (the profile itself).
+``max_comp_streams`` (the compression streams a write uses: ``-t``'s number, else
+one per usable CPU for 6.18, as kernels 4.7 to 6.14 showed the online CPUs before 6.15
+dropped the file, and one for 3.11) and ``compat`` (the profile itself).
 """
 
 from __future__ import annotations
@@ -491,7 +492,7 @@ _COMMON = (
     Attribute("disksize", _u(lambda z: z.config.disksize), _store_disksize),
     Attribute("initstate", _u(lambda z: int(z.initialized))),
     Attribute("reset", None, _store_reset),
-    Attribute("max_comp_streams", _u(lambda z: z.config.max_comp_streams), _store_max_comp_streams),
+    Attribute("max_comp_streams", _u(lambda z: z.comp_streams), _store_max_comp_streams),
     Attribute("compat", lambda z: z.config.compat + "\n", _store_compat),
 )
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -147,7 +148,8 @@ class ZramConfig:
     """A fresh device's is its profile's default (sysfs' compat store sets it again)."""
     limit_pages: int = 0
     """mem_limit in pages; 0 = no limit."""
-    max_comp_streams: int = 1
+    max_comp_streams: int = 0
+    """Compression streams (``-t``); 0 = not set: the profile's default (Zram.comp_streams)."""
     # --- post-processing (6.18 only; a 3.11 device keeps every one at its default) ---
     backing_dev: str | None = None
     """backing_dev: the absolute path of the backing image file; None shows as ``none``."""
@@ -193,6 +195,15 @@ class ZramStats:
     """Pages read back from the backing device."""
     bd_writes: int = 0
     """Pages written to the backing device."""
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask): a 6.18 device's default stream count,
+    as the kernel has one stream per online CPU.  Asked each time: the mask can change."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - no affinity call on this system
+        return os.cpu_count() or 1
 
 
 def wall_clock() -> int:
@@ -426,7 +437,7 @@ class Zram:
         self._comps: dict[int, Backend] = {}
         """The secondary compressors (priorities 1..3) made so far from recomp_algorithms."""
         self._streams: tuple[int, ThreadPoolExecutor] | None = None
-        """The compression streams' threads (``max_comp_streams`` > 1), made at the first write."""
+        """The compression streams' threads (``comp_streams`` > 1), made at the first write."""
         self._ahead: tuple[bytes, bytes | Exception] | None = None
         """The next page write() stores and its compression, done ahead by a stream (or the
         compressor's failure); _store_page takes it for that very page, and only once."""
@@ -441,6 +452,15 @@ class Zram:
         if prof is None or prof.name != self.config.compat:
             prof = self._profile = get_profile(self.config.compat)
         return prof
+
+    @property
+    def comp_streams(self) -> int:
+        """The compression streams a write uses (what ``max_comp_streams`` shows): ``-t``'s
+        number if set, else one per usable CPU (6.18) or one (3.11).  Results never depend on it."""
+        n = self.config.max_comp_streams
+        if n > 0:
+            return n
+        return usable_cpus() if self.profile.per_cpu_streams else 1
 
     @property
     def initialized(self) -> bool:
@@ -952,7 +972,7 @@ class Zram:
         """The ``count`` whole pages of ``pages`` compressed, in order, a batch at a time; None when
         they are better compressed one by one where they are stored (one stream, no batch call).
 
-        With ``max_comp_streams`` > 1 the batches are compressed by that many threads, at most
+        With ``comp_streams`` > 1 the batches are compressed by that many threads, at most
         two batches per stream ahead of the pages stored (memory stays bounded), and the results
         are taken in page order: what is stored never depends on the number of streams.  A
         compressor's failure is the page's result, raised when that page is stored.  Closing
@@ -960,7 +980,7 @@ class Zram:
         ``pages``.
         """
         backend = self.backend
-        streams = max(1, self.config.max_comp_streams)
+        streams = self.comp_streams
         inline = streams == 1 and backend.compress_pages is None and not isinstance(self.pool, CompiledPool)
         if count < 2 or inline:
             return None
