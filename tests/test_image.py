@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from zramctl.errors import ZramError
+from zramctl.image import image as image_mod
 from zramctl.image import io as image_io
 from zramctl.image.check import image_usage
 from zramctl.image.format import (
@@ -159,10 +160,12 @@ def test_commit_writes_only_what_changed(tmp_path: Path) -> None:
         records = []
         real = image_io.write_log
 
-        def spy(path: Path, txid: int, recs, crash) -> int:  # type: ignore[no-untyped-def]
+        def spy(path: Path, txid: int, recs, crash, ahead=None) -> int:  # type: ignore[no-untyped-def]
             recs = list(recs)
             records.extend(recs)
-            return real(path, txid, recs, crash)
+            if ahead is not None:  # frames written in place ahead of the COMMIT record
+                records.extend(ahead.blocks)
+            return real(path, txid, recs, crash, ahead)
 
         image_io_write = h.image.commit.__globals__
         image_io_write["write_log"] = spy
@@ -179,6 +182,105 @@ def test_commit_writes_only_what_changed(tmp_path: Path) -> None:
         txid = h.image.header.txid
     with store.open(0, write=False) as h:
         assert h.image.header.txid == txid
+
+
+def logged_commit(h, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list, list]:  # type: ignore[no-untyped-def]
+    """Commit ``h``: (the log's length, the logged records, the blocks written ahead of COMMIT)."""
+    real = image_io.write_log
+    seen: list[tuple[int, list, list]] = []
+
+    def spy(path, txid, recs, crash, ahead=None):  # type: ignore[no-untyped-def]
+        recs = list(recs)
+        length = real(path, txid, recs, crash, ahead)
+        seen.append((length, recs, list(ahead.blocks) if ahead is not None else []))
+        return length
+
+    monkeypatch.setitem(h.image.commit.__globals__, "write_log", spy)
+    h.commit()
+    assert len(seen) == 1
+    return seen[0]
+
+
+def test_fresh_frames_skip_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big first write's frames go in place ahead of the COMMIT record, not through the log:
+    the log holds the metadata and an intent (32 bytes a frame), and the image is the same."""
+    data = pages(2000, 5)
+    store = new_device(tmp_path / "a", "16M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, data)
+        frames = {b for b in h.image.state.frames.dirty}
+        length, recs, ahead = logged_commit(h, monkeypatch)
+    logged = {r.arg for r in recs if r.kind == image_io.WAL_BLOCK}
+    assert {r.arg for r in ahead} == frames
+    assert not logged & frames
+    assert length < len(frames) * PAGE // 4  # it was more than len(frames) * PAGE before
+    intent = [r.arg for r in recs if r.kind == image_io.WAL_FRESH]
+    assert intent == [] and [r for r in recs if r.kind == image_io.WAL_LENGTH] == []  # ahead's, not recs'
+    assert check_image((store, 0), data=True) == []
+    # The same write with every frame logged gives the same image, byte for byte.
+    monkeypatch.setattr(image_mod, "AHEAD_MIN_BLOCKS", 1 << 40)
+    other = new_device(tmp_path / "b", "16M")
+    with other.open(0, write=True) as h2:
+        h2.zram.write(0, data)
+        _, recs2, ahead2 = logged_commit(h2, monkeypatch)
+    assert ahead2 == [] and frames <= {r.arg for r in recs2 if r.kind == image_io.WAL_BLOCK}
+    a, b = store.image_path(0).read_bytes(), other.image_path(0).read_bytes()
+    assert len(a) == len(b)
+    # Block 0 holds each image's own identity; every other block is the same.
+    assert a[4096:] == b[4096:]
+
+
+def test_frames_holding_committed_data_are_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames of extents that held committed objects, or any after a reset, still go through the log."""
+    store = new_device(tmp_path, "16M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(1000, 6))
+    with store.open(0, write=True) as h:
+        h.zram.discard(0, 1000 * PAGE)
+        h.zram.write(0, pages(1000, 7))  # reuses the extents just freed: they hold the last commit
+        st = h.image.state
+        reused = {b for b in st.frames.dirty if b // 8 in st.freed}
+        assert reused
+        _, recs, ahead = logged_commit(h, monkeypatch)
+    assert not reused & {r.arg for r in ahead}
+    assert reused <= {r.arg for r in recs if r.kind == image_io.WAL_BLOCK}
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "reset", "1")
+        sysfs.store(h.zram, "disksize", "16M")
+        h.zram.write(0, pages(1000, 8))
+        _, recs, ahead = logged_commit(h, monkeypatch)
+    assert ahead == []
+    assert check_image((store, 0), data=True) == []
+
+
+def test_an_intent_of_another_transaction_is_not_undone(tmp_path: Path) -> None:
+    """An incomplete log's intent cuts and punches the image only if it is for the next txid:
+    a stale or foreign one is discarded like any incomplete log, and the image is left alone."""
+    store = new_device(tmp_path, "16M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(500, 3))
+    with store.open(0, write=False) as h:
+        txid = h.image.header.txid
+    path = store.image_path(0)
+    before = path.read_bytes()
+
+    def intent(tx: int) -> None:
+        crc, out = 0, b""
+        for kind, arg in ((image_io.WAL_LENGTH, 0), (image_io.WAL_FRESH, 8), (image_io.WAL_FRESH, 9)):
+            head, crc = image_io._record(kind, tx, arg, b"", crc)
+            out += head
+        store.wal_path(0).write_bytes(out)  # no COMMIT record
+
+    for tx in (txid, txid + 2, 0):
+        intent(tx)
+        with store.open(0, write=True):
+            pass
+        assert read_log(store.wal_path(0)) is None and store.wal_path(0).stat().st_size == 0
+        assert path.read_bytes() == before, tx
+    intent(txid + 1)  # this one is believed: the image is cut to "its committed length", 0
+    with pytest.raises(ZramError):
+        store.open(0, write=True).close()
+    assert path.stat().st_size == 0
 
 
 def test_disk_usage_follows_mem_used(tmp_path: Path) -> None:

@@ -8,6 +8,20 @@ place, the image fsynced and the log truncated.  Opening a device replays a
 complete log (idempotently: the same blocks again) and discards an incomplete
 one.  zram-image(5), "THE COMMIT LOG", has the record layout.
 
+Why some frames skip the log (``Ahead``): the frames of an extent that holds
+nothing committed (allocated by this transaction, free in the last commit)
+can be overwritten at any time without harming the last commit, so logging
+them only doubled a big write's I/O.  Such a commit first logs its *intent*
+(a LENGTH record: the committed image's length, and a FRESH record per block
+it will write early) and fsyncs the log; then writes those blocks in place
+and fsyncs the image; then appends the other records and the COMMIT record
+(which counts the intent's records too) and fsyncs the log.  A log that ends
+before its COMMIT record is *undone* at the next open: its FRESH blocks are
+punched and the image is cut back to LENGTH, so a free extent is a hole (or
+past the end of the file) again, as zram-image(5) says; the last commit is
+untouched either way.  A complete log replays as before (FRESH and LENGTH do
+nothing then: the early blocks were durable before the COMMIT record).
+
 Recovery streams the log twice, about a MiB at a time: once to check every
 record up to the COMMIT record, then to apply them, so a log of any length
 never has to fit in memory.  The store hands these functions the log as an fd
@@ -31,7 +45,7 @@ import signal
 import stat
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..crc import crc32
@@ -52,6 +66,12 @@ WAL_SHRINK = 3
 """If the image is longer than ``arg`` bytes, truncate it to ``arg``."""
 WAL_COMMIT = 4
 """The transaction is complete: ``arg`` records precede this one."""
+WAL_FRESH = 5
+"""Block ``arg`` (holding nothing committed) is written in place ahead of the COMMIT record:
+a log without its COMMIT record punches it.  Nothing to do in a complete log."""
+WAL_LENGTH = 6
+"""The committed image is ``arg`` bytes long: a log without its COMMIT record cuts the image
+back to it (an intent's first record).  Nothing to do in a complete log."""
 # Records per write(2) while streaming the log: bounds memory at about 1 MiB.
 WAL_CHUNK = 256
 # Bytes per read(2) while streaming the log back (recovery): also about 1 MiB, whatever the log's length.
@@ -271,12 +291,36 @@ def wal_pending(log: Log | None) -> bool:
     return st.st_size > 0
 
 
-def write_log(log: Log, txid: int, records: Iterable[LogRecord], crash: CrashPoints) -> int:
+@dataclass(frozen=True)
+class Ahead:
+    """Blocks a commit writes in place before its COMMIT record instead of logging them.
+
+    Only blocks that hold nothing committed qualify (the frames of an extent
+    free in the last commit): writing them early cannot harm the last commit,
+    and the intent logged first lets recovery give their space back.
+    """
+
+    file: BlockFile
+    length: int
+    """The committed image's length in bytes (an undo cuts the image back to it)."""
+    blocks: list[LogRecord] = field(default_factory=list)
+    """WAL_BLOCK records, in block order."""
+
+    def intent(self) -> list[LogRecord]:
+        """The records that let an interrupted commit be undone: LENGTH first, then a FRESH per block."""
+        return [LogRecord(WAL_LENGTH, self.length)] + [LogRecord(WAL_FRESH, r.arg) for r in self.blocks]
+
+
+def write_log(
+    log: Log, txid: int, records: Iterable[LogRecord], crash: CrashPoints, ahead: Ahead | None = None
+) -> int:
     """Write a complete transaction to the log and fsync it: after this it is committed.
 
     Returns the log's length.  The log is written from offset 0 over whatever
     was there: the chain of CRCs makes any leftover of an older, longer log
-    unreadable as part of this one.
+    unreadable as part of this one.  With ``ahead``, its intent is written and
+    fsynced first, then its blocks in place (and the image fsynced), and only
+    then ``records`` and the COMMIT record: see the module docstring.
     """
     fd, own = _open_log(log, os.O_WRONLY | os.O_CREAT)
     try:
@@ -295,19 +339,30 @@ def write_log(log: Log, txid: int, records: Iterable[LogRecord], crash: CrashPoi
             offset += len(data)
             chunk.clear()
 
-        for rec in records:
-            data = rec.data if rec.data is not None else b""
-            head, crc = _record(rec.kind, txid, rec.arg, data, crc)
-            chunk += (head, data)
-            n += 1
-            if len(chunk) >= 2 * WAL_CHUNK:
-                flush()
+        def append(recs: Iterable[LogRecord]) -> None:
+            nonlocal crc, n
+            for rec in recs:
+                data = rec.data if rec.data is not None else b""
+                head, crc = _record(rec.kind, txid, rec.arg, data, crc)
+                chunk.extend((head, data))
+                n += 1
+                if len(chunk) >= 2 * WAL_CHUNK:
+                    flush()
+
+        def sync() -> None:
+            flush()
+            os.ftruncate(fd, offset)
+            crash.point()
+            os.fsync(fd)
+
+        if ahead is not None and ahead.blocks:
+            append(ahead.intent())
+            sync()  # the intent is durable before any block it names is written
+            apply_records(ahead.file, ahead.blocks)  # in place, then fsync: durable before COMMIT
+        append(records)
         head, crc = _record(WAL_COMMIT, txid, n, b"", crc)
         chunk.append(head)
-        flush()
-        os.ftruncate(fd, offset)
-        crash.point()
-        os.fsync(fd)
+        sync()
         return offset
     finally:
         if own:
@@ -344,13 +399,16 @@ def _walk(fd: int) -> Iterator[tuple[int, int, Buffer]]:
         yield kind, arg, payload
 
 
+_KINDS = (WAL_BLOCK, WAL_PUNCH, WAL_SHRINK, WAL_FRESH, WAL_LENGTH)
+
+
 def _complete(fd: int) -> bool:
     """The first, streaming pass: is there a whole transaction, every record checked, in the log?"""
     n = 0
     for kind, arg, payload in _walk(fd):
         if kind == WAL_COMMIT:
             return arg == n
-        if kind == WAL_BLOCK and len(payload) != BLOCK_SIZE or kind not in (WAL_BLOCK, WAL_PUNCH, WAL_SHRINK):
+        if kind == WAL_BLOCK and len(payload) != BLOCK_SIZE or kind not in _KINDS:
             return False
         n += 1
     return False
@@ -432,8 +490,66 @@ def apply_records(file: BlockFile, records: Iterable[LogRecord]) -> None:
         kind = 0
         if rec.kind == WAL_SHRINK:
             file.shrink(rec.arg)
+        # WAL_FRESH, WAL_LENGTH: an intent, for undoing an incomplete log; nothing to redo.
     flush()
     file.sync()
+
+
+def undo_ahead(file: BlockFile, length: int, blocks: Iterable[int]) -> None:
+    """Undo the blocks an interrupted commit wrote ahead of its COMMIT record, then fsync.
+
+    The image is cut back to ``length`` (its committed length) and each block
+    still inside it is punched: they held nothing committed, and a free
+    extent is a hole or past the end of the file.  Idempotent.
+    """
+    file.shrink(length)
+    start = count = 0
+    for b in sorted(set(blocks)) + [-1]:
+        if count and b == start + count and count < WAL_CHUNK:
+            count += 1
+            continue
+        if count and start * BLOCK_SIZE < length:
+            file.punch(start, count)
+        start, count = b, 1
+    file.sync()
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What an incomplete log says its commit wrote ahead of the COMMIT record."""
+
+    txid: int
+    """The txid the commit would have committed (its header's txid + 1)."""
+    length: int
+    """The committed image's length, in bytes."""
+    blocks: list[int]
+    """The blocks written (or about to be written) in place."""
+
+
+def read_intent(log: Log) -> Intent | None:
+    """An incomplete log's intent, or None when it has none.
+
+    Only for a log ``read_log`` found incomplete: its valid records (up to the
+    first that fails a check) are read; the blocks they name hold nothing the
+    last commit holds, so undoing them is safe whatever follows.
+    """
+    try:
+        fd, own = _open_log(log, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        first = WAL_RECORD.unpack_from(os.pread(fd, WAL_RECORD.size, 0).ljust(WAL_RECORD.size, b"\0"))
+        length: int | None = None
+        blocks: list[int] = []
+        for kind, arg, _ in _walk(fd):
+            if kind == WAL_LENGTH and length is None:
+                length = arg
+            elif kind == WAL_FRESH:
+                blocks.append(arg)
+        return None if length is None else Intent(first[2], length, blocks)
+    finally:
+        if own:
+            os.close(fd)
 
 
 def clear_log(log: Log, crash: CrashPoints) -> None:
@@ -450,12 +566,14 @@ def clear_log(log: Log, crash: CrashPoints) -> None:
             os.close(fd)
 
 
-def recover(fd: int, log: Log, crash: CrashPoints) -> bool:
-    """Replay a complete log into the image, or discard an incomplete one.
+def recover(fd: int, log: Log, crash: CrashPoints, txid: int | None = None) -> bool:
+    """Replay a complete log into the image, or discard an incomplete one (undoing its intent).
 
     Called under the exclusive lock.  Returns whether a transaction was
     replayed.  Replaying is idempotent, so a crash during recovery is
-    recovered the same way at the next open.
+    recovered the same way at the next open.  An intent is undone only if it
+    is for ``txid`` (the commit after the image's header; None: any): one
+    left from another transaction or another image never cuts this image.
     """
     if not wal_pending(log):
         return False
@@ -464,6 +582,10 @@ def recover(fd: int, log: Log, crash: CrashPoints) -> bool:
         replayed = records is not None
         if records is not None:
             apply_records(BlockFile(fd, crash), records)
+        else:
+            intent = read_intent(log)
+            if intent is not None and txid in (None, intent.txid):  # blocks written ahead of no COMMIT
+                undo_ahead(BlockFile(fd, crash), intent.length, intent.blocks)
         clear_log(log, crash)
         return replayed
     except OSError as exc:
