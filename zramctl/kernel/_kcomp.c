@@ -633,40 +633,6 @@ py_lzorle1x_1_compress(PyObject *self, PyObject *arg)
     return compress_lzo(arg, 1);
 }
 
-static PyObject *
-py_lzo_decompress(PyObject *self, PyObject *args)
-{
-    (void)self;
-    Py_buffer view;
-    Py_ssize_t max_out;
-    if (!PyArg_ParseTuple(args, "y*n:lzo_decompress", &view, &max_out))
-        return NULL;
-    if (max_out < 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "max_out must not be negative");
-        return NULL;
-    }
-    PyObject *res = PyBytes_FromStringAndSize(NULL, max_out);
-    if (res == NULL) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
-    size_t len = 0;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lzo_decode(view.buf, (size_t)view.len, out, (size_t)max_out, &len);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
-    if (rc != DEC_OK) {
-        Py_DECREF(res);
-        PyErr_Format(PyExc_ValueError, "lzo: %s", dec_errors[rc]);
-        return NULL;
-    }
-    if ((Py_ssize_t)len != max_out && _PyBytes_Resize(&res, (Py_ssize_t)len) < 0)
-        return NULL;
-    return res;
-}
 
 /* ---- LZ4 block decoder ------------------------------------------------------------------
  * A sequence is a token (literal length in the high nibble, match length - 4 in the low one,
@@ -816,13 +782,14 @@ typedef int (*decode_fn)(const uint8_t *in, size_t in_len, uint8_t *out, size_t 
 /* By compress_pages' kind: 0 lzo, 1 lzo-rle (one LZO1X decoder reads both), 2 lz4. */
 static decode_fn decoders[3] = {lzo_decode, lzo_decode, lz4_decode};
 
+/* A decoder's Python face: (data, max_out) -> bytes, ValueError naming `what` if malformed; the
+ * GIL released around the decoding. */
 static PyObject *
-py_lz4_decompress(PyObject *self, PyObject *args)
+decompress_with(decode_fn decode, const char *what, PyObject *args)
 {
-    (void)self;
     Py_buffer view;
     Py_ssize_t max_out;
-    if (!PyArg_ParseTuple(args, "y*n:lz4_decompress", &view, &max_out))
+    if (!PyArg_ParseTuple(args, "y*n", &view, &max_out))
         return NULL;
     if (max_out < 0) {
         PyBuffer_Release(&view);
@@ -837,17 +804,31 @@ py_lz4_decompress(PyObject *self, PyObject *args)
     size_t len = 0;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = lz4_decode(view.buf, (size_t)view.len, (uint8_t *)PyBytes_AS_STRING(res), (size_t)max_out, &len);
+    rc = decode(view.buf, (size_t)view.len, (uint8_t *)PyBytes_AS_STRING(res), (size_t)max_out, &len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     if (rc != DEC_OK) {
         Py_DECREF(res);
-        PyErr_Format(PyExc_ValueError, "lz4: %s", dec_errors[rc]);
+        PyErr_Format(PyExc_ValueError, "%s: %s", what, dec_errors[rc]);
         return NULL;
     }
     if ((Py_ssize_t)len != max_out && _PyBytes_Resize(&res, (Py_ssize_t)len) < 0)
         return NULL;
     return res;
+}
+
+static PyObject *
+py_lzo_decompress(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return decompress_with(lzo_decode, "lzo", args);
+}
+
+static PyObject *
+py_lz4_decompress(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return decompress_with(lz4_decode, "lz4", args);
 }
 
 static PyObject *

@@ -397,6 +397,20 @@ payload(PoolObject *p, int64_t handle, size_t *room)
     return zs->mem + off;
 }
 
+/* An object of `length` bytes at `handle`: where its data starts, or NULL with ZsError when the
+ * handle names no object or the length (1 .. its slot's room) does not fit. */
+static uint8_t *
+object_at(PoolObject *p, int64_t handle, Py_ssize_t length)
+{
+    size_t room;
+    uint8_t *at = payload(p, handle, &room);
+    if (at != NULL && (length < 1 || (size_t)length > room)) {
+        PyErr_Format(ZsError, "a %zd-byte object does not fit its %zu-byte slot", length, room);
+        return NULL;
+    }
+    return at;
+}
+
 /* ---- compaction (__zs_compact) ------------------------------------------------------------ */
 
 static int64_t
@@ -739,12 +753,7 @@ Pool_zs_obj_write(PoolObject *p, PyObject *args)
     Py_buffer data;
     if (!PyArg_ParseTuple(args, "Ly*", &handle, &data))
         return NULL;
-    size_t room;
-    uint8_t *at = payload(p, handle, &room);
-    if (at != NULL && (size_t)data.len > room) {
-        PyErr_Format(ZsError, "a %zd-byte object does not fit its %zu-byte slot", data.len, room);
-        at = NULL;
-    }
+    uint8_t *at = object_at(p, handle, data.len);
     if (at != NULL) {
         memcpy(at, data.buf, (size_t)data.len);
         p->version++;
@@ -763,15 +772,8 @@ Pool_zs_obj_read(PoolObject *p, PyObject *args)
     Py_ssize_t length;
     if (!PyArg_ParseTuple(args, "Ln", &handle, &length))
         return NULL;
-    size_t room;
-    uint8_t *at = payload(p, handle, &room);
-    if (at == NULL)
-        return NULL;
-    if (length < 0 || (size_t)length > room) {
-        PyErr_Format(ZsError, "a %zd-byte object does not fit its %zu-byte slot", length, room);
-        return NULL;
-    }
-    return PyBytes_FromStringAndSize((const char *)at, length);
+    uint8_t *at = object_at(p, handle, length);
+    return at != NULL ? PyBytes_FromStringAndSize((const char *)at, length) : NULL;
 }
 
 static PyObject *
@@ -1155,13 +1157,9 @@ Pool_store_pages(PoolObject *p, PyObject *args)
                 break;
             }
         }
-        size_t room;
-        uint8_t *at = payload(p, handle, &room);
-        if (at == NULL || (size_t)clen > room) { /* cannot be: class_of_size was checked */
-            if (at != NULL)
-                PyErr_SetString(ZsError, "an object larger than its slot");
+        uint8_t *at = object_at(p, handle, clen); /* fits: class_of_size was checked */
+        if (at == NULL)
             goto fail_key;
-        }
         memcpy(at, obj, (size_t)clen);
         PyObject *crc = obj == page ? PyObject_CallFunction(p->crc32, "y#", (const char *)obj, clen)
                                     : PyObject_CallOneArg(p->crc32, comp);
@@ -1275,17 +1273,13 @@ Pool_read_pages(PoolObject *p, PyObject *args)
             for (size_t off = 0; off < PAGE_SIZE; off += 8)
                 put_word(dst + off, word);
         } else {
-            size_t size = (size_t)(flags & ZRAM_SIZE_MASK), room;
+            size_t size = (size_t)(flags & ZRAM_SIZE_MASK);
             int64_t handle;
             if (as_handle(h, &handle) < 0)
                 goto fail_key;
-            const uint8_t *at = payload(p, handle, &room);
+            const uint8_t *at = object_at(p, handle, (Py_ssize_t)size);
             if (at == NULL)
                 goto fail_key;
-            if (size < 1 || size > room) {
-                PyErr_Format(ZsError, "a %zu-byte object does not fit its %zu-byte slot", size, room);
-                goto fail_key;
-            }
             /* Every object is checked against its CRC before it is used, as _object_page does:
              * a page whose bytes changed is handed back, and the caller's path makes its EIO. */
             int same_crc = object_crc_is(p, at, size, crc);
