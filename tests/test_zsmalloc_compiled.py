@@ -30,7 +30,7 @@ from test_statemachine import KINDS, check_invariants, make_data
 
 from zramctl.errors import ZramError, ZsError
 from zramctl.kernel import _zsmalloc, sysfs
-from zramctl.kernel.compiled_pool import CompiledPool
+from zramctl.kernel.compiled_pool import CompiledPool, geometry
 from zramctl.kernel.profiles import PAGE_SIZE, PROFILES, get_profile
 from zramctl.kernel.zcomp import DECODER_LZ4, DECODER_LZO
 from zramctl.kernel.zram_drv import Backing, MemoryBackingDev, Zram, ZramConfig
@@ -309,19 +309,7 @@ def test_bad_handles_and_lengths_are_errors():
 
 def test_bad_geometry_is_refused():
     ref = Pool(get_profile("6.18"))
-    good = dict(
-        classes=[(c.index, c.size, c.pages_per_zspage, c.objs_per_zspage, c.huge) for c in ref.classes],
-        class_of_size=[ref.class_position(c) for c in ref._class_by_size],
-        groups=ref._groups,
-        list_index=[-1 if li is None else li for li in ref._list_index],
-        alloc_lists=ref._alloc_lists,
-        listed=ref.fullness.listed,
-        empty=ref.fullness.empty,
-        full=ref.fullness.full,
-        handle_size=8,
-        relocate=None,
-        crc32=lambda b: 0,
-    )
+    good = {**geometry(ref), "relocate": None, "crc32": lambda b: 0}
     _zsmalloc.Pool(**good)
     bad = [
         {"classes": [(0, 4097, 1, 1, 1)]},

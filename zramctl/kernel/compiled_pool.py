@@ -42,6 +42,21 @@ def profile_bits(profile: Profile) -> int:
     return sum(bit for name, bit in PROFILE_BITS if getattr(profile, name))
 
 
+def geometry(ref: Pool) -> dict[str, object]:
+    """The reference pool's class table and fullness lists, as ``_zsmalloc.Pool`` takes them."""
+    return {
+        "classes": [(c.index, c.size, c.pages_per_zspage, c.objs_per_zspage, c.huge) for c in ref.classes],
+        "class_of_size": [ref.class_position(c) for c in ref._class_by_size],
+        "groups": ref._groups,
+        "list_index": [-1 if li is None else li for li in ref._list_index],
+        "alloc_lists": ref._alloc_lists,
+        "listed": ref.fullness.listed,
+        "empty": ref.fullness.empty,
+        "full": ref.fullness.full,
+        "handle_size": ref.profile.handle_size,
+    }
+
+
 class SnapshotFrames:
     """The compiled pool's frames, as a FrameStore shows them: ``view`` (a copy), ``mutable`` (a
     FrameWriter) and ``frames_in_use``; for checks and tests, which look at (or damage) bytes."""
@@ -110,19 +125,7 @@ class CompiledPool:
         self._classes = ref.classes
         self._version = -1
         self._zspages: dict[int, ZsPage] = {}
-        self.c = _zsmalloc.Pool(
-            classes=[(c.index, c.size, c.pages_per_zspage, c.objs_per_zspage, c.huge) for c in ref.classes],
-            class_of_size=[ref.class_position(c) for c in ref._class_by_size],
-            groups=ref._groups,
-            list_index=[-1 if li is None else li for li in ref._list_index],
-            alloc_lists=ref._alloc_lists,
-            listed=self.fullness.listed,
-            empty=self.fullness.empty,
-            full=self.fullness.full,
-            handle_size=profile.handle_size,
-            relocate=relocate,
-            crc32=crc32,
-        )
+        self.c = _zsmalloc.Pool(**geometry(ref), relocate=relocate, crc32=crc32)
         self.profile_bits = profile_bits(profile)
         self.frames = SnapshotFrames(self)
 
