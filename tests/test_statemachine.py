@@ -507,15 +507,21 @@ def machine_test(compat: str, algorithm: str, examples: int, secondary: str = "z
         (ZramMachine,),
         {"compat": compat, "algorithm": algorithm, "secondary": secondary},
     )
-    machine.TestCase.settings = settings(
+    machine.TestCase.settings = machine_settings(examples, 40)
+    return machine.TestCase
+
+
+def machine_settings(examples: int, steps: int) -> settings:
+    """A state machine's run: derandomized (ZRAMCTL_EXPLORE=1 lets hypothesis look for new
+    examples), no database, no deadline."""
+    return settings(
         max_examples=examples,
-        stateful_step_count=40,
+        stateful_step_count=steps,
         derandomize=not os.environ.get("ZRAMCTL_EXPLORE"),
         database=None,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    return machine.TestCase
 
 
 TestModernLzo = machine_test("6.18", "lzo", 150)

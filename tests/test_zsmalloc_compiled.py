@@ -24,9 +24,9 @@ from dataclasses import asdict
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from test_statemachine import KINDS, check_invariants, make_data
+from test_statemachine import KINDS, check_invariants, machine_settings, make_data
 
 from zramctl.errors import ZramError, ZsError
 from zramctl.kernel import _zsmalloc, sysfs
@@ -184,14 +184,7 @@ class TwinMachine(RuleBasedStateMachine):
 def twin_test(compat: str, algorithm: str, examples: int):
     machine = type(f"Twin_{compat.replace('.', '_')}_{algorithm}".replace("-", "_"), (TwinMachine,),
                    {"compat": compat, "algorithm": algorithm})
-    machine.TestCase.settings = settings(
-        max_examples=examples // (4 if SANITIZING else 1),
-        stateful_step_count=30,
-        derandomize=not os.environ.get("ZRAMCTL_EXPLORE"),
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    machine.TestCase.settings = machine_settings(examples // (4 if SANITIZING else 1), 30)
     return machine.TestCase
 
 
