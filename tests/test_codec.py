@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -37,6 +38,8 @@ from zramctl.kernel.zram_drv import (
 from zramctl.kernel.zsmalloc import FREE_END, NO_ZSPAGE, OBJ_INDEX_BITS, ZsPage
 
 PER = fmt.ENTRIES_PER_BLOCK
+SANITIZING = bool(os.environ.get("ZRAMCTL_SANITIZE"))
+"""Under make sanitize (tools/sanitize) every call is slow: the slowest property runs fewer examples."""
 BLOCK = 8 * fmt.EXTENT_BLOCKS  # any block number: the CRC binds it, the codec never sees it
 FLAG_BITS = (ZRAM_HUGE, ZRAM_IDLE, ZRAM_INCOMPRESSIBLE, ZRAM_SAME, ZRAM_WB, ZRAM_PP_SLOT)
 EDGE_INTS = (0, 1, 4095, 4096, 4097, (1 << 29) - 1, 1 << 29, (1 << 32) - 1, 1 << 32, (1 << 36) - 1, 1 << 36)
@@ -309,6 +312,7 @@ def any_zspage(draw) -> object:
     return z
 
 
+@settings(max_examples=20 if SANITIZING else 100)  # each example is a whole leaf of drawn records
 @given(st.integers(1, 40), st.data())
 def test_a_valid_record_leaf_encodes_as_the_reference_and_decodes_back(classes, data) -> None:
     huge = data.draw(st.lists(st.booleans(), min_size=classes, max_size=classes))

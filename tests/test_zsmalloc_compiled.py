@@ -184,7 +184,8 @@ class TwinMachine(RuleBasedStateMachine):
 def twin_test(compat: str, algorithm: str, examples: int):
     machine = type(f"Twin_{compat.replace('.', '_')}_{algorithm}".replace("-", "_"), (TwinMachine,),
                    {"compat": compat, "algorithm": algorithm})
-    machine.TestCase.settings = machine_settings(examples // (4 if SANITIZING else 1), 30)
+    # under make sanitize the C code is what is watched: a few examples cover its paths
+    machine.TestCase.settings = machine_settings(examples // (10 if SANITIZING else 1), 30)
     return machine.TestCase
 
 
