@@ -264,18 +264,18 @@ def test_a_signal_during_read_stops_between_chunks(root, capfdbinary, monkeypatc
     data = random.Random(9).randbytes(100 * PAGE)
     assert cli.main(["write", "zram0", _pipe(data)]) == 0
     capfdbinary.readouterr()
-    real = Zram.read
+    real = Zram.read_into  # what read_to reads each chunk with
     calls = [0]
 
-    def signalled(self, offset, length, **kw):
+    def signalled(self, offset, out, **kw):
         calls[0] += 1
         if calls[0] == 2:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(self, offset, length, **kw)
+        return real(self, offset, out, **kw)
 
-    monkeypatch.setattr(Zram, "read", signalled)
+    monkeypatch.setattr(Zram, "read_into", signalled)
     rc, out, err = run(capfdbinary, "read", "zram0", "--length", str(len(data)))
-    monkeypatch.setattr(Zram, "read", real)
+    monkeypatch.setattr(Zram, "read_into", real)
     copied = 2 * store.CHUNK
     assert rc == 130
     assert err == f"zramctl: zram0: read: interrupted ({copied} of {len(data)} bytes copied)\n"

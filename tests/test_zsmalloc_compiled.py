@@ -404,3 +404,31 @@ def test_arbitrary_entries_are_read_or_refused_never_a_crash(entries, accessed):
         pool.c.store_pages(table, 0, pages, [b"abc"] * len(entries), 31, 3072, 3000, 0, 0, 7)
     except (_zsmalloc.ZsError, TypeError, OverflowError, ValueError):
         pass
+
+
+@pytest.mark.parametrize("compiled_pool", [True, False])
+def test_read_into_reads_what_read_returns(compiled_pool):
+    """read_into (what zramctl read uses) against read: the same bytes, counters and errors, aligned
+    (straight into the caller's buffer) or not, through either pool."""
+    z = Zram(ZramConfig(comp_algorithm="lz4"), compiled=compiled_pool)
+    z.init(16 * PAGE)
+    data = make_data("text", 1, 12 * PAGE, "lz4") + make_data("word", 2, 2 * PAGE, "lz4")
+    z.write(PAGE, data)
+    for offset, length in ((0, 16 * PAGE), (PAGE, 4 * PAGE), (100, 5000), (3 * PAGE + 7, PAGE)):
+        before = z.stats.num_reads
+        want = z.read(offset, length)
+        counted = z.stats.num_reads - before
+        out = bytearray(length)
+        z.read_into(offset, out)
+        assert bytes(out) == want and z.stats.num_reads - before == 2 * counted
+    handle = z.table[3][1]  # damage page 3's object: both fail alike, counting what came before
+    off = (handle & 0x7FF) * z.pool.classes[z.pool.zspages[handle >> 11].cls].size + 8 + 1
+    z.pool.frames.mutable((handle >> 11) + off // PAGE)[off % PAGE] ^= 0x40
+    errors = []
+    for read in (lambda: z.read(PAGE, 4 * PAGE), lambda: z.read_into(PAGE, bytearray(4 * PAGE))):
+        with pytest.raises(ZramError) as e:
+            read()
+        errors.append((e.value.errno, e.value.done))
+    assert errors == [(errno.EIO, 2 * PAGE)] * 2
+    with pytest.raises(ZramError):
+        z.read_into(15 * PAGE, bytearray(2 * PAGE))  # past the end: EINVAL, nothing read

@@ -823,10 +823,12 @@ class DeviceHandle:
         zram.check_range(offset, want, "read")
         advance = progress or _no_progress
         done = 0
+        buf = memoryview(bytearray(min(CHUNK, want)))  # each chunk is read into it, then written out
         try:
             while done < want and (signals is None or signals.received is None):
                 n = min(CHUNK, want - done)
-                block = zram.read(offset + done, n, checked=True)
+                block = buf[:n]
+                zram.read_into(offset + done, block, checked=True)
                 # The block read is written out even if a signal came meanwhile; while it
                 # is being written (a slow reader), a signal stops the command at once.
                 with _output(signals):
@@ -990,7 +992,7 @@ def _gather(
     return n, False
 
 
-def _write_all(out: BinaryIO, data: bytes) -> None:
+def _write_all(out: BinaryIO, data: bytes | memoryview) -> None:
     """All of ``data``: a raw (unbuffered, ``python -u``) stdout may take only part of it."""
     view = memoryview(data)
     while view:

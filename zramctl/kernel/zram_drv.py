@@ -1046,11 +1046,34 @@ class Zram:
         if not length:
             return b""
         first, head = divmod(offset, PAGE_SIZE)
-        last = (offset + length - 1) >> PAGE_SHIFT
-        span = (last - first + 1) * PAGE_SIZE
+        span = (((offset + length - 1) >> PAGE_SHIFT) - first + 1) * PAGE_SIZE
         buf = self._scratch.pop() if self._scratch else bytearray()
         if len(buf) < span:
             buf = bytearray(span)
+        try:
+            with memoryview(buf) as out:
+                self._read_span(offset, first, out[:span])
+                return out[head : head + length].tobytes()
+        finally:
+            if len(buf) <= SCRATCH_MAX:
+                self._scratch.append(buf)
+
+    def read_into(self, offset: int, out: memoryview | bytearray, *, checked: bool = False) -> None:
+        """``read`` into ``out`` (``len(out)`` bytes from ``offset``): whole pages at a page's start
+        go straight into it, with no bytes object made and copied (what ``zramctl read`` does)."""
+        out = memoryview(out).cast("B")
+        if not checked:
+            self.check_range(offset, len(out), "read")
+        if offset % PAGE_SIZE or len(out) % PAGE_SIZE:
+            out[:] = self.read(offset, len(out), checked=True)
+        elif out:
+            self._read_span(offset, offset >> PAGE_SHIFT, out)
+
+    def _read_span(self, offset: int, first: int, out: memoryview) -> None:
+        """Pages ``first ..`` into ``out`` (whole pages), for a read that starts at byte ``offset``:
+        num_reads counts each page read or failed; a failure's ZramError.done counts the bytes from
+        ``offset`` read before it."""
+        last = first + len(out) // PAGE_SIZE - 1
         read_entry = self._read_entry
         table = self.table
         get = table.get
@@ -1060,33 +1083,27 @@ class Zram:
         decompress = self._decompressors() if fast is not None else ()
         index = first
         try:
-            with memoryview(buf) as out:
-                while index <= last:
-                    pos = (index - first) * PAGE_SIZE
-                    if fast is not None:
-                        # The compiled read path reads every page it can; the first it hands
-                        # back (or none) is read the Python way below, which makes its error.
-                        done, stop = fast.c.read_pages(table, index, out[pos:span], decompress, accessed, now)
-                        index += done
-                        if stop == DONE:
-                            break
-                        pos += done * PAGE_SIZE
-                    entry = get(index)
-                    out[pos : pos + PAGE_SIZE] = read_entry(index, entry)
-                    # zram_accessed() once the page read well (an unchanged slot stays as it is)
-                    if accessed and entry is not None and (entry[3] != now or entry[0] & ZRAM_ACCESS_CLEARS):
-                        table[index] = (entry[0] & ~ZRAM_ACCESS_CLEARS, entry[1], entry[2], now)
-                    index += 1
-                data = out[head : head + length].tobytes()
+            while index <= last:
+                pos = (index - first) * PAGE_SIZE
+                if fast is not None:
+                    # The compiled read path reads every page it can; the first it hands
+                    # back (or none) is read the Python way below, which makes its error.
+                    done, stop = fast.c.read_pages(table, index, out[pos:], decompress, accessed, now)
+                    index += done
+                    if stop == DONE:
+                        break
+                    pos += done * PAGE_SIZE
+                entry = get(index)
+                out[pos : pos + PAGE_SIZE] = read_entry(index, entry)
+                # zram_accessed() once the page read well (an unchanged slot stays as it is)
+                if accessed and entry is not None and (entry[3] != now or entry[0] & ZRAM_ACCESS_CLEARS):
+                    table[index] = (entry[0] & ~ZRAM_ACCESS_CLEARS, entry[1], entry[2], now)
+                index += 1
         except ZramError as exc:
             self.stats.num_reads += index - first + 1
             exc.done = max(0, index * PAGE_SIZE - offset)
             raise
-        finally:
-            if len(buf) <= SCRATCH_MAX:
-                self._scratch.append(buf)
         self.stats.num_reads += last - first + 1
-        return data
 
     def discard(self, offset: int, length: int) -> int:
         """zram_bio_discard(): free every *whole* page in the range; return pages freed.
