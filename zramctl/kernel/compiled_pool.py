@@ -123,8 +123,10 @@ class CompiledPool:
         self.huge_class_size = ref.huge_class_size
         self._ref = ref
         self._classes = ref.classes
-        self._version = -1
+        self._version = self._classes_version = -1
         self._zspages: dict[int, ZsPage] = {}
+        self._frames: dict[int, bytes] = {}
+        """zspage_bytes already copied out since the last change (checks read them word by word)."""
         self.c = _zsmalloc.Pool(**geometry(ref), relocate=relocate, crc32=crc32)
         self.profile_bits = profile_bits(profile)
         self.frames = SnapshotFrames(self)
@@ -148,9 +150,12 @@ class CompiledPool:
 
     @property
     def classes(self) -> list[SizeClass]:
-        """The class table, its statistics as they are now (the same SizeClass objects each time)."""
-        for pos, cls in enumerate(self._classes):
-            cls.objs_allocated, cls.objs_inuse, cls.heads, cls.zspages = self.c.class_stats(pos)
+        """The class table, its statistics as they are now (the same SizeClass objects each time,
+        refreshed from C after any change)."""
+        if self._classes_version != self.c.version:
+            for pos, cls in enumerate(self._classes):
+                cls.objs_allocated, cls.objs_inuse, cls.heads, cls.zspages = self.c.class_stats(pos)
+            self._classes_version = self.c.version
         return self._classes
 
     def class_for(self, size: int) -> SizeClass:
@@ -193,17 +198,26 @@ class CompiledPool:
     @property
     def zspages(self) -> dict[int, ZsPage]:
         """Every zspage's record by first frame (a copy, made again after any change)."""
+        self._snapshot()
+        return self._zspages
+
+    def _snapshot(self) -> None:
+        """After any change: the records again, and no frames copied yet."""
         if self._version != self.c.version:
             records: dict[int, ZsPage] = {}
             for first, cls, inuse, freeobj, fullness, prev, nxt, owner in self.c.zspages():
                 z = records[first] = ZsPage(first, cls)
                 z.inuse, z.freeobj, z.fullness = inuse, freeobj, fullness
                 z.prev, z.next, z.owner = prev, nxt, owner
-            self._zspages, self._version = records, self.c.version
-        return self._zspages
+            self._zspages, self._frames, self._version = records, {}, self.c.version
 
     def zspage_bytes(self, first: int) -> bytes:
-        return self.c.zspage_bytes(first)
+        """A zspage's frames (a copy, kept until the next change)."""
+        self._snapshot()
+        data = self._frames.get(first)
+        if data is None:
+            data = self._frames[first] = self.c.zspage_bytes(first)
+        return data
 
     def _read_word(self, cls: SizeClass, first: int, idx: int) -> int:
         return _unpack_word(self.zspage_bytes(first), idx * cls.size)[0]
