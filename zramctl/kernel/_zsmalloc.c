@@ -1378,12 +1378,6 @@ Pool_get_version(PoolObject *p, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong(p->version);
 }
 
-static PyObject *
-Pool_get_next_frame(PoolObject *p, void *Py_UNUSED(closure))
-{
-    return PyLong_FromLongLong(p->next_frame);
-}
-
 static PyMethodDef Pool_methods[] = {
     {"zs_malloc", (PyCFunction)Pool_zs_malloc, METH_VARARGS, "zs_malloc(size, owner) -> handle"},
     {"zs_free", (PyCFunction)Pool_zs_free, METH_O, "zs_free(handle)"},
@@ -1407,7 +1401,6 @@ static PyGetSetDef Pool_getset[] = {
     {"pages_compacted", (getter)Pool_get_pages_compacted, (setter)Pool_set_pages_compacted,
      "pages freed by compaction, ever", NULL},
     {"version", (getter)Pool_get_version, NULL, "changes whenever the pool's state does", NULL},
-    {"next_frame", (getter)Pool_get_next_frame, NULL, "the frame number the next zspage starts at", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
