@@ -337,6 +337,21 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
         leaf.entries[i] = entry
         leaf.dirty = True
 
+    def run(self, index: int) -> tuple[list[Entry | None] | None, int, int]:
+        """The leaf holding page ``index``, to read pages from it in place: (its entries, or None
+        where no page of it was ever written; where ``index`` is in them; how many pages from
+        ``index`` on it holds).  Whoever changes an entry in the list calls ``touched``."""
+        n, i = divmod(index, self.per)
+        leaf = self.leaves.get(n)
+        if leaf is None:
+            leaf = self._leaf(n, False)
+        return (None if leaf is None else leaf.entries), i, self.per - i
+
+    def touched(self, index: int) -> None:
+        """An entry of page ``index``'s leaf was changed in the list ``run`` gave."""
+        leaf = self.leaves[index // self.per]
+        leaf.dirty = True
+
     def pop(self, index: int, *default: Entry | None) -> Entry | None:  # type: ignore[override]
         n, i = divmod(index, self.per)
         leaf = self._leaf(n, False)
@@ -500,9 +515,12 @@ class FileFrames:
 
     def __init__(self, state: ImageState, in_use: int) -> None:
         self.state = state
+        self.generation = 0
+        """Changes whenever a frame may have (FrameStore.generation)."""
         self.load(in_use)
 
     def load(self, in_use: int) -> None:
+        self.generation += 1
         self.dirty: dict[int, bytearray] = {}
         """Frames changed since the last commit (what it writes)."""
         self.clean: dict[int, bytes] = {}
@@ -515,6 +533,7 @@ class FileFrames:
         e = self.state.alloc_extent()
         self.state.fresh.add(e)
         self._in_use += count
+        self.generation += 1
         return e * EXTENT_BLOCKS
 
     def free(self, first: int, count: int) -> None:
@@ -524,6 +543,7 @@ class FileFrames:
             self.clean.pop(n, None)
         self.state.free_extent(e)
         self._in_use -= count
+        self.generation += 1
 
     def _frame(self, n: int) -> bytes | bytearray:
         frame: bytes | bytearray | None = self.dirty.get(n)
@@ -544,7 +564,17 @@ class FileFrames:
                 data = self._frame(frame)
         return memoryview(data)
 
+    def span(self, first: int, count: int) -> bytes:
+        """Frames ``first ..`` of one extent, to read: one read of the file when none of them is
+        in memory (a reader's case), else frame by frame as ``view`` finds them."""
+        dirty, clean = self.dirty, self.clean
+        frames = range(first, first + count)
+        if first // EXTENT_BLOCKS in self.state.fresh or any(n in dirty or n in clean for n in frames):
+            return b"".join(self._frame(n) for n in frames)
+        return self.state.file.read(first, count)
+
     def mutable(self, frame: int) -> memoryview:
+        self.generation += 1
         data = self.dirty.get(frame)
         if data is None:
             e = frame // EXTENT_BLOCKS

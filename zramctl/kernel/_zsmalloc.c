@@ -13,10 +13,15 @@
  *                                          zram's _store_page for a run of whole pages
  *   Pool.read_pages(table, index, count, out, ...)
  *                                          zram's _read_entry for a run of pages
+ *   read_entries(entries, start, out, ...) the same over the Python pool of an image, a table
+ *                                          leaf at a time (its zspages are described to it,
+ *                                          checked, by zsmalloc.Pool.object_zspage)
  *
  * Only a trusted pool is compiled (memory, never an image): the checks zsmalloc.py makes of
  * untrusted frames are not made here, but every index into C memory is still bounds-checked,
- * so a caller's mistake is an exception, never a stray write.
+ * so a caller's mistake is an exception, never a stray write.  read_entries reads an image's
+ * objects, but only out of bytes a zspage's description hands it, each object checked to lie
+ * inside them and against its CRC before it is decoded; anything else is handed back.
  *
  * Frames: a zspage's pages_per_zspage frames are one calloc'd block; frame numbers are handed
  * out as MemoryFrames hands them (a counter, from 0 after destroy), and a zspage is found by
@@ -990,20 +995,76 @@ set_entry(PyObject *table, PyObject *key, uint64_t flags, PyObject *h, PyObject 
     return rc;
 }
 
-/* 1 if zlib.crc32 of the size bytes at `at` is `crc` (an int), 0 if not, -1 with an exception. */
+/* 1 if crc32(the size bytes at `at`) is `crc` (an int), 0 if not, -1 with an exception. */
 static int
-object_crc_is(PoolObject *p, const uint8_t *at, size_t size, PyObject *crc)
+object_crc_is(PyObject *crc32, const uint8_t *at, size_t size, PyObject *crc)
 {
     PyObject *view = PyMemoryView_FromMemory((char *)at, (Py_ssize_t)size, PyBUF_READ);
     if (view == NULL)
         return -1;
-    PyObject *got = PyObject_CallOneArg(p->crc32, view);
+    PyObject *got = PyObject_CallOneArg(crc32, view);
     Py_DECREF(view);
     if (got == NULL)
         return -1;
     int same = PyObject_RichCompareBool(got, crc, Py_EQ);
     Py_DECREF(got);
     return same;
+}
+
+/*
+ * _object_page() for the `size` bytes of an object at `at`: its CRC checked against `crc`, then
+ * the page, into `dst`: the bytes themselves (a page stored whole) or decompressed by
+ * decompress[priority of `flags`] (a _kcomp decoder's kind, called without the GIL when
+ * `unlocked` says the bytes at `at` are the caller's own, else a callable: bytes -> the page).
+ * 1 when the page is in `dst`; 0 to hand it back, untouched as far as the caller knows (the
+ * CRC differs, no decompressor, or it fails or gives other than a page: the caller's path makes
+ * that page's error); -1 with an exception.
+ */
+static int
+object_page(PyObject *crc32, const uint8_t *at, size_t size, uint64_t flags, PyObject *crc,
+            PyObject *decompress, int unlocked, uint8_t *dst)
+{
+    int same_crc = object_crc_is(crc32, at, size, crc);
+    if (same_crc <= 0)
+        return same_crc;
+    if (size == PAGE_SIZE) {
+        memcpy(dst, at, PAGE_SIZE);
+        return 1;
+    }
+    Py_ssize_t prio = (Py_ssize_t)(flags >> ZRAM_COMP_PRIORITY_SHIFT & 3);
+    PyObject *fn = prio < PyTuple_GET_SIZE(decompress) ? PyTuple_GET_ITEM(decompress, prio) : Py_None;
+    if (fn == Py_None)
+        return 0;
+    if (PyLong_CheckExact(fn)) { /* a compiled decoder, straight into the page */
+        long kind = PyLong_AsLong(fn);
+        size_t len = 0;
+        int rc;
+        if (kind < 0 || kind >= NDECODERS) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (unlocked) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = decoders[kind](at, size, dst, PAGE_SIZE, &len);
+            Py_END_ALLOW_THREADS
+        } else {
+            rc = decoders[kind](at, size, dst, PAGE_SIZE, &len);
+        }
+        return rc == 0 && len == PAGE_SIZE;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)size);
+    if (data == NULL)
+        return -1;
+    PyObject *pg = PyObject_CallOneArg(fn, data);
+    Py_DECREF(data);
+    if (pg == NULL || !PyBytes_Check(pg) || PyBytes_GET_SIZE(pg) != PAGE_SIZE) {
+        Py_XDECREF(pg);
+        PyErr_Clear();
+        return 0;
+    }
+    memcpy(dst, PyBytes_AS_STRING(pg), PAGE_SIZE);
+    Py_DECREF(pg);
+    return 1;
 }
 
 /* Stop codes of store_pages and read_pages. */
@@ -1280,51 +1341,15 @@ Pool_read_pages(PoolObject *p, PyObject *args)
             const uint8_t *at = object_at(p, handle, (Py_ssize_t)size);
             if (at == NULL)
                 goto fail_key;
-            /* Every object is checked against its CRC before it is used, as _object_page does:
-             * a page whose bytes changed is handed back, and the caller's path makes its EIO. */
-            int same_crc = object_crc_is(p, at, size, crc);
-            if (same_crc < 0)
+            int got = object_page(p->crc32, at, size, flags, crc, decompress, 0, dst);
+            if (got < 0)
                 goto fail_key;
-            if (!same_crc) {
+            if (got == 0) {
                 Py_DECREF(key);
                 stop = HANDBACK;
                 break;
             }
-            if (size == PAGE_SIZE) {
-                memcpy(dst, at, PAGE_SIZE);
-            } else {
-                Py_ssize_t prio = (Py_ssize_t)(flags >> ZRAM_COMP_PRIORITY_SHIFT & 3);
-                PyObject *fn = prio < PyTuple_GET_SIZE(decompress) ? PyTuple_GET_ITEM(decompress, prio) : Py_None;
-                if (PyLong_CheckExact(fn)) { /* a compiled decoder, straight into the page */
-                    long kind = PyLong_AsLong(fn);
-                    size_t len = 0;
-                    if (kind < 0 || kind >= NDECODERS || decoders[kind](at, size, dst, PAGE_SIZE, &len) != 0 ||
-                        len != PAGE_SIZE) {
-                        PyErr_Clear();
-                        Py_DECREF(key);
-                        stop = HANDBACK;
-                        break;
-                    }
-                    goto decoded;
-                }
-                PyObject *data = fn != Py_None ? PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)size)
-                                               : NULL;
-                if (fn != Py_None && data == NULL)
-                    goto fail_key;
-                PyObject *pg = data != NULL ? PyObject_CallOneArg(fn, data) : NULL;
-                Py_XDECREF(data);
-                if (pg == NULL || !PyBytes_Check(pg) || PyBytes_GET_SIZE(pg) != PAGE_SIZE) {
-                    Py_XDECREF(pg);
-                    PyErr_Clear();
-                    Py_DECREF(key);
-                    stop = HANDBACK;
-                    break;
-                }
-                memcpy(dst, PyBytes_AS_STRING(pg), PAGE_SIZE);
-                Py_DECREF(pg);
-            }
         }
-    decoded:
         if (accessed) {
             long long ac_v = PyLong_AsLongLong(ac);
             if (ac_v == -1 && PyErr_Occurred())
@@ -1342,6 +1367,147 @@ Pool_read_pages(PoolObject *p, PyObject *args)
     }
     PyBuffer_Release(&out);
     return Py_BuildValue("ni", done, stop);
+fail:
+    PyBuffer_Release(&out);
+    return NULL;
+}
+
+/*
+ * read_entries(entries, start, out, decompress, zspage, cache, crc32, accessed, now)
+ *     -> (done, stop, changed)
+ *
+ * _read_entry for entries[start], entries[start + 1], ... into `out` (whole pages), over a pool
+ * that is not this module's: the reference's (zsmalloc.py), over an image whose frames and
+ * records are untrusted.  `entries` is a list of table entries (a leaf of the image's table),
+ * or None for pages never written.  An object's zspage is cache[first], else zspage(first),
+ * which the cache then keeps: None where check_handle fails for every slot of it, else
+ * (slot size, objects per zspage, the most an object may hold, where its data starts in its
+ * slot, the zspage's frames as bytes).  check_handle's per-slot checks are made here (a slot
+ * inside the zspage, 0 < length <= room), and the object must lie inside the frames given; a
+ * page that fails one is handed back (HANDBACK), unread, as is any the compiled read path
+ * hands back: the caller's path makes its error.  With `accessed`, each entry read is replaced
+ * by its accessed form (zram_accessed(): ac_time `now`, IDLE and PP_SLOT clear); `changed`
+ * counts them.
+ */
+static PyObject *
+read_entries(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *entries, *decompress, *zspage_fn, *cache, *crc32, *now;
+    Py_ssize_t start;
+    Py_buffer out;
+    int accessed;
+    if (!PyArg_ParseTuple(args, "Onw*O!OO!OpO", &entries, &start, &out, &PyTuple_Type, &decompress, &zspage_fn,
+                          &PyDict_Type, &cache, &crc32, &accessed, &now))
+        return NULL;
+    Py_ssize_t count = out.len / PAGE_SIZE, done = 0, changed = 0;
+    int stop = DONE;
+    long long now_v = PyLong_AsLongLong(now);
+    if (now_v == -1 && PyErr_Occurred())
+        goto fail;
+    if (out.len % PAGE_SIZE || start < 0 ||
+        (entries != Py_None &&
+         (!PyList_CheckExact(entries) || start > PyList_GET_SIZE(entries) || count > PyList_GET_SIZE(entries) - start))) {
+        PyErr_SetString(PyExc_ValueError, "read_entries: whole pages, each with an entry in the list");
+        goto fail;
+    }
+    if (entries == Py_None) {
+        memset(out.buf, 0, (size_t)out.len);
+        done = count;
+    }
+    for (; done < count; done++) {
+        uint8_t *dst = (uint8_t *)out.buf + (size_t)done * PAGE_SIZE;
+        if (start + done >= PyList_GET_SIZE(entries)) { /* shortened by a zspage() call: not ours to guess */
+            stop = HANDBACK;
+            break;
+        }
+        PyObject *e = PyList_GET_ITEM(entries, start + done);
+        if (e == Py_None) {
+            memset(dst, 0, PAGE_SIZE);
+            continue;
+        }
+        Py_INCREF(e); /* zspage() is Python code: the list may change under us */
+        uint64_t flags;
+        PyObject *h, *crc, *ac;
+        if (parse_entry(e, &flags, &h, &crc, &ac) < 0)
+            goto fail_entry;
+        if (flags & ZRAM_WB) {
+            Py_DECREF(e);
+            stop = HANDBACK;
+            break;
+        }
+        if (flags & ZRAM_SAME) {
+            uint64_t word;
+            if (as_word(h, &word) < 0)
+                goto fail_entry;
+            for (size_t off = 0; off < PAGE_SIZE; off += 8)
+                put_word(dst + off, word);
+        } else {
+            size_t size = (size_t)(flags & ZRAM_SIZE_MASK);
+            int64_t handle;
+            if (as_handle(h, &handle) < 0)
+                goto fail_entry;
+            PyObject *key = PyLong_FromLongLong(handle >> OBJ_INDEX_BITS);
+            if (key == NULL)
+                goto fail_entry;
+            PyObject *z = PyDict_GetItemWithError(cache, key); /* borrowed */
+            if (z != NULL) {
+                Py_INCREF(z);
+            } else if (!PyErr_Occurred()) {
+                z = PyObject_CallOneArg(zspage_fn, key);
+                if (z != NULL && PyDict_SetItem(cache, key, z) < 0)
+                    Py_CLEAR(z);
+            }
+            Py_DECREF(key);
+            if (z == NULL)
+                goto fail_entry;
+            long long zsize = 0, objs = 0, room = 0, header = 0;
+            PyObject *data = NULL;
+            if (z != Py_None && !PyArg_ParseTuple(z, "LLLLS", &zsize, &objs, &room, &header, &data)) {
+                Py_DECREF(z);
+                goto fail_entry;
+            }
+            int64_t idx = handle & OBJ_INDEX_MASK;
+            size_t off = (size_t)idx * (size_t)zsize + (size_t)header;
+            int fits = z != Py_None && handle >= 0 && idx < objs && size > 0 && (long long)size <= room &&
+                       zsize > 0 && header >= 0 && off <= (size_t)PyBytes_GET_SIZE(data) &&
+                       size <= (size_t)PyBytes_GET_SIZE(data) - off;
+            /* z (and so data) is held across the decode, which runs without the GIL */
+            int got = fits ? object_page(crc32, (const uint8_t *)PyBytes_AS_STRING(data) + off, size, flags, crc,
+                                         decompress, 1, dst)
+                           : 0;
+            Py_DECREF(z);
+            if (got < 0)
+                goto fail_entry;
+            if (got == 0) {
+                Py_DECREF(e);
+                stop = HANDBACK;
+                break;
+            }
+        }
+        if (accessed) {
+            long long ac_v = PyLong_AsLongLong(ac);
+            if (ac_v == -1 && PyErr_Occurred())
+                goto fail_entry;
+            if (ac_v != now_v || (flags & ZRAM_ACCESS_CLEARS)) {
+                PyObject *ne = Py_BuildValue("(KOOO)", (unsigned long long)(flags & ~ZRAM_ACCESS_CLEARS), h, crc, now);
+                if (ne == NULL)
+                    goto fail_entry;
+                if (start + done < PyList_GET_SIZE(entries)) {
+                    PyList_SetItem(entries, start + done, ne); /* steals ne */
+                    changed++;
+                } else {
+                    Py_DECREF(ne);
+                }
+            }
+        }
+        Py_DECREF(e);
+        continue;
+    fail_entry:
+        Py_DECREF(e);
+        goto fail;
+    }
+    PyBuffer_Release(&out);
+    return Py_BuildValue("nin", done, stop, changed);
 fail:
     PyBuffer_Release(&out);
     return NULL;
@@ -1416,9 +1582,15 @@ static PyTypeObject PoolType = {
     .tp_getset = Pool_getset,
 };
 
+static PyMethodDef module_methods[] = {
+    {"read_entries", (PyCFunction)read_entries, METH_VARARGS,
+     "zram's _read_entry for a run of a table leaf's entries, over the reference pool (an image)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_zsmalloc", "zsmalloc and zram's per-page paths, compiled (see the source's head).",
-    -1, NULL, NULL, NULL, NULL, NULL,
+    -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC

@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..crc import crc32
 from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
-from .compiled_pool import DONE, NOMEM, CompiledPool
+from ._zsmalloc import read_entries
+from .compiled_pool import DONE, HANDBACK, NOMEM, CompiledPool
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
 from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
 from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsPage
@@ -1080,19 +1081,24 @@ class Zram:
         accessed = self.reads_change
         now = self.clock() if accessed else 0
         fast = self.pool if isinstance(self.pool, CompiledPool) else None
-        decompress = self._decompressors() if fast is not None else ()
+        runs = getattr(table, "run", None) if fast is None else None
+        decompress = self._decompressors() if fast is not None or runs is not None else ()
         index = first
         try:
             while index <= last:
                 pos = (index - first) * PAGE_SIZE
+                # The compiled read path reads every page it can; the first it hands back
+                # (or none) is read the Python way below, which makes its error.
                 if fast is not None:
-                    # The compiled read path reads every page it can; the first it hands
-                    # back (or none) is read the Python way below, which makes its error.
                     done, stop = fast.c.read_pages(table, index, out[pos:], decompress, accessed, now)
-                    index += done
-                    if stop == DONE:
-                        break
-                    pos += done * PAGE_SIZE
+                elif runs is not None:
+                    done, stop = self._read_leaves(index, out[pos:], decompress, accessed, now)
+                else:
+                    done, stop = 0, HANDBACK
+                index += done
+                if stop == DONE:
+                    break
+                pos += done * PAGE_SIZE
                 entry = get(index)
                 out[pos : pos + PAGE_SIZE] = read_entry(index, entry)
                 # zram_accessed() once the page read well (an unchanged slot stays as it is)
@@ -1104,6 +1110,31 @@ class Zram:
             exc.done = max(0, index * PAGE_SIZE - offset)
             raise
         self.stats.num_reads += last - first + 1
+
+    def _read_leaves(
+        self, index: int, out: memoryview, decompress: tuple[object, ...], accessed: bool, now: int
+    ) -> tuple[int, int]:
+        """The compiled read path over the Python pool and a table kept in leaves (an image's):
+        pages ``index ..`` into ``out``, a leaf at a time, read where they lie in the leaf's list
+        (``_zsmalloc.read_entries``); (pages read, DONE or HANDBACK for the page after them)."""
+        table = self.table
+        pool = self.pool
+        assert isinstance(pool, Pool)
+        total = len(out) // PAGE_SIZE
+        done = 0
+        while done < total:
+            entries, at, n = table.run(index + done)  # type: ignore[attr-defined]
+            n = min(n, total - done)
+            got, stop, changed = read_entries(
+                entries, at, out[done * PAGE_SIZE : (done + n) * PAGE_SIZE], decompress,
+                pool.object_zspage, pool.read_cache(), crc32, accessed, now,
+            )
+            if changed:
+                table.touched(index + done)  # type: ignore[attr-defined]
+            done += got
+            if stop != DONE:
+                return done, stop
+        return done, DONE
 
     def discard(self, offset: int, length: int) -> int:
         """zram_bio_discard(): free every *whole* page in the range; return pages freed.

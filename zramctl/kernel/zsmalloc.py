@@ -82,6 +82,12 @@ OBJ_INDEX_MASK = (1 << OBJ_INDEX_BITS) - 1
 # link_free value that ends a zspage's free chain.
 FREE_END = (1 << 63) - 1
 NO_ZSPAGE = -1
+READ_CACHE_ZSPAGES = 2048
+"""Zspages a read keeps described (see Pool.read_cache), and then one read call's more at most:
+8 MiB of frames if they are one-page zspages, 64 MiB if all are of eight pages."""
+ReadZspage = tuple[int, int, int, int, bytes]
+"""A zspage as the compiled read path reads its objects: (slot size, objects per zspage, the
+most an object may hold, where its data starts in its slot, the zspage's frames)."""
 # Link words and handle headers are little-endian 64-bit words inside the frames.
 _WORD = struct.Struct("<Q")
 _unpack_word = _WORD.unpack_from
@@ -109,8 +115,16 @@ class FrameStore(Protocol):
     def poison(self, reason: str) -> None:
         """The pool's state in these frames was left half-changed: it must never be committed."""
 
+    def span(self, first: int, count: int) -> bytes:
+        """Frames ``first .. first + count - 1`` as one bytes (a copy): a zspage, to read."""
+
     @property
     def frames_in_use(self) -> int: ...
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever a frame may have (alloc, free, mutable, clear): what ``span`` copied
+        before is stale once it does."""
 
 
 class MemoryFrames:
@@ -123,27 +137,36 @@ class MemoryFrames:
     def __init__(self) -> None:
         self._frames: dict[int, memoryview] = {}
         self._next = 0
+        self.generation = 0
 
     def alloc(self, count: int) -> int:
         first = self._next
         self._next += count
         for n in range(first, first + count):
             self._frames[n] = memoryview(bytearray(PAGE_SIZE))
+        self.generation += 1
         return first
 
     def free(self, first: int, count: int) -> None:
         for n in range(first, first + count):
             del self._frames[n]
+        self.generation += 1
 
     def view(self, frame: int) -> memoryview:
         return self._frames[frame]
 
-    mutable = view
+    def mutable(self, frame: int) -> memoryview:
+        self.generation += 1
+        return self._frames[frame]
+
+    def span(self, first: int, count: int) -> bytes:
+        return b"".join(self._frames[n] for n in range(first, first + count))
 
     def clear(self) -> None:
         """Every frame given back; numbering starts again from 0, as a new pool's would."""
         self._frames.clear()
         self._next = 0
+        self.generation += 1
 
     def poison(self, reason: str) -> None:
         pass  # nothing in memory is ever committed
@@ -418,6 +441,8 @@ class Pool:
         """pool->pages_allocated: frames held by zspages (zs_get_total_pages)."""
         self.pages_compacted = 0
         """pool->stats.pages_compacted: pages freed by zs_compact, ever."""
+        self._read_cache: dict[int, ReadZspage | None] = {}
+        self._read_frames: tuple[FrameStore, int] | None = None
 
     # --- class lookup ---------------------------------------------------
 
@@ -565,6 +590,39 @@ class Pool:
         if idx >= cls.objs_per_zspage or not 0 < length <= room or zspage.inuse == 0:
             raise ZsCorrupt(f"a {length}-byte object in slot {idx} does not fit the zspage at frame {first}")
         return cls, zspage
+
+    # --- the compiled read path's look at an object's zspage --------------------
+
+    def read_cache(self) -> dict[int, ReadZspage | None]:
+        """The zspages ``object_zspage`` has described since the frames last changed (at most
+        about READ_CACHE_ZSPAGES): where ``_zsmalloc.read_entries`` looks an object's zspage up
+        first.  Kept across reads, so that a zspage whose objects a long read meets in several
+        calls is read once; emptied whenever a frame may have changed (``frames.generation``)."""
+        now = (self.frames, self.frames.generation)
+        if self._read_frames is None or self._read_frames[0] is not now[0] or self._read_frames[1] != now[1]:
+            self._read_cache = {}
+            self._read_frames = now
+        elif len(self._read_cache) > READ_CACHE_ZSPAGES:
+            self._read_cache.clear()
+        return self._read_cache
+
+    def object_zspage(self, first: int) -> ReadZspage | None:
+        """What reading an object of the zspage at ``first`` needs, checked as ``check_handle``
+        checks it whatever the slot; None where that fails, or its frames cannot be read (the
+        caller's own path then reads the page, and says why)."""
+        try:
+            zspage = self.zspages[first]
+        except (KeyError, ZsError, OSError):
+            return None
+        if not 0 <= zspage.cls < len(self.classes) or zspage.inuse == 0:
+            return None
+        cls = self.classes[zspage.cls]
+        header = 0 if cls.huge else self._handle_size
+        try:
+            data = self.frames.span(first, cls.pages_per_zspage)
+        except OSError:
+            return None
+        return cls.size, cls.objs_per_zspage, cls.size - header, header, data
 
     # --- slots ------------------------------------------------------------
 

@@ -1,0 +1,254 @@
+"""The compiled read path over an image (``_zsmalloc.read_entries``) against the Python one.
+
+An image's device keeps the Python pool (its frames and records are untrusted, checked as they
+are used); its reads go through ``Zram._read_leaves``, which reads a table leaf's entries in C
+and hands back any page it cannot read for the Python path to read, or to fail on.  Here two
+images get the same writes and the same reads, one with the compiled path and one without
+(``TableMap.run`` taken away): every read must give the same bytes or the same error, count the
+same, and leave the same image behind, including the access times a 6.18 read records, with
+damaged objects, missing zspages, written-back pages, and writes between reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from zramctl.errors import ZramError
+from zramctl.image.format import decode_header
+from zramctl.image.maps import TableMap
+from zramctl.kernel import _zsmalloc, sysfs
+from zramctl.kernel import zram_drv as zram_drv_mod
+from zramctl.kernel.profiles import PAGE_SIZE
+from zramctl.kernel.zsmalloc import READ_CACHE_ZSPAGES
+from zramctl.store import Store, check_image
+
+PAGE = PAGE_SIZE
+PAGES = 700  # more than two table leaves
+
+
+def corpus(seed: int) -> bytes:
+    """Pages of every kind: compressible, same-filled, zero, incompressible (huge)."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(PAGES):
+        kind = i % 7
+        if kind == 0:
+            out.append(bytes([i % 251]) * PAGE)
+        elif kind == 1:
+            out.append(rnd.randbytes(PAGE))
+        else:
+            out.append((rnd.randbytes(rnd.randrange(50, 2500)) + bytes(PAGE))[:PAGE])
+    return b"".join(out)
+
+
+def new_store(root: Path, profile: str, algorithm: str) -> Store:
+    store = Store(root)
+    store.hot_add()
+    with store.open(0, write=True) as h:
+        sysfs.store(h.zram, "compat", profile)
+        if profile != "3.11":  # (the 2013 driver has lzo only, and no comp_algorithm)
+            sysfs.store(h.zram, "comp_algorithm", algorithm)
+        sysfs.store(h.zram, "disksize", str((PAGES + 40) * PAGE))
+    return store
+
+
+def outcome(fn: Callable[[], object]) -> object:
+    try:
+        return ("ok", fn())
+    except ZramError as exc:
+        return ("error", exc.errno, str(exc), exc.done)
+
+
+class Twins:
+    """Two images given the same operations: ``fast`` reads through read_entries, ``ref`` not."""
+
+    def __init__(self, tmp_path: Path, profile: str, algorithm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.stores = [new_store(tmp_path / name, profile, algorithm) for name in ("fast", "ref")]
+        self.monkeypatch = monkeypatch
+        self.calls = 0
+        self.python_reads = 0
+        """Pages the fast twin read the Python way (handed back, or read where nothing was compiled)."""
+        real = zram_drv_mod.read_entries
+
+        def counting(*args: object) -> tuple[int, int, int]:
+            self.calls += 1
+            return real(*args)
+
+        monkeypatch.setattr(zram_drv_mod, "read_entries", counting)
+
+    def each(self, fn: Callable[..., object], write: bool = True) -> list[object]:
+        """fn(zram) on both, in one open each (the ref's table without ``run``); the outcomes."""
+        out = []
+        for n, store in enumerate(self.stores):
+            with self.monkeypatch.context() as m:
+                if n == 1:
+                    m.setattr(TableMap, "run", None)
+                else:
+                    real_entry = zram_drv_mod.Zram._read_entry
+
+                    def counted(z, index, entry, real_entry=real_entry):
+                        self.python_reads += 1
+                        return real_entry(z, index, entry)
+
+                    m.setattr(zram_drv_mod.Zram, "_read_entry", counted)
+                with store.open(0, write=write) as h:
+                    h.zram.clock = lambda: 1_800_000_000
+                    out.append(outcome(lambda h=h: fn(h.zram)))
+                    if write:
+                        h.commit()
+        return out
+
+    def same(self, fn: Callable[..., object], write: bool = True) -> object:
+        calls = self.calls
+        fast, ref = self.each(fn, write)
+        assert fast == ref
+        return fast, self.calls - calls
+
+    def images_equal(self) -> None:
+        """Block for block the same image, but for each image's own random id in the header."""
+        images = [Path(s.image_path(0)).read_bytes() for s in self.stores]
+        headers = [dataclasses.replace(decode_header(data[:PAGE]), image_id=b"") for data in images]
+        assert headers[0] == headers[1] and images[0][PAGE:] == images[1][PAGE:]
+        for store in self.stores:
+            assert check_image((store, 0), data=True) == []
+
+
+@pytest.mark.parametrize("profile,algorithm", [("6.18", "lzo-rle"), ("6.18", "lz4"), ("3.11", "lzo"),
+                                               ("6.18", "zstd")])
+def test_reads_are_the_python_paths(tmp_path, monkeypatch, profile, algorithm):
+    t = Twins(tmp_path, profile, algorithm, monkeypatch)
+    data = corpus(1)
+    t.same(lambda z: z.write(3 * PAGE, data))
+    whole = (PAGES + 40) * PAGE
+    got, calls = t.same(lambda z: z.read(0, whole), write=True)
+    assert got == ("ok", bytes(3 * PAGE) + data + bytes(37 * PAGE)) and calls > 0 and t.python_reads == 0
+    spans = ((0, PAGE), (5 * PAGE + 17, 3 * PAGE), (PAGE * 300, PAGE * 300), (whole - PAGE, PAGE))
+    for offset, length in spans:
+        t.same(lambda z, o=offset, n=length: z.read(o, n))
+        t.same(lambda z, o=offset, n=length: (z.read_into(o, buf := bytearray(n)), bytes(buf))[1])
+    t.same(lambda z: (z.stats.num_reads, z.stats.failed_reads, dict(z.table)))
+    t.images_equal()
+
+
+def test_writes_between_reads_are_seen(tmp_path, monkeypatch):
+    """Within one open: read, overwrite, discard, compact, read again: never a stale zspage."""
+    t = Twins(tmp_path, "6.18", "lzo-rle", monkeypatch)
+    data, other = corpus(2), corpus(3)
+
+    def steps(z):
+        z.write(0, data)
+        seen = [z.read(0, PAGES * PAGE)]
+        z.write(PAGE * 10, other[: PAGE * 200])
+        seen.append(z.read(0, PAGES * PAGE))
+        z.discard(PAGE * 50, PAGE * 300)
+        z.compact()
+        seen.append(z.read(0, PAGES * PAGE))
+        return seen
+
+    (status, seen), _ = t.same(steps)
+    assert status == "ok" and t.python_reads == 0  # (a stale zspage would fail its CRC: handed back)
+    assert seen[1] == data[: PAGE * 10] + other[: PAGE * 200] + data[PAGE * 210 :]
+    t.images_equal()
+
+
+def test_an_object_written_into_a_zspage_read_before_is_read_anew(tmp_path, monkeypatch):
+    """A zspage already read (kept described in the pool's read cache) gets a new object, and
+    loses one, with no zspage made or freed: the next read must see its new bytes, not hand the
+    page back on a stale copy that fails its CRC."""
+    t = Twins(tmp_path, "6.18", "lzo-rle", monkeypatch)
+    rnd = random.Random(6)
+    small = [(rnd.randbytes(60) + bytes(PAGE))[:PAGE] for _ in range(12)]  # one class, one zspage
+
+    def steps(z):
+        z.write(0, b"".join(small))
+        before = z.pool.pages_allocated
+        seen = [z.read(0, 12 * PAGE)]
+        z.write(5 * PAGE, small[11])
+        seen.append(z.read(0, 12 * PAGE))
+        return seen, z.pool.pages_allocated == before
+
+    (status, (seen, same_zspages)), _ = t.same(steps)
+    assert status == "ok" and same_zspages and seen[1][5 * PAGE : 6 * PAGE] == small[11]
+    assert t.python_reads == 0
+
+
+def damage_object(z, index: int, at: int = 1) -> None:
+    """Flip a bit inside page ``index``'s object (its header left alone)."""
+    handle = z.table[index][1]
+    pool = z.pool
+    cls = pool.classes[pool.zspages[handle >> 11].cls]
+    off = (handle & 0x7FF) * cls.size + (0 if cls.huge else 8) + at
+    pool.frames.mutable((handle >> 11) + off // PAGE)[off % PAGE] ^= 0x40
+
+
+def test_damage_fails_alike(tmp_path, monkeypatch):
+    """A bit flipped in an object: EIO at the same page, the same bytes counted before it; a
+    table entry naming no zspage, or a slot past the zspage's end: the same EUCLEAN words."""
+    t = Twins(tmp_path, "6.18", "lz4", monkeypatch)
+    t.same(lambda z: z.write(0, corpus(4)))
+    victim = 100 + next(i for i in range(100, PAGES) if i % 7 not in (0,))
+    t.same(lambda z: damage_object(z, victim))
+    got, _ = t.same(lambda z: z.read(0, PAGES * PAGE))
+    assert got[:2] == ("error", errno.EIO) and got[3] == victim * PAGE
+    t.same(lambda z: z.read((victim + 1) * PAGE, 50 * PAGE))
+    t.same(lambda z: (z.stats.num_reads, z.stats.failed_reads))
+
+    def bad_handle(z, shift: int) -> None:
+        flags, handle, crc, ac = z.table[victim + 2]
+        z.table[victim + 2] = (flags, handle + shift, crc, ac)
+
+    for shift in (1 << 11 << 3, 2000):  # a frame holding no zspage; a slot past the last
+        t.same(lambda z, s=shift: bad_handle(z, s))
+        got, _ = t.same(lambda z: z.read((victim + 1) * PAGE, 4 * PAGE))
+        assert got[0] == "error" and got[3] == PAGE
+        t.same(lambda z, s=shift: bad_handle(z, -s))
+
+
+def test_a_huge_read_keeps_its_cache_bounded(tmp_path, monkeypatch):
+    """Many more zspages than READ_CACHE_ZSPAGES: every page still right, the cache never larger
+    than its bound and one call's pages."""
+    import zramctl.kernel.zsmalloc as zs
+
+    monkeypatch.setattr(zs, "READ_CACHE_ZSPAGES", 16)
+    t = Twins(tmp_path, "6.18", "lzo-rle", monkeypatch)
+    data = corpus(5)
+    t.same(lambda z: z.write(0, data))
+    sizes = []
+
+    def read_watching(z):
+        out = bytearray(PAGES * PAGE)
+        for off in range(0, len(out), 64 * PAGE):
+            z.read_into(off, memoryview(out)[off : off + 64 * PAGE])
+            sizes.append(len(z.pool._read_cache))
+        return bytes(out)
+
+    got, _ = t.same(read_watching)
+    assert got == ("ok", data) and max(sizes) <= 16 + 64
+    assert READ_CACHE_ZSPAGES >= 1024
+
+
+def test_read_entries_refuses_what_it_cannot_use():
+    """Arguments no caller passes: an exception, never a crash or a stray write."""
+    out = bytearray(2 * PAGE)
+    entry = (100, 1 << 11, 0, 0)
+
+    def call(entries, start=0, buf=out, zspage=lambda first: None, cache=None):
+        return _zsmalloc.read_entries(entries, start, buf, (0,), zspage, {} if cache is None else cache,
+                                      lambda b: 0, False, 0)
+
+    for bad in (lambda: call([entry]), lambda: call([entry, entry], 1), lambda: call([entry, entry], -1),
+                lambda: call((entry, entry)), lambda: call([entry, entry], buf=bytearray(PAGE + 1)),
+                lambda: call([(1, 2), entry]), lambda: call([entry, entry], zspage=lambda f: (1, 2))):
+        with pytest.raises((ValueError, TypeError, OverflowError)):
+            bad()
+    # a zspage that lies about its geometry: the object must lie inside the bytes it gives
+    for geometry in ((4096, 2047, 4096, 0, b"x" * 10), (1 << 40, 2, 4096, 0, bytes(PAGE)),
+                     (16, 2047, 4096, 1 << 40, bytes(PAGE)), (-16, 2047, 4096, 0, bytes(PAGE))):
+        assert call([entry, None], zspage=lambda f, g=geometry: g)[:2] == (0, 1)
+    assert call(None) == (2, 0, 0) and out == bytes(2 * PAGE)
