@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from zramctl.errors import ZramError
 from zramctl.image.format import decode_header
@@ -25,10 +28,12 @@ from zramctl.image.maps import TableMap
 from zramctl.kernel import _zsmalloc, sysfs
 from zramctl.kernel import zram_drv as zram_drv_mod
 from zramctl.kernel.profiles import PAGE_SIZE
+from zramctl.kernel.zcomp import DECODER_LZ4, DECODER_LZO
 from zramctl.kernel.zsmalloc import READ_CACHE_ZSPAGES
 from zramctl.store import Store, check_image
 
 PAGE = PAGE_SIZE
+SANITIZING = bool(os.environ.get("ZRAMCTL_SANITIZE"))
 PAGES = 700  # more than two table leaves
 
 
@@ -252,3 +257,39 @@ def test_read_entries_refuses_what_it_cannot_use():
                      (16, 2047, 4096, 1 << 40, bytes(PAGE)), (-16, 2047, 4096, 0, bytes(PAGE))):
         assert call([entry, None], zspage=lambda f, g=geometry: g)[:2] == (0, 1)
     assert call(None) == (2, 0, 0) and out == bytes(2 * PAGE)
+
+
+# Small numbers (sizes, slots, offsets that fit) and any 64-bit one.
+WORD = st.one_of(st.integers(-64, 5000), st.integers(-(2**63), 2**63 - 1))
+HANDLE = st.one_of(st.integers(0, 1 << 14), st.integers(-(2**63), 2**63 - 1))
+CRC = st.one_of(st.just(7), st.integers(0, 2**32))  # 7: what the test's crc32 gives any bytes
+ENTRY = st.tuples(st.integers(0, 2**64 - 1), HANDLE, CRC, st.integers(0, 2**40))
+
+
+@settings(max_examples=300 if not SANITIZING else 100, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), ENTRY), min_size=1, max_size=6),
+    st.lists(st.one_of(st.none(), st.tuples(WORD, WORD, WORD, WORD, st.binary(max_size=3 * PAGE))),
+             min_size=1, max_size=4),
+    st.booleans(),
+)
+def test_arbitrary_entries_and_zspages_are_read_or_refused_never_a_crash(entries, zspages, accessed):
+    """Entries no driver wrote and zspage descriptions no pool made (any sizes, any offsets, any
+    bytes): each page is read, handed back or refused with an exception; nothing is written
+    outside the buffer given, and the list keeps its length."""
+    guard = 64
+    buf = bytearray(b"\xa5" * guard + bytes(len(entries) * PAGE) + b"\x5a" * guard)
+    out = memoryview(buf)[guard : guard + len(entries) * PAGE]
+    lst = list(entries)
+
+    def describe(first: int) -> object:
+        return zspages[first % len(zspages)]
+
+    decompress = (DECODER_LZ4, lambda b: bytes(PAGE), None, DECODER_LZO)
+    try:
+        done, stop, changed = _zsmalloc.read_entries(lst, 0, out, decompress, describe, {}, lambda b: 7,
+                                                     accessed, 5)
+        assert 0 <= done <= len(entries) and changed <= done + 1
+    except (TypeError, OverflowError, ValueError):
+        pass
+    assert buf[:guard] == b"\xa5" * guard and buf[-guard:] == b"\x5a" * guard and len(lst) == len(entries)
