@@ -145,6 +145,10 @@ class AlgorithmFigures:
     cli_write_t1: float
     cli_write_t2: float
     cli_read: float
+    cli_write_fixed_s: float
+    """Seconds: ``zramctl write`` of one page to a 4 KiB device (start-up, open, commit)."""
+    cli_read_fixed_s: float
+    """Seconds: ``zramctl read`` of a 4 KiB device."""
     engine_write: float
     compress_bound: float
     engine_read: float
@@ -529,8 +533,9 @@ class Runner:
 
 def cli_figures(
     run: Runner, corpus: Path, size: int, algorithm: str, repeat: int
-) -> tuple[float, float, float]:
-    """Best-of-``repeat`` MB/s of ``zramctl write`` with -t 1 and -t 2, and of ``zramctl read``."""
+) -> tuple[float, float, float, float, float]:
+    """Best-of-``repeat`` MB/s of ``zramctl write`` with -t 1 and -t 2, and of ``zramctl read``;
+    then the best seconds of each command on a 4 KiB device: what a command costs whatever its size."""
     w: dict[int, list[float]] = {1: [], 2: []}
     r: list[float] = []
     for _ in range(repeat):
@@ -542,7 +547,20 @@ def cli_figures(
                     r.append(run.timed(run.argv("read", dev)).seconds)
             finally:
                 run.check("-r", dev)
-    return mb_s(size, min(w[1])), mb_s(size, min(w[2])), mb_s(size, min(r))
+    page = run.root / "first-page.bin"
+    with open(corpus, "rb") as f:
+        page.write_bytes(f.read(PAGE))
+    fixed_w: list[float] = []
+    fixed_r: list[float] = []
+    dev = run.new_device(PAGE, algorithm)
+    try:
+        for _ in range(repeat):
+            fixed_w.append(run.timed(run.argv("write", dev, str(page))).seconds)
+            fixed_r.append(run.timed(run.argv("read", dev)).seconds)
+    finally:
+        run.check("-r", dev)
+        page.unlink()
+    return mb_s(size, min(w[1])), mb_s(size, min(w[2])), mb_s(size, min(r)), min(fixed_w), min(fixed_r)
 
 
 # --------------------------------------------------------------------------
@@ -738,6 +756,22 @@ def table(res: Results) -> str:
             for a in algs
         ],
     )
+    row("write, read of a 4 KiB device (start-up)", "-",
+        [f"{a.cli_write_fixed_s * 1000:.0f}, {a.cli_read_fixed_s * 1000:.0f} ms" for a in algs])  # fmt: skip
+    # What the command ratios could reach at best: the start-up above, then nothing but the
+    # (de)compressor alone, on one stream or on every CPU (a bound: nothing else is free).
+    n = res.cpus
+    ceilings = (  # (label, the start-up, the bound, CPUs it runs on, the kernel's figure)
+        ("  at best: write -t 1 / kernel 1 writer", "cli_write_fixed_s", "compress_bound", 1, "write1"),
+        (f"  at best: write -t {n} / kernel 1 writer", "cli_write_fixed_s", "compress_bound", n, "write1"),
+        (f"  at best: read, {n} CPUs / kernel 1 reader", "cli_read_fixed_s", "decompress_bound", n, "read1"),
+    )
+    for label, fixed, bound, cpus, kernel in ceilings:
+        cells = []
+        for a in algs:
+            best = mb_s(res.size, getattr(a, fixed) + res.size / (getattr(a, bound) * 1e6 * cpus))
+            cells.append(_vs(best, getattr(a.kernel, kernel) if a.kernel else None, None, "MB/s"))
+        row(label, "-", cells)
     p = res.pipe
     if p is not None:
         lines += [

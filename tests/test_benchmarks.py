@@ -46,6 +46,9 @@ def test_throughput_runs_in_a_small_mode(bench, tmp_path, capsys):
         "MB/s, pipe / file",
         "status listing / python -c 'import typer'",
         "4 KiB write, 8 MiB-full / empty device",
+        "write, read of a 4 KiB device (start-up)",
+        "at best: write -t 1 / kernel 1 writer",
+        "at best: read, ",
     ):
         assert label in out, label
     res = json.loads(saved.read_text())
@@ -53,7 +56,8 @@ def test_throughput_runs_in_a_small_mode(bench, tmp_path, capsys):
     assert [a["algorithm"] for a in res["algorithms"]] == ["lz4"]
     for alg in res["algorithms"]:
         assert alg["kernel"] is None
-        for name in ("cli_write_t1", "cli_write_t2", "cli_read", "engine_write", "compress_bound"):
+        for name in ("cli_write_t1", "cli_write_t2", "cli_read", "engine_write", "compress_bound",
+                     "cli_write_fixed_s", "cli_read_fixed_s"):
             assert math.isfinite(alg[name]) and alg[name] > 0, name
     pipe = res["pipe"]
     assert pipe["size"] == 8 << 20 and pipe["pipe_rss"] > 1 << 20 and pipe["file_rss"] > 1 << 20
