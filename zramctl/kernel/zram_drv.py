@@ -731,11 +731,16 @@ class Zram:
         elif page == ZERO_PAGE:
             self._write_same(index, 0)
             return
-        if prof.free_old_first:
+        # The old entry, looked up once: a page never written (every page of a fresh device)
+        # has nothing to free, and _free_page need not look for it again.
+        table = self.backing.table
+        old = table.get(index)
+        if old is None:
+            pass
+        elif prof.free_old_first:
             self._free_page(index)
         elif pool.untrusted:  # the old object is freed after the new one is stored: check it now
-            old = self.table.get(index)
-            if old is not None and not old[0] & (ZRAM_SAME | ZRAM_WB):
+            if not old[0] & (ZRAM_SAME | ZRAM_WB):
                 try:
                     pool.check_handle(old[1], old[0] & ZRAM_SIZE_MASK)
                 except ZsCorrupt as exc:
@@ -769,9 +774,9 @@ class Zram:
                 pool.zs_free(handle)
                 raise mem_limit_reached()
         pool.zs_obj_write(handle, comp)
-        if not prof.free_old_first:
+        if old is not None and not prof.free_old_first:
             self._free_page(index)
-        self.table[index] = (flags | clen, handle, crc32(comp), self._now)
+        table[index] = (flags | clen, handle, crc32(comp), self._now)
         st.pages_stored += 1
         st.compr_data_size += clen
         if flags & ZRAM_HUGE:
@@ -911,15 +916,21 @@ class Zram:
                         pos += PAGE_SIZE
                         continue
                     if n == PAGE_SIZE:
-                        page = data[pos : pos + n].tobytes()
-                        comp = ahead.take(index)
-                    else:
-                        old = self._read_page(index)
-                        page = old[:in_page] + data[pos : pos + n].tobytes() + old[in_page + n :]
-                        comp = None
+                        # The reference pool's whole pages, a stream batch of results taken at a
+                        # time; pos moves past each page only once it is stored (exc.done).
+                        count = min((end - pos) // PAGE_SIZE, STREAM_BATCH)
+                        for comp in ahead.take_run(index, count):
+                            page = data[pos : pos + PAGE_SIZE].tobytes()
+                            st.num_writes += 1
+                            if comp is not None:
+                                self._ahead = (page, comp)
+                            write_page(index, page)
+                            index += 1
+                            pos += PAGE_SIZE
+                        continue
+                    old = self._read_page(index)
+                    page = old[:in_page] + data[pos : pos + n].tobytes() + old[in_page + n :]
                     st.num_writes += 1
-                    if comp is not None:
-                        self._ahead = (page, comp)
                     write_page(index, page)
                 except ZramError as exc:
                     self.stats.failed_writes += 1
