@@ -443,6 +443,10 @@ class Pool:
         """pool->stats.pages_compacted: pages freed by zs_compact, ever."""
         self._read_cache: dict[int, ReadZspage | None] = {}
         self._read_frames: tuple[FrameStore, int] | None = None
+        self._malloced: tuple[int, SizeClass] | None = None
+        """(handle, class) of the object zs_malloc made last, until zs_obj_write or zs_free takes
+        it: zram writes each object just after allocating it, and need not look its zspage up
+        twice.  Forgotten whenever a zspage is freed (its first frame may return in another class)."""
 
     # --- class lookup ---------------------------------------------------
 
@@ -509,8 +513,12 @@ class Pool:
 
     def _head(self, cls: SizeClass, li: int) -> ZsPage:
         """The zspage heading list ``li`` of ``cls``, after checking it belongs there."""
-        zspage = self._zspage(cls.heads[li])
-        pos = self.class_position(cls)
+        first = cls.heads[li]
+        try:  # once a page: the look-up inline, _zspage only to say what is missing
+            zspage = self.zspages[first]
+        except KeyError:
+            zspage = self._zspage(first)
+        pos = self._by_index[cls.index]  # class_position()
         if (
             zspage.cls != pos
             or not 0 <= zspage.fullness < self.fullness.ngroups
@@ -667,18 +675,23 @@ class Pool:
         self.frames.free(zspage.first, cls.pages_per_zspage)
         self._sound.discard(zspage.first)
         self._whole.discard(zspage.first)
+        self._malloced = None
 
     def _obj_malloc(self, cls: SizeClass, zspage: ZsPage, owner: int) -> int:
         """Pop the free chain's head; mark it allocated with its owner.  Returns the index."""
         idx = zspage.freeobj
         off = idx * cls.size
         frame, o = zspage.first + (off >> 12), off & (PAGE_SIZE - 1)
-        zspage.freeobj = _unpack_word(self.frames.view(frame), o)[0] >> OBJ_TAG_BITS
+        # The slot's frame is read for its link and, with a handle header, written with the
+        # owner: one mutable view serves both (no second look-up of the frame).
+        header = self._handle_size and not cls.huge
+        buf = self.frames.mutable(frame) if header else self.frames.view(frame)
+        zspage.freeobj = _unpack_word(buf, o)[0] >> OBJ_TAG_BITS
         zspage.inuse += 1
         if cls.huge:
             zspage.owner = owner
-        elif self._handle_size:
-            _pack_word(self.frames.mutable(frame), o, owner << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG)
+        elif header:
+            _pack_word(buf, o, owner << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG)
         return idx
 
     def _obj_free(self, cls: SizeClass, zspage: ZsPage, idx: int) -> None:
@@ -730,9 +743,12 @@ class Pool:
             exc.midway = True
             raise
         cls.objs_inuse += 1
-        return zspage.first << OBJ_INDEX_BITS | idx
+        handle = zspage.first << OBJ_INDEX_BITS | idx
+        self._malloced = (handle, cls)
+        return handle
 
     def zs_free(self, handle: int) -> None:
+        self._malloced = None
         first, idx = decode_handle(handle)
         if self.untrusted:
             cls, zspage = self.check_handle(handle, 1)
@@ -763,7 +779,8 @@ class Pool:
 
     def zs_obj_write(self, handle: int, data: bytes | memoryview) -> None:
         """Copy ``data`` into the object, across a frame boundary if it spans one."""
-        first, off = self._payload(handle)
+        made, self._malloced = self._malloced, None
+        first, off = self._payload(handle, made[1] if made is not None and made[0] == handle else None)
         o = off & (PAGE_SIZE - 1)
         if o + len(data) <= PAGE_SIZE:
             self.frames.mutable(first + (off >> 12))[o : o + len(data)] = data
@@ -889,6 +906,7 @@ class Pool:
 
     def destroy(self) -> None:
         """zs_destroy_pool(): every zspage and frame given back at once."""
+        self._malloced = None
         self.zspages.clear()
         self.frames.clear()
         self.pages_allocated = 0
