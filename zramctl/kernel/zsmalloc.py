@@ -57,6 +57,8 @@ the pool writes its frames.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -92,6 +94,9 @@ most an object may hold, where its data starts in its slot, the zspage's frames)
 _WORD = struct.Struct("<Q")
 _unpack_word = _WORD.unpack_from
 _pack_word = _WORD.pack_into
+FreeChain = list[tuple[int, int, int, array] | None]
+"""A new zspage's free chain, frame by frame: (first word, end word, step, the link words) to
+copy into the frame seen as 64-bit words, or None for a frame in which no object starts."""
 
 
 class FrameStore(Protocol):
@@ -443,6 +448,8 @@ class Pool:
         """pool->stats.pages_compacted: pages freed by zs_compact, ever."""
         self._read_cache: dict[int, ReadZspage | None] = {}
         self._read_frames: tuple[FrameStore, int] | None = None
+        self._free_chains: dict[int, FreeChain] = {}
+        """A new zspage's free chain per class (by class index), made at the class's first zspage."""
         self._malloced: tuple[int, SizeClass] | None = None
         """(handle, class) of the object zs_malloc made last, until zs_obj_write or zs_free takes
         it: zram writes each object just after allocating it, and need not look its zspage up
@@ -644,15 +651,41 @@ class Pool:
         return _unpack_word(self.frames.view(frame), off)[0]
 
     def _init_zspage(self, cls: SizeClass, zspage: ZsPage) -> None:
-        """init_zspage(): chain every object slot into the free list, 0 -> 1 -> ... -> end."""
-        n, size, first = cls.objs_per_zspage, cls.size, zspage.first
+        """init_zspage(): chain every object slot into the free list, 0 -> 1 -> ... -> end.
+
+        The chain is the same for every zspage of a class, so it is made once (``_free_chain``)
+        and each frame gets its link words in one strided copy, nothing else of it written.
+        """
+        chain = self._free_chains.get(cls.index)
+        if chain is None:
+            chain = self._free_chains[cls.index] = self._free_chain(cls)
         mutable = self.frames.mutable
-        views = [mutable(first + k) for k in range(cls.pages_per_zspage)]
-        for idx in range(n):
-            nxt = idx + 1 if idx + 1 < n else FREE_END
-            off = idx * size
-            _pack_word(views[off >> 12], off & (PAGE_SIZE - 1), nxt << OBJ_TAG_BITS)
+        for k, words in enumerate(chain):
+            view = mutable(zspage.first + k)  # every frame, as before, even one no object starts in
+            if words is not None:
+                start, stop, step, links = words
+                view.cast("Q")[start:stop:step] = links
         zspage.freeobj = 0
+
+    def _free_chain(self, cls: SizeClass) -> FreeChain:
+        """A new zspage's link words, frame by frame: object ``idx`` (at byte ``idx * size``,
+        8-aligned) links to ``idx + 1``, the last to FREE_END; the objects starting in frame ``k``
+        are ``ceil(k * PAGE_SIZE / size)`` up to the next frame's first, ``size / 8`` words apart."""
+        n, size = cls.objs_per_zspage, cls.size
+        chain: FreeChain = []
+        for k in range(cls.pages_per_zspage):
+            lo = -(-k * PAGE_SIZE // size)
+            hi = min(n, -(-(k + 1) * PAGE_SIZE // size))
+            if lo >= hi:
+                chain.append(None)
+                continue
+            links = array("Q", [(i + 1 if i + 1 < n else FREE_END) << OBJ_TAG_BITS for i in range(lo, hi)])
+            if sys.byteorder != "little":  # link words are little-endian in the frames
+                links.byteswap()
+            start = (lo * size - k * PAGE_SIZE) // ZS_ALIGN
+            step = size // ZS_ALIGN
+            chain.append((start, start + step * (hi - lo), step, links))
+        return chain
 
     def _alloc_zspage(self, cls: SizeClass) -> ZsPage:
         first = self.frames.alloc(cls.pages_per_zspage)
