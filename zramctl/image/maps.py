@@ -445,7 +445,9 @@ class ZsMap(LeafTree, MutableMapping[int, ZsPage]):
 
     def slot(self, extent: int) -> Slot:
         n, i = divmod(extent, RECORDS_PER_BLOCK)
-        leaf = self._leaf(n, False)
+        leaf = self.leaves.get(n)  # inline: frames.mutable asks once for every frame it first changes
+        if leaf is None:
+            leaf = self._leaf(n, False)
         return leaf.slots[i] if leaf is not None else RECORD_FREE
 
     def set_slot(self, extent: int, value: Slot) -> None:
@@ -468,9 +470,12 @@ class ZsMap(LeafTree, MutableMapping[int, ZsPage]):
 
     def __setitem__(self, first: int, zspage: ZsPage) -> None:
         e = first // EXTENT_BLOCKS
-        if not isinstance(self.slot(e), ZsPage):
+        n, i = divmod(e, RECORDS_PER_BLOCK)
+        leaf = self._leaf(n, True)  # one look-up for slot() and set_slot(): every new zspage asks
+        assert leaf is not None
+        if not isinstance(leaf.slots[i], ZsPage):
             self.count += 1
-        self.set_slot(e, zspage)
+        leaf.slots[i] = zspage
         self.state.reserved.discard(e)
 
     def __delitem__(self, first: int) -> None:
