@@ -572,9 +572,11 @@ class FileFrames:
     def span(self, first: int, count: int) -> bytes:
         """Frames ``first ..`` of one extent, to read: one read of the file when none of them is
         in memory (a reader's case), else frame by frame as ``view`` finds them."""
-        dirty, clean = self.dirty, self.clean
+        dirty, clean, fresh = self.dirty, self.clean, self.state.fresh
         frames = range(first, first + count)
-        if first // EXTENT_BLOCKS in self.state.fresh or any(n in dirty or n in clean for n in frames):
+        if (dirty or clean or fresh) and (  # (a reader's maps hold none: it goes straight to the file)
+            first // EXTENT_BLOCKS in fresh or any(n in dirty or n in clean for n in frames)
+        ):
             return b"".join(self._frame(n) for n in frames)
         return self.state.file.read(first, count)
 
