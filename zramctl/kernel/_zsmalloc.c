@@ -953,6 +953,18 @@ as_word(PyObject *v, uint64_t *word)
     return *word == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* A same-filled page's bytes: its word (the entry's second item), over and over. */
+static int
+same_page(PyObject *h, uint8_t *dst)
+{
+    uint64_t word;
+    if (as_word(h, &word) < 0)
+        return -1;
+    for (size_t off = 0; off < PAGE_SIZE; off += 8)
+        put_word(dst + off, word);
+    return 0;
+}
+
 typedef struct {
     long long pages_stored, compr_data_size, huge_pages, huge_pages_since, bad_compress, good_compress,
         same_pages, max_used_pages;
@@ -1328,11 +1340,8 @@ Pool_read_pages(PoolObject *p, PyObject *args)
             break;
         }
         if (flags & ZRAM_SAME) {
-            uint64_t word;
-            if (as_word(h, &word) < 0)
+            if (same_page(h, dst) < 0)
                 goto fail_key;
-            for (size_t off = 0; off < PAGE_SIZE; off += 8)
-                put_word(dst + off, word);
         } else {
             size_t size = (size_t)(flags & ZRAM_SIZE_MASK);
             int64_t handle;
@@ -1436,11 +1445,8 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
             break;
         }
         if (flags & ZRAM_SAME) {
-            uint64_t word;
-            if (as_word(h, &word) < 0)
+            if (same_page(h, dst) < 0)
                 goto fail_entry;
-            for (size_t off = 0; off < PAGE_SIZE; off += 8)
-                put_word(dst + off, word);
         } else {
             size_t size = (size_t)(flags & ZRAM_SIZE_MASK);
             int64_t handle;
