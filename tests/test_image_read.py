@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import os
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from zramctl.kernel import _zsmalloc, sysfs
 from zramctl.kernel import zram_drv as zram_drv_mod
 from zramctl.kernel.profiles import PAGE_SIZE
 from zramctl.kernel.zcomp import DECODER_LZ4, DECODER_LZO
+from zramctl.kernel.zram_drv import ZRAM_IDLE
 from zramctl.kernel.zsmalloc import READ_CACHE_ZSPAGES
 from zramctl.store import Store, check_image
 
@@ -77,12 +79,17 @@ class Twins:
         self.stores = [new_store(tmp_path / name, profile, algorithm) for name in ("fast", "ref")]
         self.monkeypatch = monkeypatch
         self.calls = 0
+        self.now = 1_800_000_000
+        """What the devices' clocks say (the access times reads set)."""
         self.python_reads = 0
         """Pages the fast twin read the Python way (handed back, or read where nothing was compiled)."""
         real = zram_drv_mod.read_entries
 
+        self.threads: set[str] = set()
+
         def counting(*args: object) -> tuple[int, int, int]:
             self.calls += 1
+            self.threads.add(threading.current_thread().name)
             return real(*args)
 
         monkeypatch.setattr(zram_drv_mod, "read_entries", counting)
@@ -103,7 +110,7 @@ class Twins:
 
                     m.setattr(zram_drv_mod.Zram, "_read_entry", counted)
                 with store.open(0, write=write) as h:
-                    h.zram.clock = lambda: 1_800_000_000
+                    h.zram.clock = lambda: self.now
                     out.append(outcome(lambda h=h: fn(h.zram)))
                     if write:
                         h.commit()
@@ -115,13 +122,13 @@ class Twins:
         assert fast == ref
         return fast, self.calls - calls
 
-    def images_equal(self) -> None:
+    def images_equal(self, clean: bool = True) -> None:
         """Block for block the same image, but for each image's own random id in the header."""
         images = [Path(s.image_path(0)).read_bytes() for s in self.stores]
         headers = [dataclasses.replace(decode_header(data[:PAGE]), image_id=b"") for data in images]
         assert headers[0] == headers[1] and images[0][PAGE:] == images[1][PAGE:]
         for store in self.stores:
-            assert check_image((store, 0), data=True) == []
+            assert clean is False or check_image((store, 0), data=True) == []
 
 
 @pytest.mark.parametrize("profile,algorithm", [("6.18", "lzo-rle"), ("6.18", "lz4"), ("3.11", "lzo"),
@@ -139,6 +146,33 @@ def test_reads_are_the_python_paths(tmp_path, monkeypatch, profile, algorithm):
         t.same(lambda z, o=offset, n=length: (z.read_into(o, buf := bytearray(n)), bytes(buf))[1])
     t.same(lambda z: (z.stats.num_reads, z.stats.failed_reads, dict(z.table)))
     t.images_equal()
+
+
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_leaves_are_read_on_every_cpu_with_the_same_result(tmp_path, monkeypatch, cpus):
+    """A read of many leaves decodes them on as many threads as there are CPUs: the same bytes,
+    counters, access times and image as one after another; also with a cache of two table
+    leaves, which drops leaves while a read still holds their entries, and with damage (the
+    pages before it get their access times, those after it not)."""
+    from zramctl.image import maps
+
+    monkeypatch.setattr(zram_drv_mod, "usable_cpus", lambda: cpus)
+    for cache in (maps.LEAF_CACHE, 2):
+        monkeypatch.setattr(maps, "LEAF_CACHE", cache)
+        t = Twins(tmp_path / str(cache), "6.18", "lz4", monkeypatch)
+        data = corpus(7)
+        t.same(lambda z, data=data: z.write(0, data))
+        got, _ = t.same(lambda z: z.read(0, PAGES * PAGE))
+        assert got == ("ok", data) and t.python_reads == 0
+        assert any(name.startswith("zram-read") for name in t.threads) == (cpus > 1)
+        t.same(lambda z: z.read(PAGE * 3, PAGE * 600))  # the same second: no access time changes
+        t.images_equal()
+        t.same(lambda z: damage_object(z, 400))
+        t.now += 60
+        got, _ = t.same(lambda z: z.read(0, PAGES * PAGE))
+        assert got[:2] == ("error", errno.EIO) and got[3] == 400 * PAGE
+        t.same(lambda z: (z.stats.num_reads, z.stats.failed_reads, dict(z.table)))
+        t.images_equal(clean=False)
 
 
 def test_writes_between_reads_are_seen(tmp_path, monkeypatch):
@@ -257,6 +291,13 @@ def test_read_entries_refuses_what_it_cannot_use():
                      (16, 2047, 4096, 1 << 40, bytes(PAGE)), (-16, 2047, 4096, 0, bytes(PAGE))):
         assert call([entry, None], zspage=lambda f, g=geometry: g)[:2] == (0, 1)
     assert call(None) == (2, 0, 0) and out == bytes(2 * PAGE)
+    for args in (((entry,), 0, 1, 5), ([entry], 1, 1, 5), ([entry], -1, 1, 5), ([entry], 0, 2, 5),
+                 ([entry], 0, -1, 5), ([(1, 2)], 0, 1, 5), ([entry], 0, 1, "now")):
+        with pytest.raises((ValueError, TypeError, OverflowError)):
+            _zsmalloc.access_entries(*args)
+    entries = [entry, None, (ZRAM_IDLE | 7, 1, 2, 5), (7, 1, 2, 5)]
+    assert _zsmalloc.access_entries(entries, 0, 4, 5) == 2
+    assert entries == [(100, 1 << 11, 0, 5), None, (7, 1, 2, 5), (7, 1, 2, 5)]
 
 
 # Small numbers (sizes, slots, offsets that fit) and any 64-bit one.
@@ -290,6 +331,10 @@ def test_arbitrary_entries_and_zspages_are_read_or_refused_never_a_crash(entries
         done, stop, changed = _zsmalloc.read_entries(lst, 0, out, decompress, describe, {}, lambda b: 7,
                                                      accessed, 5)
         assert 0 <= done <= len(entries) and changed <= done + 1
+    except (TypeError, OverflowError, ValueError):
+        pass
+    try:
+        assert 0 <= _zsmalloc.access_entries(lst, 1, len(lst) - 1, 9) <= len(lst) - 1
     except (TypeError, OverflowError, ValueError):
         pass
     assert buf[:guard] == b"\xa5" * guard and buf[-guard:] == b"\x5a" * guard and len(lst) == len(entries)

@@ -592,6 +592,11 @@ def _holder(fd: int, wanted: int) -> str:
 
 CHUNK = 4 << 20
 """Bytes moved per engine call: memory stays bounded whatever the transfer's size."""
+READ_CHUNK = 32 << 20
+"""Bytes a read copies out per engine call: an image's leaves are decoded on every CPU at once,
+and each call waits for its slowest leaf, so a larger call wastes less (on two CPUs a 256 MiB
+read of an image takes 0.23-0.25 s in 32 MiB calls, 0.26-0.27 s in 4 MiB calls, 0.30-0.34 s
+on one CPU)."""
 COMMIT_EVERY = 64 << 20
 """A long write commits at least this often, so a crash loses at most this much work."""
 PIECE = 256 << 10
@@ -813,7 +818,7 @@ class DeviceHandle:
     ) -> Transfer:
         """Copy ``length`` bytes from ``offset`` (default: to the end) to ``out``, as ``dd if=``.
 
-        One range check first (EINVAL).  ``CHUNK`` bytes at a time; a signal is
+        One range check first (EINVAL).  ``READ_CHUNK`` bytes at a time; a signal is
         acted on between chunks (the result's ``stopped_by``) and at once while
         ``out`` is slow to take a chunk.  A failure raises ``TransferError``,
         whose detail counts the bytes read before it.
@@ -823,10 +828,10 @@ class DeviceHandle:
         zram.check_range(offset, want, "read")
         advance = progress or _no_progress
         done = 0
-        buf = memoryview(bytearray(min(CHUNK, want)))  # each chunk is read into it, then written out
+        buf = memoryview(bytearray(min(READ_CHUNK, want)))  # each chunk is read into it, then written out
         try:
             while done < want and (signals is None or signals.received is None):
-                n = min(CHUNK, want - done)
+                n = min(READ_CHUNK, want - done)
                 block = buf[:n]
                 zram.read_into(offset + done, block, checked=True)
                 # The block read is written out even if a signal came meanwhile; while it

@@ -347,9 +347,16 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
             leaf = self._leaf(n, False)
         return (None if leaf is None else leaf.entries), i, self.per - i
 
-    def touched(self, index: int) -> None:
-        """An entry of page ``index``'s leaf was changed in the list ``run`` gave."""
-        leaf = self.leaves[index // self.per]
+    def touched(self, index: int, entries: list[Entry | None]) -> None:
+        """Entries of page ``index``'s leaf were changed in ``entries``, the list ``run`` gave.
+
+        The leaf may have left the cache since (it was clean then, and nothing read it again):
+        it comes back, with that list, dirty."""
+        n = index // self.per
+        leaf = self.leaves.get(n)
+        if leaf is None or leaf.entries is not entries:
+            self._make_room()
+            leaf = self.leaves[n] = TableLeaf(self.radix.lookup(n), entries)
         leaf.dirty = True
 
     def pop(self, index: int, *default: Entry | None) -> Entry | None:  # type: ignore[override]

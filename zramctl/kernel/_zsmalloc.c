@@ -15,7 +15,9 @@
  *                                          zram's _read_entry for a run of pages
  *   read_entries(entries, start, out, ...) the same over the Python pool of an image, a table
  *                                          leaf at a time (its zspages are described to it,
- *                                          checked, by zsmalloc.Pool.object_zspage)
+ *                                          checked, by zsmalloc.Pool.object_zspage), decoding
+ *                                          without the GIL; access_entries, the access times
+ *                                          of a run read by several threads
  *
  * Only a trusted pool is compiled (memory, never an image): the checks zsmalloc.py makes of
  * untrusted frames are not made here, but every index into C memory is still bounds-checked,
@@ -1026,15 +1028,14 @@ object_crc_is(PyObject *crc32, const uint8_t *at, size_t size, PyObject *crc)
 /*
  * _object_page() for the `size` bytes of an object at `at`: its CRC checked against `crc`, then
  * the page, into `dst`: the bytes themselves (a page stored whole) or decompressed by
- * decompress[priority of `flags`] (a _kcomp decoder's kind, called without the GIL when
- * `unlocked` says the bytes at `at` are the caller's own, else a callable: bytes -> the page).
+ * decompress[priority of `flags`] (a _kcomp decoder's kind, or a callable: bytes -> the page).
  * 1 when the page is in `dst`; 0 to hand it back, untouched as far as the caller knows (the
  * CRC differs, no decompressor, or it fails or gives other than a page: the caller's path makes
  * that page's error); -1 with an exception.
  */
 static int
 object_page(PyObject *crc32, const uint8_t *at, size_t size, uint64_t flags, PyObject *crc,
-            PyObject *decompress, int unlocked, uint8_t *dst)
+            PyObject *decompress, uint8_t *dst)
 {
     int same_crc = object_crc_is(crc32, at, size, crc);
     if (same_crc <= 0)
@@ -1050,19 +1051,11 @@ object_page(PyObject *crc32, const uint8_t *at, size_t size, uint64_t flags, PyO
     if (PyLong_CheckExact(fn)) { /* a compiled decoder, straight into the page */
         long kind = PyLong_AsLong(fn);
         size_t len = 0;
-        int rc;
         if (kind < 0 || kind >= NDECODERS) {
             PyErr_Clear();
             return 0;
         }
-        if (unlocked) {
-            Py_BEGIN_ALLOW_THREADS
-            rc = decoders[kind](at, size, dst, PAGE_SIZE, &len);
-            Py_END_ALLOW_THREADS
-        } else {
-            rc = decoders[kind](at, size, dst, PAGE_SIZE, &len);
-        }
-        return rc == 0 && len == PAGE_SIZE;
+        return decoders[kind](at, size, dst, PAGE_SIZE, &len) == 0 && len == PAGE_SIZE;
     }
     PyObject *data = PyBytes_FromStringAndSize((const char *)at, (Py_ssize_t)size);
     if (data == NULL)
@@ -1350,7 +1343,7 @@ Pool_read_pages(PoolObject *p, PyObject *args)
             const uint8_t *at = object_at(p, handle, (Py_ssize_t)size);
             if (at == NULL)
                 goto fail_key;
-            int got = object_page(p->crc32, at, size, flags, crc, decompress, 0, dst);
+            int got = object_page(p->crc32, at, size, flags, crc, decompress, dst);
             if (got < 0)
                 goto fail_key;
             if (got == 0) {
@@ -1381,6 +1374,24 @@ fail:
     return NULL;
 }
 
+/* zram_accessed() of a table entry: 1 and its accessed form in *out (ac_time `now`, IDLE and
+ * PP_SLOT clear; a new reference), 0 if it is already so, -1 with an exception. */
+static int
+accessed_form(PyObject *e, PyObject *now, long long now_v, PyObject **out)
+{
+    uint64_t flags;
+    PyObject *h, *crc, *ac;
+    if (parse_entry(e, &flags, &h, &crc, &ac) < 0)
+        return -1;
+    long long ac_v = PyLong_AsLongLong(ac);
+    if (ac_v == -1 && PyErr_Occurred())
+        return -1;
+    if (ac_v == now_v && !(flags & ZRAM_ACCESS_CLEARS))
+        return 0;
+    *out = Py_BuildValue("(KOOO)", (unsigned long long)(flags & ~ZRAM_ACCESS_CLEARS), h, crc, now);
+    return *out == NULL ? -1 : 1;
+}
+
 /*
  * read_entries(entries, start, out, decompress, zspage, cache, crc32, accessed, now)
  *     -> (done, stop, changed)
@@ -1397,7 +1408,20 @@ fail:
  * hands back: the caller's path makes its error.  With `accessed`, each entry read is replaced
  * by its accessed form (zram_accessed(): ac_time `now`, IDLE and PP_SLOT clear); `changed`
  * counts them.
+ *
+ * In three passes, so that the GIL is given up once, not once a page: every page is looked up,
+ * checked (its CRC too) and, if a compiled decoder reads it, listed (the zspages it lies in are
+ * held meanwhile); then the listed objects are decoded, without the GIL; then the pages read
+ * are the ones before the first that failed in either pass, and they get their access times.
  */
+typedef struct {
+    const uint8_t *src;
+    size_t len;
+    uint8_t *dst;
+    long kind;
+    Py_ssize_t page; /* its page, from `start` */
+} decode_job_t;
+
 static PyObject *
 read_entries(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -1408,8 +1432,11 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "Onw*O!OO!OpO", &entries, &start, &out, &PyTuple_Type, &decompress, &zspage_fn,
                           &PyDict_Type, &cache, &crc32, &accessed, &now))
         return NULL;
-    Py_ssize_t count = out.len / PAGE_SIZE, done = 0, changed = 0;
+    Py_ssize_t count = out.len / PAGE_SIZE, done = 0, changed = 0, njobs = 0;
     int stop = DONE;
+    decode_job_t *jobs = NULL;
+    PyObject *held = NULL; /* the zspages the listed objects lie in */
+    PyObject *e = NULL;    /* the entry being read (held: zspage() may change the list) */
     long long now_v = PyLong_AsLongLong(now);
     if (now_v == -1 && PyErr_Occurred())
         goto fail;
@@ -1421,102 +1448,177 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
     }
     if (entries == Py_None) {
         memset(out.buf, 0, (size_t)out.len);
-        done = count;
+        PyBuffer_Release(&out);
+        return Py_BuildValue("nin", count, DONE, (Py_ssize_t)0);
     }
+    jobs = PyMem_Malloc(sizeof(decode_job_t) * (size_t)(count ? count : 1));
+    held = PyList_New(0);
+    if (jobs == NULL || held == NULL) {
+        if (jobs == NULL)
+            PyErr_NoMemory();
+        goto fail;
+    }
+    /* Pass 1, with the GIL: look up, check, and read or list each page. */
     for (; done < count; done++) {
         uint8_t *dst = (uint8_t *)out.buf + (size_t)done * PAGE_SIZE;
         if (start + done >= PyList_GET_SIZE(entries)) { /* shortened by a zspage() call: not ours to guess */
             stop = HANDBACK;
             break;
         }
-        PyObject *e = PyList_GET_ITEM(entries, start + done);
+        e = PyList_GET_ITEM(entries, start + done);
         if (e == Py_None) {
+            e = NULL;
             memset(dst, 0, PAGE_SIZE);
             continue;
         }
-        Py_INCREF(e); /* zspage() is Python code: the list may change under us */
+        Py_INCREF(e);
         uint64_t flags;
         PyObject *h, *crc, *ac;
         if (parse_entry(e, &flags, &h, &crc, &ac) < 0)
             goto fail_entry;
         if (flags & ZRAM_WB) {
-            Py_DECREF(e);
+            Py_CLEAR(e);
             stop = HANDBACK;
             break;
         }
         if (flags & ZRAM_SAME) {
             if (same_page(h, dst) < 0)
                 goto fail_entry;
-        } else {
-            size_t size = (size_t)(flags & ZRAM_SIZE_MASK);
-            int64_t handle;
-            if (as_handle(h, &handle) < 0)
-                goto fail_entry;
-            PyObject *key = PyLong_FromLongLong(handle >> OBJ_INDEX_BITS);
-            if (key == NULL)
-                goto fail_entry;
-            PyObject *z = PyDict_GetItemWithError(cache, key); /* borrowed */
-            if (z != NULL) {
-                Py_INCREF(z);
-            } else if (!PyErr_Occurred()) {
-                z = PyObject_CallOneArg(zspage_fn, key);
-                if (z != NULL && PyDict_SetItem(cache, key, z) < 0)
-                    Py_CLEAR(z);
-            }
-            Py_DECREF(key);
-            if (z == NULL)
-                goto fail_entry;
-            long long zsize = 0, objs = 0, room = 0, header = 0;
-            PyObject *data = NULL;
-            if (z != Py_None && !PyArg_ParseTuple(z, "LLLLS", &zsize, &objs, &room, &header, &data)) {
-                Py_DECREF(z);
-                goto fail_entry;
-            }
-            int64_t idx = handle & OBJ_INDEX_MASK;
-            size_t off = (size_t)idx * (size_t)zsize + (size_t)header;
-            int fits = z != Py_None && handle >= 0 && idx < objs && size > 0 && (long long)size <= room &&
-                       zsize > 0 && header >= 0 && off <= (size_t)PyBytes_GET_SIZE(data) &&
-                       size <= (size_t)PyBytes_GET_SIZE(data) - off;
-            /* z (and so data) is held across the decode, which runs without the GIL */
-            int got = fits ? object_page(crc32, (const uint8_t *)PyBytes_AS_STRING(data) + off, size, flags, crc,
-                                         decompress, 1, dst)
-                           : 0;
+            Py_CLEAR(e);
+            continue;
+        }
+        size_t size = (size_t)(flags & ZRAM_SIZE_MASK);
+        int64_t handle;
+        if (as_handle(h, &handle) < 0)
+            goto fail_entry;
+        PyObject *key = PyLong_FromLongLong(handle >> OBJ_INDEX_BITS);
+        if (key == NULL)
+            goto fail_entry;
+        PyObject *z = PyDict_GetItemWithError(cache, key); /* borrowed */
+        if (z != NULL) {
+            Py_INCREF(z);
+        } else if (!PyErr_Occurred()) {
+            z = PyObject_CallOneArg(zspage_fn, key);
+            if (z != NULL && PyDict_SetItem(cache, key, z) < 0)
+                Py_CLEAR(z);
+        }
+        Py_DECREF(key);
+        if (z == NULL)
+            goto fail_entry;
+        long long zsize = 0, objs = 0, room = 0, header = 0;
+        PyObject *data = NULL;
+        if (z != Py_None && !PyArg_ParseTuple(z, "LLLLS", &zsize, &objs, &room, &header, &data)) {
             Py_DECREF(z);
-            if (got < 0)
-                goto fail_entry;
-            if (got == 0) {
-                Py_DECREF(e);
-                stop = HANDBACK;
-                break;
-            }
+            goto fail_entry;
         }
-        if (accessed) {
-            long long ac_v = PyLong_AsLongLong(ac);
-            if (ac_v == -1 && PyErr_Occurred())
-                goto fail_entry;
-            if (ac_v != now_v || (flags & ZRAM_ACCESS_CLEARS)) {
-                PyObject *ne = Py_BuildValue("(KOOO)", (unsigned long long)(flags & ~ZRAM_ACCESS_CLEARS), h, crc, now);
-                if (ne == NULL)
-                    goto fail_entry;
-                if (start + done < PyList_GET_SIZE(entries)) {
-                    PyList_SetItem(entries, start + done, ne); /* steals ne */
-                    changed++;
-                } else {
-                    Py_DECREF(ne);
-                }
+        int64_t idx = handle & OBJ_INDEX_MASK;
+        size_t off = (size_t)idx * (size_t)zsize + (size_t)header;
+        int fits = z != Py_None && handle >= 0 && idx < objs && size > 0 && (long long)size <= room && zsize > 0 &&
+                   header >= 0 && off <= (size_t)PyBytes_GET_SIZE(data) && size <= (size_t)PyBytes_GET_SIZE(data) - off;
+        const uint8_t *at = fits ? (const uint8_t *)PyBytes_AS_STRING(data) + off : NULL;
+        int got = 0;
+        Py_ssize_t prio = (Py_ssize_t)(flags >> ZRAM_COMP_PRIORITY_SHIFT & 3);
+        PyObject *fn = prio < PyTuple_GET_SIZE(decompress) ? PyTuple_GET_ITEM(decompress, prio) : Py_None;
+        if (fits && size != PAGE_SIZE && PyLong_CheckExact(fn)) {
+            /* a compiled decoder: checked now, decoded in pass 2 (z kept alive until then) */
+            long kind = PyLong_AsLong(fn);
+            got = object_crc_is(crc32, at, size, crc);
+            if (got > 0 && (kind < 0 || kind >= NDECODERS)) {
+                PyErr_Clear();
+                got = 0;
             }
+            if (got > 0 && PyList_Append(held, z) < 0)
+                got = -1;
+            if (got > 0)
+                jobs[njobs++] = (decode_job_t){at, size, dst, kind, done};
+        } else if (fits) {
+            got = object_page(crc32, at, size, flags, crc, decompress, dst);
         }
-        Py_DECREF(e);
-        continue;
-    fail_entry:
-        Py_DECREF(e);
-        goto fail;
+        Py_DECREF(z);
+        if (got < 0)
+            goto fail_entry;
+        Py_CLEAR(e);
+        if (got == 0) {
+            stop = HANDBACK;
+            break;
+        }
     }
+    /* Pass 2, without the GIL: the listed objects, in page order, until one fails. */
+    Py_ssize_t failed = -1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < njobs; j++) {
+        size_t len = 0;
+        if (decoders[jobs[j].kind](jobs[j].src, jobs[j].len, jobs[j].dst, PAGE_SIZE, &len) != 0 || len != PAGE_SIZE) {
+            failed = jobs[j].page;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (failed >= 0 && failed < done) {
+        done = failed;
+        stop = HANDBACK;
+    }
+    /* Pass 3: the pages read get their access times. */
+    for (Py_ssize_t k = 0; accessed && k < done && start + k < PyList_GET_SIZE(entries); k++) {
+        PyObject *old = PyList_GET_ITEM(entries, start + k), *ne;
+        if (old == Py_None)
+            continue;
+        int rc = accessed_form(old, now, now_v, &ne);
+        if (rc < 0)
+            goto fail;
+        if (rc > 0) {
+            PyList_SetItem(entries, start + k, ne); /* steals ne */
+            changed++;
+        }
+    }
+    PyMem_Free(jobs);
+    Py_DECREF(held);
     PyBuffer_Release(&out);
     return Py_BuildValue("nin", done, stop, changed);
+fail_entry:
+    Py_XDECREF(e);
 fail:
+    PyMem_Free(jobs);
+    Py_XDECREF(held);
     PyBuffer_Release(&out);
     return NULL;
+}
+
+/*
+ * access_entries(entries, start, count, now) -> changed
+ *
+ * zram_accessed() for the entries entries[start .. start + count - 1] that are not None, as
+ * read_entries does it for each page it reads: ac_time `now`, IDLE and PP_SLOT clear (an entry
+ * already so is left as it is).  For a read whose pages were read without it (several at once),
+ * applied afterwards in page order to the pages read.  `changed` counts the entries replaced.
+ */
+static PyObject *
+access_entries(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *entries, *now;
+    Py_ssize_t start, count, changed = 0;
+    if (!PyArg_ParseTuple(args, "O!nnO", &PyList_Type, &entries, &start, &count, &now))
+        return NULL;
+    long long now_v = PyLong_AsLongLong(now);
+    if (now_v == -1 && PyErr_Occurred())
+        return NULL;
+    if (start < 0 || count < 0 || start > PyList_GET_SIZE(entries) || count > PyList_GET_SIZE(entries) - start) {
+        PyErr_SetString(PyExc_ValueError, "access_entries: a range of the list");
+        return NULL;
+    }
+    for (Py_ssize_t k = start; k < start + count; k++) {
+        PyObject *e = PyList_GET_ITEM(entries, k), *ne;
+        if (e == Py_None)
+            continue;
+        int rc = accessed_form(e, now, now_v, &ne);
+        if (rc < 0)
+            return NULL;
+        if (rc > 0) {
+            PyList_SetItem(entries, k, ne); /* steals ne; the old entry goes (ne holds its items) */
+            changed++;
+        }
+    }
+    return PyLong_FromSsize_t(changed);
 }
 
 static PyObject *
@@ -1591,6 +1693,8 @@ static PyTypeObject PoolType = {
 static PyMethodDef module_methods[] = {
     {"read_entries", (PyCFunction)read_entries, METH_VARARGS,
      "zram's _read_entry for a run of a table leaf's entries, over the reference pool (an image)"},
+    {"access_entries", (PyCFunction)access_entries, METH_VARARGS,
+     "zram_accessed() for a run of a table leaf's entries"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import errno
 import heapq
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -47,11 +48,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..crc import crc32
 from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
-from ._zsmalloc import read_entries
+from ._zsmalloc import access_entries, read_entries
 from .compiled_pool import DONE, HANDBACK, NOMEM, CompiledPool
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
 from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
-from .zsmalloc import FrameStore, MemoryFrames, Pool, ZsPage
+from .zsmalloc import OBJ_INDEX_BITS, FrameStore, MemoryFrames, Pool, ZsPage
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -439,6 +440,8 @@ class Zram:
         """The secondary compressors (priorities 1..3) made so far from recomp_algorithms."""
         self._streams: tuple[int, ThreadPoolExecutor] | None = None
         """The compression streams' threads (``comp_streams`` > 1), made at the first write."""
+        self._readers: tuple[int, ThreadPoolExecutor] | None = None
+        """The threads that decode an image's leaves at once (``_read_leaves``)."""
         self._ahead: tuple[bytes, bytes | Exception] | None = None
         """The next page write() stores and its compression, done ahead by a stream (or the
         compressor's failure); _store_page takes it for that very page, and only once."""
@@ -1126,26 +1129,81 @@ class Zram:
         self, index: int, out: memoryview, decompress: tuple[object, ...], accessed: bool, now: int
     ) -> tuple[int, int]:
         """The compiled read path over the Python pool and a table kept in leaves (an image's):
-        pages ``index ..`` into ``out``, a leaf at a time, read where they lie in the leaf's list
-        (``_zsmalloc.read_entries``); (pages read, DONE or HANDBACK for the page after them)."""
+        pages ``index ..`` into ``out``, read where they lie in each leaf's list of entries
+        (``_zsmalloc.read_entries``); (pages read, DONE or HANDBACK for the page after them).
+
+        A read of several leaves decodes them on every usable CPU at once, as the kernel's
+        per-CPU streams decompress for as many readers.  Every zspage they need is described
+        first, here (that takes the GIL and reads the image); then each leaf goes to a thread,
+        which decodes its objects without the GIL; then, in page order, the pages read before
+        the first one handed back get their access times.  The result, the counters and the
+        image are those of reading the leaves one after another.
+        """
         table = self.table
         pool = self.pool
         assert isinstance(pool, Pool)
         total = len(out) // PAGE_SIZE
-        done = 0
-        while done < total:
-            entries, at, n = table.run(index + done)  # type: ignore[attr-defined]
-            n = min(n, total - done)
-            got, stop, changed = read_entries(
-                entries, at, out[done * PAGE_SIZE : (done + n) * PAGE_SIZE], decompress,
-                pool.object_zspage, pool.read_cache(), crc32, accessed, now,
-            )
-            if changed:
-                table.touched(index + done)  # type: ignore[attr-defined]
-            done += got
+        runs: list[tuple[list[Entry | None] | None, int, int, int]] = []  # (entries, at, page, n)
+        page = 0
+        while page < total:
+            entries, at, n = table.run(index + page)  # type: ignore[attr-defined]
+            n = min(n, total - page)
+            runs.append((entries, at, page, n))
+            page += n
+        cache = pool.read_cache()
+        # (a decompressor that is Python code may keep state: its leaves are read one by one)
+        compiled = all(isinstance(d, int) or d is None for d in decompress)
+        readers = usable_cpus() if len(runs) > 1 and compiled else 1
+        if readers == 1:
+            for entries, at, p, n in runs:
+                got, stop, changed = read_entries(
+                    entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
+                    pool.object_zspage, cache, crc32, accessed, now,
+                )  # fmt: skip
+                if changed:
+                    table.touched(index + p, entries)  # type: ignore[attr-defined]
+                if stop != DONE:
+                    return p + got, stop
+            return total, DONE
+        from concurrent.futures import wait
+
+        for entries, at, _, n in runs:
+            for e in entries[at : at + n] if entries is not None else ():
+                if e is not None and not e[0] & (ZRAM_SAME | ZRAM_WB):
+                    first = e[1] >> OBJ_INDEX_BITS
+                    if first not in cache:
+                        cache[first] = pool.object_zspage(first)
+        lock = threading.Lock()
+
+        def describe(first: int) -> object:  # (none is left to describe, unless the list changed)
+            with lock:
+                return pool.object_zspage(first)
+
+        executor = self._reader_pool(readers)
+        jobs = [
+            executor.submit(read_entries, entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE],
+                            decompress, describe, cache, crc32, False, now)
+            for entries, at, p, n in runs
+        ]  # fmt: skip
+        wait(jobs)  # every job writes into out: none may outlive this call
+        for (entries, at, p, _), job in zip(runs, jobs, strict=True):
+            got, stop, _ = job.result()
+            if accessed and entries is not None and access_entries(entries, at, got, now):
+                table.touched(index + p, entries)  # type: ignore[attr-defined]
             if stop != DONE:
-                return done, stop
-        return done, DONE
+                return p + got, stop
+        return total, DONE
+
+    def _reader_pool(self, readers: int) -> ThreadPoolExecutor:
+        """The threads that decode a read's leaves at once: ``readers`` of them, kept while the
+        count stays."""
+        if self._readers is None or self._readers[0] != readers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if self._readers is not None:
+                self._readers[1].shutdown(wait=False)
+            self._readers = (readers, ThreadPoolExecutor(readers, thread_name_prefix="zram-read"))
+        return self._readers[1]
 
     def discard(self, offset: int, length: int) -> int:
         """zram_bio_discard(): free every *whole* page in the range; return pages freed.
