@@ -23,6 +23,7 @@ PAGE = 4096
 def root(tmp_path, monkeypatch):
     monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path / "root"))
     monkeypatch.setattr(store, "CHUNK", 16 * PAGE)
+    monkeypatch.setattr(store, "READ_CHUNK", 16 * PAGE)
     monkeypatch.setattr(store, "COMMIT_EVERY", 64 * PAGE)
     return tmp_path / "root"
 
@@ -276,7 +277,7 @@ def test_a_signal_during_read_stops_between_chunks(root, capfdbinary, monkeypatc
     monkeypatch.setattr(Zram, "read_into", signalled)
     rc, out, err = run(capfdbinary, "read", "zram0", "--length", str(len(data)))
     monkeypatch.setattr(Zram, "read_into", real)
-    copied = 2 * store.CHUNK
+    copied = 2 * store.READ_CHUNK
     assert rc == 130
     assert err == f"zramctl: zram0: read: interrupted ({copied} of {len(data)} bytes copied)\n"
     assert out == data[:copied]

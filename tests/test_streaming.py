@@ -41,6 +41,7 @@ ZRAMCTL = str(Path(sys.executable).with_name("zramctl"))
 def root(tmp_path, monkeypatch):
     monkeypatch.setenv("ZRAMCTL_ROOT", str(tmp_path / "root"))
     monkeypatch.setattr(store, "CHUNK", 16 * PAGE)
+    monkeypatch.setattr(store, "READ_CHUNK", 16 * PAGE)
     monkeypatch.setattr(store, "COMMIT_EVERY", 64 * PAGE)
     return tmp_path / "root"
 
