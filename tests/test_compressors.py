@@ -23,7 +23,7 @@ from pathlib import Path
 import lz4.block
 import lzo
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from zramctl.kernel import _kcomp, kcomp_ref
@@ -465,6 +465,8 @@ def test_lz4_mutated_blocks_decode_as_liblz4_does():
 
 
 @given(st.binary(max_size=300), st.integers(0, PAGE))
+@example(b"\x01", 0)  # no room at all: liblz4 takes only the one-byte empty block (found in CI)
+@example(b"\x00", 0)
 def test_lz4_hypothesis_arbitrary_input(data, limit):
     ours = _lz4_ours(data, limit)
     assert ours is None or ours == _lz4_theirs(data, limit)

@@ -687,6 +687,10 @@ lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
     int rc;
     if (in_len == 0)
         return DEC_INPUT_OVERRUN;
+    if (out_cap == 0) { /* liblz4's rule for no room at all: only the block of one empty token */
+        *out_len = 0;
+        return in_len == 1 && in[0] == 0 ? DEC_OK : DEC_OUTPUT_OVERRUN;
+    }
     for (;;) {
         if (ip >= in_len)
             return DEC_INPUT_OVERRUN;
