@@ -17,7 +17,7 @@
  *                                          leaf at a time (its zspages are described to it,
  *                                          checked, by zsmalloc.Pool.object_zspage), decoding
  *                                          without the GIL; access_entries, the access times
- *                                          of a run read by several threads
+ *                                          of the pages it read
  *
  * Only a trusted pool is compiled (memory, never an image): the checks zsmalloc.py makes of
  * untrusted frames are not made here, but every index into C memory is still bounds-checked,
@@ -1374,27 +1374,8 @@ fail:
     return NULL;
 }
 
-/* zram_accessed() of a table entry: 1 and its accessed form in *out (ac_time `now`, IDLE and
- * PP_SLOT clear; a new reference), 0 if it is already so, -1 with an exception. */
-static int
-accessed_form(PyObject *e, PyObject *now, long long now_v, PyObject **out)
-{
-    uint64_t flags;
-    PyObject *h, *crc, *ac;
-    if (parse_entry(e, &flags, &h, &crc, &ac) < 0)
-        return -1;
-    long long ac_v = PyLong_AsLongLong(ac);
-    if (ac_v == -1 && PyErr_Occurred())
-        return -1;
-    if (ac_v == now_v && !(flags & ZRAM_ACCESS_CLEARS))
-        return 0;
-    *out = Py_BuildValue("(KOOO)", (unsigned long long)(flags & ~ZRAM_ACCESS_CLEARS), h, crc, now);
-    return *out == NULL ? -1 : 1;
-}
-
 /*
- * read_entries(entries, start, out, decompress, zspage, cache, crc32, accessed, now)
- *     -> (done, stop, changed)
+ * read_entries(entries, start, out, decompress, zspage, cache, crc32) -> (done, stop)
  *
  * _read_entry for entries[start], entries[start + 1], ... into `out` (whole pages), over a pool
  * that is not this module's: the reference's (zsmalloc.py), over an image whose frames and
@@ -1405,14 +1386,13 @@ accessed_form(PyObject *e, PyObject *now, long long now_v, PyObject **out)
  * slot, the zspage's frames as bytes).  check_handle's per-slot checks are made here (a slot
  * inside the zspage, 0 < length <= room), and the object must lie inside the frames given; a
  * page that fails one is handed back (HANDBACK), unread, as is any the compiled read path
- * hands back: the caller's path makes its error.  With `accessed`, each entry read is replaced
- * by its accessed form (zram_accessed(): ac_time `now`, IDLE and PP_SLOT clear); `changed`
- * counts them.
+ * hands back: the caller's path makes its error.  The access times of the pages read are the
+ * caller's to set (access_entries), once it knows which pages of a read were read.
  *
- * In three passes, so that the GIL is given up once, not once a page: every page is looked up,
+ * In two passes, so that the GIL is given up once, not once a page: every page is looked up,
  * checked (its CRC too) and, if a compiled decoder reads it, listed (the zspages it lies in are
- * held meanwhile); then the listed objects are decoded, without the GIL; then the pages read
- * are the ones before the first that failed in either pass, and they get their access times.
+ * held meanwhile); then the listed objects are decoded, without the GIL.  The pages read are
+ * the ones before the first that failed in either pass.
  */
 typedef struct {
     const uint8_t *src;
@@ -1425,21 +1405,17 @@ typedef struct {
 static PyObject *
 read_entries(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *entries, *decompress, *zspage_fn, *cache, *crc32, *now;
+    PyObject *entries, *decompress, *zspage_fn, *cache, *crc32;
     Py_ssize_t start;
     Py_buffer out;
-    int accessed;
-    if (!PyArg_ParseTuple(args, "Onw*O!OO!OpO", &entries, &start, &out, &PyTuple_Type, &decompress, &zspage_fn,
-                          &PyDict_Type, &cache, &crc32, &accessed, &now))
+    if (!PyArg_ParseTuple(args, "Onw*O!OO!O", &entries, &start, &out, &PyTuple_Type, &decompress, &zspage_fn,
+                          &PyDict_Type, &cache, &crc32))
         return NULL;
-    Py_ssize_t count = out.len / PAGE_SIZE, done = 0, changed = 0, njobs = 0;
+    Py_ssize_t count = out.len / PAGE_SIZE, done = 0, njobs = 0;
     int stop = DONE;
     decode_job_t *jobs = NULL;
     PyObject *held = NULL; /* the zspages the listed objects lie in */
     PyObject *e = NULL;    /* the entry being read (held: zspage() may change the list) */
-    long long now_v = PyLong_AsLongLong(now);
-    if (now_v == -1 && PyErr_Occurred())
-        goto fail;
     if (out.len % PAGE_SIZE || start < 0 ||
         (entries != Py_None &&
          (!PyList_CheckExact(entries) || start > PyList_GET_SIZE(entries) || count > PyList_GET_SIZE(entries) - start))) {
@@ -1449,7 +1425,7 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
     if (entries == Py_None) {
         memset(out.buf, 0, (size_t)out.len);
         PyBuffer_Release(&out);
-        return Py_BuildValue("nin", count, DONE, (Py_ssize_t)0);
+        return Py_BuildValue("ni", count, DONE);
     }
     jobs = PyMem_Malloc(sizeof(decode_job_t) * (size_t)(count ? count : 1));
     held = PyList_New(0);
@@ -1558,23 +1534,10 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
         done = failed;
         stop = HANDBACK;
     }
-    /* Pass 3: the pages read get their access times. */
-    for (Py_ssize_t k = 0; accessed && k < done && start + k < PyList_GET_SIZE(entries); k++) {
-        PyObject *old = PyList_GET_ITEM(entries, start + k), *ne;
-        if (old == Py_None)
-            continue;
-        int rc = accessed_form(old, now, now_v, &ne);
-        if (rc < 0)
-            goto fail;
-        if (rc > 0) {
-            PyList_SetItem(entries, start + k, ne); /* steals ne */
-            changed++;
-        }
-    }
     PyMem_Free(jobs);
     Py_DECREF(held);
     PyBuffer_Release(&out);
-    return Py_BuildValue("nin", done, stop, changed);
+    return Py_BuildValue("ni", done, stop);
 fail_entry:
     Py_XDECREF(e);
 fail:
@@ -1587,10 +1550,9 @@ fail:
 /*
  * access_entries(entries, start, count, now) -> changed
  *
- * zram_accessed() for the entries entries[start .. start + count - 1] that are not None, as
- * read_entries does it for each page it reads: ac_time `now`, IDLE and PP_SLOT clear (an entry
- * already so is left as it is).  For a read whose pages were read without it (several at once),
- * applied afterwards in page order to the pages read.  `changed` counts the entries replaced.
+ * zram_accessed() for the entries entries[start .. start + count - 1] that are not None: ac_time
+ * `now`, IDLE and PP_SLOT clear (an entry already so is left as it is).  What a read does, in
+ * page order, to the pages read_entries read; `changed` counts the entries replaced.
  */
 static PyObject *
 access_entries(PyObject *Py_UNUSED(module), PyObject *args)
@@ -1607,16 +1569,23 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     for (Py_ssize_t k = start; k < start + count; k++) {
-        PyObject *e = PyList_GET_ITEM(entries, k), *ne;
+        PyObject *e = PyList_GET_ITEM(entries, k);
         if (e == Py_None)
             continue;
-        int rc = accessed_form(e, now, now_v, &ne);
-        if (rc < 0)
+        uint64_t flags;
+        PyObject *h, *crc, *ac;
+        if (parse_entry(e, &flags, &h, &crc, &ac) < 0)
             return NULL;
-        if (rc > 0) {
-            PyList_SetItem(entries, k, ne); /* steals ne; the old entry goes (ne holds its items) */
-            changed++;
-        }
+        long long ac_v = PyLong_AsLongLong(ac);
+        if (ac_v == -1 && PyErr_Occurred())
+            return NULL;
+        if (ac_v == now_v && !(flags & ZRAM_ACCESS_CLEARS))
+            continue; /* already so: left as it is */
+        PyObject *ne = Py_BuildValue("(KOOO)", (unsigned long long)(flags & ~ZRAM_ACCESS_CLEARS), h, crc, now);
+        if (ne == NULL)
+            return NULL;
+        PyList_SetItem(entries, k, ne); /* steals ne; the old entry goes (ne holds its items) */
+        changed++;
     }
     return PyLong_FromSsize_t(changed);
 }

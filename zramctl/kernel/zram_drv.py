@@ -52,7 +52,7 @@ from ._zsmalloc import access_entries, read_entries
 from .compiled_pool import DONE, HANDBACK, NOMEM, CompiledPool
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
 from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
-from .zsmalloc import OBJ_INDEX_BITS, FrameStore, MemoryFrames, Pool, ZsPage
+from .zsmalloc import OBJ_INDEX_BITS, FrameStore, MemoryFrames, Pool, ReadZspage, ZsPage
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -352,6 +352,20 @@ def mem_limit_reached() -> ZramError:
 def is_same_filled(page: bytes) -> bool:
     """page_same_filled(): the page is one 8-byte word repeated (first == last word checked first)."""
     return page[:8] == page[-8:] and page[8:] == page[:-8]
+
+
+def _kept_threads(
+    kept: tuple[int, ThreadPoolExecutor] | None, count: int, name: str
+) -> tuple[int, ThreadPoolExecutor]:
+    """``kept`` if it has ``count`` threads, else a pool of ``count`` threads named ``name``
+    (``kept``'s are let go): the streams and the readers of a device each keep one."""
+    if kept is not None and kept[0] == count:
+        return kept
+    from concurrent.futures import ThreadPoolExecutor
+
+    if kept is not None:
+        kept[1].shutdown(wait=False)
+    return count, ThreadPoolExecutor(count, thread_name_prefix=name)
 
 
 class Lookahead:
@@ -1046,12 +1060,7 @@ class Zram:
 
     def _stream_pool(self, streams: int) -> ThreadPoolExecutor:
         """The compression streams: ``streams`` worker threads, kept while the count stays."""
-        if self._streams is None or self._streams[0] != streams:
-            from concurrent.futures import ThreadPoolExecutor
-
-            if self._streams is not None:
-                self._streams[1].shutdown(wait=False)
-            self._streams = (streams, ThreadPoolExecutor(streams, thread_name_prefix="zram-stream"))
+        self._streams = _kept_threads(self._streams, streams, "zram-stream")
         return self._streams[1]
 
     def read(self, offset: int, length: int, *, checked: bool = False) -> bytes:
@@ -1133,11 +1142,10 @@ class Zram:
         (``_zsmalloc.read_entries``); (pages read, DONE or HANDBACK for the page after them).
 
         A read of several leaves decodes them on every usable CPU at once, as the kernel's
-        per-CPU streams decompress for as many readers.  Every zspage they need is described
-        first, here (that takes the GIL and reads the image); then each leaf goes to a thread,
-        which decodes its objects without the GIL; then, in page order, the pages read before
-        the first one handed back get their access times.  The result, the counters and the
-        image are those of reading the leaves one after another.
+        per-CPU streams decompress for as many readers (``_read_on_every_cpu``).  Either way,
+        the pages read before the first one handed back then get their access times, in page
+        order: the result, the counters and the image are those of reading the leaves one after
+        another.
         """
         table = self.table
         pool = self.pool
@@ -1154,19 +1162,37 @@ class Zram:
         # (a decompressor that is Python code may keep state: its leaves are read one by one)
         compiled = all(isinstance(d, int) or d is None for d in decompress)
         readers = usable_cpus() if len(runs) > 1 and compiled else 1
-        if readers == 1:
-            for entries, at, p, n in runs:
-                got, stop, changed = read_entries(
-                    entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
-                    pool.object_zspage, cache, crc32, accessed, now,
-                )  # fmt: skip
-                if changed:
-                    table.touched(index + p, entries)  # type: ignore[attr-defined]
-                if stop != DONE:
-                    return p + got, stop
-            return total, DONE
+        results: Iterable[tuple[int, int]]
+        if readers == 1:  # lazily: no leaf after one that hands a page back is read
+            results = (
+                read_entries(entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
+                             pool.object_zspage, cache, crc32)
+                for entries, at, p, n in runs
+            )  # fmt: skip
+        else:
+            results = self._read_on_every_cpu(readers, runs, out, decompress, cache)
+        for (entries, at, p, _), (got, stop) in zip(runs, results, strict=True):
+            if accessed and entries is not None and access_entries(entries, at, got, now):
+                table.touched(index + p, entries)  # type: ignore[attr-defined]
+            if stop != DONE:
+                return p + got, stop
+        return total, DONE
+
+    def _read_on_every_cpu(
+        self,
+        readers: int,
+        runs: list[tuple[list[Entry | None] | None, int, int, int]],
+        out: memoryview,
+        decompress: tuple[object, ...],
+        cache: dict[int, ReadZspage | None],
+    ) -> list[tuple[int, int]]:
+        """read_entries for every run at once, ``readers`` threads: each zspage the runs need is
+        described first, here (that takes the GIL and reads the image), so that the threads
+        only decode.  All have finished when this returns: each writes into ``out``."""
         from concurrent.futures import wait
 
+        pool = self.pool
+        assert isinstance(pool, Pool)
         for entries, at, _, n in runs:
             for e in entries[at : at + n] if entries is not None else ():
                 if e is not None and not e[0] & (ZRAM_SAME | ZRAM_WB):
@@ -1175,35 +1201,18 @@ class Zram:
                         cache[first] = pool.object_zspage(first)
         lock = threading.Lock()
 
-        def describe(first: int) -> object:  # (none is left to describe, unless the list changed)
+        def describe(first: int) -> ReadZspage | None:  # none is left to describe: a safeguard
             with lock:
                 return pool.object_zspage(first)
 
-        executor = self._reader_pool(readers)
+        self._readers = _kept_threads(self._readers, readers, "zram-read")
         jobs = [
-            executor.submit(read_entries, entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE],
-                            decompress, describe, cache, crc32, False, now)
+            self._readers[1].submit(read_entries, entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE],
+                                    decompress, describe, cache, crc32)
             for entries, at, p, n in runs
         ]  # fmt: skip
-        wait(jobs)  # every job writes into out: none may outlive this call
-        for (entries, at, p, _), job in zip(runs, jobs, strict=True):
-            got, stop, _ = job.result()
-            if accessed and entries is not None and access_entries(entries, at, got, now):
-                table.touched(index + p, entries)  # type: ignore[attr-defined]
-            if stop != DONE:
-                return p + got, stop
-        return total, DONE
-
-    def _reader_pool(self, readers: int) -> ThreadPoolExecutor:
-        """The threads that decode a read's leaves at once: ``readers`` of them, kept while the
-        count stays."""
-        if self._readers is None or self._readers[0] != readers:
-            from concurrent.futures import ThreadPoolExecutor
-
-            if self._readers is not None:
-                self._readers[1].shutdown(wait=False)
-            self._readers = (readers, ThreadPoolExecutor(readers, thread_name_prefix="zram-read"))
-        return self._readers[1]
+        wait(jobs)
+        return [job.result() for job in jobs]
 
     def discard(self, offset: int, length: int) -> int:
         """zram_bio_discard(): free every *whole* page in the range; return pages freed.

@@ -447,7 +447,8 @@ class Pool:
         self.pages_compacted = 0
         """pool->stats.pages_compacted: pages freed by zs_compact, ever."""
         self._read_cache: dict[int, ReadZspage | None] = {}
-        self._read_frames: tuple[FrameStore, int] | None = None
+        self._read_generation = -1
+        """``frames.generation`` when ``_read_cache`` was started."""
         self._free_chains: dict[int, FreeChain] = {}
         """A new zspage's free chain per class (by class index), made at the class's first zspage."""
         self._malloced: tuple[int, SizeClass] | None = None
@@ -613,10 +614,9 @@ class Pool:
         about READ_CACHE_ZSPAGES): where ``_zsmalloc.read_entries`` looks an object's zspage up
         first.  Kept across reads, so that a zspage whose objects a long read meets in several
         calls is read once; emptied whenever a frame may have changed (``frames.generation``)."""
-        now = (self.frames, self.frames.generation)
-        if self._read_frames is None or self._read_frames[0] is not now[0] or self._read_frames[1] != now[1]:
+        if self._read_generation != self.frames.generation:
             self._read_cache = {}
-            self._read_frames = now
+            self._read_generation = self.frames.generation
         elif len(self._read_cache) > READ_CACHE_ZSPAGES:
             self._read_cache.clear()
         return self._read_cache
