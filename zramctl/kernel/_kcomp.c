@@ -680,6 +680,15 @@ wild_copy16(uint8_t *to, const uint8_t *from, size_t n)
     } while (to < end);
 }
 
+/* A match's offset: two little-endian bytes at in[*ip] (the caller knows they are there). */
+static inline size_t
+lz4_offset(const uint8_t *in, size_t *ip)
+{
+    size_t dist = (size_t)in[*ip] | (size_t)in[*ip + 1] << 8;
+    *ip += 2;
+    return dist;
+}
+
 static int
 lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len)
 {
@@ -704,8 +713,7 @@ lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
             memcpy(out + op, in + ip, 16);
             ip += lit;
             op += lit;
-            size_t dist = (size_t)in[ip] | (size_t)in[ip + 1] << 8;
-            ip += 2;
+            size_t dist = lz4_offset(in, &ip);
             if (dist == 0 || dist > op)
                 return DEC_LOOKBEHIND;
             uint8_t *to = out + op;
@@ -743,8 +751,7 @@ lz4_decode(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_
             memcpy(out + op, in + ip, lit);
         ip += lit;
         op += lit;
-        size_t dist = (size_t)in[ip] | (size_t)in[ip + 1] << 8;
-        ip += 2;
+        size_t dist = lz4_offset(in, &ip);
         if (dist == 0 || dist > op)
             return DEC_LOOKBEHIND;
         if (mlen == 15 && (rc = lz4_ext_len(in, in_len, &ip, LZ4_LASTLITERALS - 1, 1, &mlen)) != DEC_OK)
