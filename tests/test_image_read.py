@@ -22,6 +22,7 @@ from pathlib import Path
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
+from zramctl.kernel._zsmalloc import Listed
 
 from zramctl.errors import ZramError
 from zramctl.image.format import decode_header
@@ -72,6 +73,21 @@ def outcome(fn: Callable[[], object]) -> object:
         return ("error", exc.errno, str(exc), exc.done)
 
 
+class Listing:
+    """A ``list_entries`` result that notes the threads its ``decode`` is called on."""
+
+    def __init__(self, listed: Listed, threads: set[str]) -> None:
+        self.listed, self.threads = listed, threads
+
+    @property
+    def stop(self) -> int:
+        return self.listed.stop
+
+    def decode(self) -> tuple[int, int] | None:
+        self.threads.add(threading.current_thread().name)
+        return self.listed.decode()
+
+
 class Twins:
     """Two images given the same operations: ``fast`` reads through read_entries, ``ref`` not."""
 
@@ -83,16 +99,22 @@ class Twins:
         """What the devices' clocks say (the access times reads set)."""
         self.python_reads = 0
         """Pages the fast twin read the Python way (handed back, or read where nothing was compiled)."""
-        real = zram_drv_mod.read_entries
+        real, real_list = zram_drv_mod.read_entries, zram_drv_mod.list_entries
 
         self.threads: set[str] = set()
+        """The threads that decoded a leaf's pages (or were given them to)."""
 
         def counting(*args: object) -> tuple[int, int]:
             self.calls += 1
             self.threads.add(threading.current_thread().name)
             return real(*args)
 
+        def listing(*args: object) -> Listing:
+            self.calls += 1
+            return Listing(real_list(*args), self.threads)
+
         monkeypatch.setattr(zram_drv_mod, "read_entries", counting)
+        monkeypatch.setattr(zram_drv_mod, "list_entries", listing)
 
     def each(self, fn: Callable[..., object], write: bool = True) -> list[object]:
         """fn(zram) on both, in one open each (the ref's table without ``run``); the outcomes."""
@@ -300,6 +322,32 @@ def test_read_entries_refuses_what_it_cannot_use():
     assert entries == [(100, 1 << 11, 0, 5), None, (7, 1, 2, 5), (7, 1, 2, 5)]
 
 
+def test_a_listing_holds_what_it_decodes_from_and_into_until_it_has():
+    """list_entries' result keeps its buffer (it cannot be resized or freed under a decoding
+    thread) and the zspages' bytes until it has decoded; then it lets both go, and answers the
+    same again."""
+    import sys
+
+    from zramctl.kernel._kcomp import lz4_compress  # type: ignore[attr-defined]
+
+    page = bytes(range(256)) * 16
+    comp = lz4_compress(page)
+    zspage = (PAGE, 1, PAGE, 0, comp + bytes(PAGE - len(comp)))
+    alone = sys.getrefcount(zspage)
+    entries = [(len(comp), 1 << 11, 7, 0), None]
+    out = bytearray(2 * PAGE)
+    cache: dict[int, object] = {}
+    listed = _zsmalloc.list_entries(entries, 0, out, (DECODER_LZ4,), lambda f: zspage, cache, lambda b: 7)
+    cache.clear()
+    assert sys.getrefcount(zspage) == alone + 1 and listed.stop == 0
+    with pytest.raises(BufferError):
+        out.append(0)
+    assert listed.decode() == (2, 0) and out == page + bytes(PAGE)
+    assert sys.getrefcount(zspage) == alone
+    out.append(0)  # let go
+    assert listed.decode() == (2, 0)
+
+
 # Small numbers (sizes, slots, offsets that fit) and any 64-bit one.
 WORD = st.one_of(st.integers(-64, 5000), st.integers(-(2**63), 2**63 - 1))
 HANDLE = st.one_of(st.integers(0, 1 << 14), st.integers(-(2**63), 2**63 - 1))
@@ -327,13 +375,22 @@ def test_arbitrary_entries_and_zspages_are_read_or_refused_never_a_crash(entries
         return zspages[first % len(zspages)]
 
     decompress = (DECODER_LZ4, lambda b: bytes(PAGE), None, DECODER_LZO)
+    # the same in two steps, into a buffer of its own: the same result, the same bytes
+    apart = bytearray(len(entries) * PAGE)
+    try:
+        listed = _zsmalloc.list_entries(list(entries), 0, apart, decompress, describe, {}, lambda b: 7)
+        in_steps: object = listed.decode()
+        assert listed.decode() == in_steps
+    except (TypeError, OverflowError, ValueError) as exc:
+        in_steps = type(exc)
     try:
         done, stop = _zsmalloc.read_entries(lst, 0, out, decompress, describe, {}, lambda b: 7)
+        assert in_steps == (done, stop) and apart[: done * PAGE] == out[: done * PAGE]
         assert 0 <= done <= len(entries)
         if accessed:  # what the driver does next to the pages read
             assert 0 <= _zsmalloc.access_entries(lst, 0, done, 5) <= done
-    except (TypeError, OverflowError, ValueError):
-        pass
+    except (TypeError, OverflowError, ValueError) as exc:
+        assert in_steps is type(exc)
     try:
         assert 0 <= _zsmalloc.access_entries(lst, 1, len(lst) - 1, 9) <= len(lst) - 1
     except (TypeError, OverflowError, ValueError):

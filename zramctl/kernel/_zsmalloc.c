@@ -16,8 +16,9 @@
  *   read_entries(entries, start, out, ...) the same over the Python pool of an image, a table
  *                                          leaf at a time (its zspages are described to it,
  *                                          checked, by zsmalloc.Pool.object_zspage), decoding
- *                                          without the GIL; access_entries, the access times
- *                                          of the pages it read
+ *                                          without the GIL; list_entries, the same in two steps
+ *                                          (Listed.decode, on any thread); access_entries, the
+ *                                          access times of the pages it read
  *
  * Only a trusted pool is compiled (memory, never an image): the checks zsmalloc.py makes of
  * untrusted frames are not made here, but every index into C memory is still bounds-checked,
@@ -1375,6 +1376,7 @@ fail:
 }
 
 /*
+ * list_entries(entries, start, out, decompress, zspage, cache, crc32) -> Listed
  * read_entries(entries, start, out, decompress, zspage, cache, crc32) -> (done, stop)
  *
  * _read_entry for entries[start], entries[start + 1], ... into `out` (whole pages), over a pool
@@ -1389,10 +1391,13 @@ fail:
  * hands back: the caller's path makes its error.  The access times of the pages read are the
  * caller's to set (access_entries), once it knows which pages of a read were read.
  *
- * In two passes, so that the GIL is given up once, not once a page: every page is looked up,
- * checked (its CRC too) and, if a compiled decoder reads it, listed (the zspages it lies in are
- * held meanwhile); then the listed objects are decoded, without the GIL.  The pages read are
- * the ones before the first that failed in either pass.
+ * In two steps, so that the GIL is given up once, not once a page.  list_entries looks every
+ * page up, checks it (its CRC too) and, if a compiled decoder reads it, lists it; anything else
+ * (a same-filled page, one stored whole, a decoder that is Python code) is read there and then.
+ * Listed.decode() then decodes the listed objects, without the GIL, and gives the result: the
+ * pages read are the ones before the first that failed in either step.  A Listed holds the
+ * zspages its objects lie in and `out` until it has decoded, so that decode() may run on
+ * another thread while the caller lists the next leaf; read_entries does both at once.
  */
 typedef struct {
     const uint8_t *src;
@@ -1402,43 +1407,86 @@ typedef struct {
     Py_ssize_t page; /* its page, from `start` */
 } decode_job_t;
 
+typedef struct {
+    PyObject_HEAD
+    decode_job_t *jobs; /* NULL once decoded */
+    Py_ssize_t njobs;
+    Py_ssize_t done; /* pages read, or to be read once the listed ones decode */
+    int stop;
+    int busy;       /* decode() is running (on another thread): a second call returns None */
+    PyObject *held; /* the zspages the listed objects lie in */
+    Py_buffer out;  /* where they decode to */
+    int has_out;
+} ListedObject;
+
+static PyTypeObject ListedType;
+
+/* What a Listed holds, given back: once decoded, or when it goes. */
+static void
+listed_release(ListedObject *l)
+{
+    PyMem_Free(l->jobs);
+    l->jobs = NULL;
+    l->njobs = 0;
+    Py_CLEAR(l->held);
+    if (l->has_out) {
+        l->has_out = 0;
+        PyBuffer_Release(&l->out);
+    }
+}
+
+static void
+Listed_dealloc(ListedObject *l)
+{
+    listed_release(l);
+    Py_TYPE(l)->tp_free((PyObject *)l);
+}
+
 static PyObject *
-read_entries(PyObject *Py_UNUSED(module), PyObject *args)
+list_entries(PyObject *Py_UNUSED(module), PyObject *args)
 {
     PyObject *entries, *decompress, *zspage_fn, *cache, *crc32;
     Py_ssize_t start;
-    Py_buffer out;
-    if (!PyArg_ParseTuple(args, "Onw*O!OO!O", &entries, &start, &out, &PyTuple_Type, &decompress, &zspage_fn,
-                          &PyDict_Type, &cache, &crc32))
+    ListedObject *l = PyObject_New(ListedObject, &ListedType);
+    if (l == NULL)
         return NULL;
-    Py_ssize_t count = out.len / PAGE_SIZE, done = 0, njobs = 0;
-    int stop = DONE;
-    decode_job_t *jobs = NULL;
-    PyObject *held = NULL; /* the zspages the listed objects lie in */
-    PyObject *e = NULL;    /* the entry being read (held: zspage() may change the list) */
-    if (out.len % PAGE_SIZE || start < 0 ||
+    l->jobs = NULL;
+    l->njobs = l->done = 0;
+    l->stop = DONE;
+    l->busy = 0;
+    l->held = NULL;
+    l->has_out = 0;
+    if (!PyArg_ParseTuple(args, "Onw*O!OO!O", &entries, &start, &l->out, &PyTuple_Type, &decompress, &zspage_fn,
+                          &PyDict_Type, &cache, &crc32)) {
+        Py_DECREF(l);
+        return NULL;
+    }
+    l->has_out = 1;
+    Py_ssize_t count = l->out.len / PAGE_SIZE, done = 0;
+    PyObject *e = NULL; /* the entry being read (held: zspage() may change the list) */
+    if (l->out.len % PAGE_SIZE || start < 0 ||
         (entries != Py_None &&
          (!PyList_CheckExact(entries) || start > PyList_GET_SIZE(entries) || count > PyList_GET_SIZE(entries) - start))) {
         PyErr_SetString(PyExc_ValueError, "read_entries: whole pages, each with an entry in the list");
         goto fail;
     }
     if (entries == Py_None) {
-        memset(out.buf, 0, (size_t)out.len);
-        PyBuffer_Release(&out);
-        return Py_BuildValue("ni", count, DONE);
+        memset(l->out.buf, 0, (size_t)l->out.len);
+        l->done = count;
+        listed_release(l);
+        return (PyObject *)l;
     }
-    jobs = PyMem_Malloc(sizeof(decode_job_t) * (size_t)(count ? count : 1));
-    held = PyList_New(0);
-    if (jobs == NULL || held == NULL) {
-        if (jobs == NULL)
+    l->jobs = PyMem_Malloc(sizeof(decode_job_t) * (size_t)(count ? count : 1));
+    l->held = PyList_New(0);
+    if (l->jobs == NULL || l->held == NULL) {
+        if (l->jobs == NULL)
             PyErr_NoMemory();
         goto fail;
     }
-    /* Pass 1, with the GIL: look up, check, and read or list each page. */
     for (; done < count; done++) {
-        uint8_t *dst = (uint8_t *)out.buf + (size_t)done * PAGE_SIZE;
+        uint8_t *dst = (uint8_t *)l->out.buf + (size_t)done * PAGE_SIZE;
         if (start + done >= PyList_GET_SIZE(entries)) { /* shortened by a zspage() call: not ours to guess */
-            stop = HANDBACK;
+            l->stop = HANDBACK;
             break;
         }
         e = PyList_GET_ITEM(entries, start + done);
@@ -1451,25 +1499,25 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
         uint64_t flags;
         PyObject *h, *crc, *ac;
         if (parse_entry(e, &flags, &h, &crc, &ac) < 0)
-            goto fail_entry;
+            goto fail;
         if (flags & ZRAM_WB) {
             Py_CLEAR(e);
-            stop = HANDBACK;
+            l->stop = HANDBACK;
             break;
         }
         if (flags & ZRAM_SAME) {
             if (same_page(h, dst) < 0)
-                goto fail_entry;
+                goto fail;
             Py_CLEAR(e);
             continue;
         }
         size_t size = (size_t)(flags & ZRAM_SIZE_MASK);
         int64_t handle;
         if (as_handle(h, &handle) < 0)
-            goto fail_entry;
+            goto fail;
         PyObject *key = PyLong_FromLongLong(handle >> OBJ_INDEX_BITS);
         if (key == NULL)
-            goto fail_entry;
+            goto fail;
         PyObject *z = PyDict_GetItemWithError(cache, key); /* borrowed */
         if (z != NULL) {
             Py_INCREF(z);
@@ -1480,12 +1528,12 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
         }
         Py_DECREF(key);
         if (z == NULL)
-            goto fail_entry;
+            goto fail;
         long long zsize = 0, objs = 0, room = 0, header = 0;
         PyObject *data = NULL;
         if (z != Py_None && !PyArg_ParseTuple(z, "LLLLS", &zsize, &objs, &room, &header, &data)) {
             Py_DECREF(z);
-            goto fail_entry;
+            goto fail;
         }
         int64_t idx = handle & OBJ_INDEX_MASK;
         size_t off = (size_t)idx * (size_t)zsize + (size_t)header;
@@ -1496,55 +1544,106 @@ read_entries(PyObject *Py_UNUSED(module), PyObject *args)
         Py_ssize_t prio = (Py_ssize_t)(flags >> ZRAM_COMP_PRIORITY_SHIFT & 3);
         PyObject *fn = prio < PyTuple_GET_SIZE(decompress) ? PyTuple_GET_ITEM(decompress, prio) : Py_None;
         if (fits && size != PAGE_SIZE && PyLong_CheckExact(fn)) {
-            /* a compiled decoder: checked now, decoded in pass 2 (z kept alive until then) */
+            /* a compiled decoder: checked now, decoded by decode() (z held until then) */
             long kind = PyLong_AsLong(fn);
             got = object_crc_is(crc32, at, size, crc);
             if (got > 0 && (kind < 0 || kind >= NDECODERS)) {
                 PyErr_Clear();
                 got = 0;
             }
-            if (got > 0 && PyList_Append(held, z) < 0)
+            if (got > 0 && PyList_Append(l->held, z) < 0)
                 got = -1;
             if (got > 0)
-                jobs[njobs++] = (decode_job_t){at, size, dst, kind, done};
+                l->jobs[l->njobs++] = (decode_job_t){at, size, dst, kind, done};
         } else if (fits) {
             got = object_page(crc32, at, size, flags, crc, decompress, dst);
         }
         Py_DECREF(z);
         if (got < 0)
-            goto fail_entry;
+            goto fail;
         Py_CLEAR(e);
         if (got == 0) {
-            stop = HANDBACK;
+            l->stop = HANDBACK;
             break;
         }
     }
-    /* Pass 2, without the GIL: the listed objects, in page order, until one fails. */
-    Py_ssize_t failed = -1;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t j = 0; j < njobs; j++) {
-        size_t len = 0;
-        if (decoders[jobs[j].kind](jobs[j].src, jobs[j].len, jobs[j].dst, PAGE_SIZE, &len) != 0 || len != PAGE_SIZE) {
-            failed = jobs[j].page;
-            break;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    if (failed >= 0 && failed < done) {
-        done = failed;
-        stop = HANDBACK;
-    }
-    PyMem_Free(jobs);
-    Py_DECREF(held);
-    PyBuffer_Release(&out);
-    return Py_BuildValue("ni", done, stop);
-fail_entry:
-    Py_XDECREF(e);
+    l->done = done;
+    return (PyObject *)l;
 fail:
-    PyMem_Free(jobs);
-    Py_XDECREF(held);
-    PyBuffer_Release(&out);
+    Py_XDECREF(e);
+    Py_DECREF(l);
     return NULL;
+}
+
+/* Listed.decode(): the listed objects, in page order, until one fails, without the GIL; then
+ * (pages read, DONE or HANDBACK for the page after them).  Called again, the same answer; None
+ * while another thread is decoding it (so that several threads may offer to, and one does). */
+static PyObject *
+Listed_decode(ListedObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (l->busy) /* another thread is decoding it: its result is for a later call */
+        Py_RETURN_NONE;
+    if (l->jobs != NULL) {
+        decode_job_t *jobs = l->jobs;
+        Py_ssize_t njobs = l->njobs, failed = -1;
+        l->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t j = 0; j < njobs; j++) {
+            size_t len = 0;
+            if (decoders[jobs[j].kind](jobs[j].src, jobs[j].len, jobs[j].dst, PAGE_SIZE, &len) != 0 ||
+                len != PAGE_SIZE) {
+                failed = jobs[j].page;
+                break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        l->busy = 0;
+        if (failed >= 0 && failed < l->done) {
+            l->done = failed;
+            l->stop = HANDBACK;
+        }
+    }
+    listed_release(l);
+    return Py_BuildValue("ni", l->done, l->stop);
+}
+
+static PyObject *
+Listed_get_stop(ListedObject *l, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(l->stop);
+}
+
+static PyMethodDef Listed_methods[] = {
+    {"decode", (PyCFunction)Listed_decode, METH_NOARGS,
+     "decode() -> (done, stop), the listed objects decoded; None while another thread decodes them"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Listed_getset[] = {
+    {"stop", (getter)Listed_get_stop, NULL, "HANDBACK if the listing stopped at a page (decode() may stop sooner)",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ListedType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zramctl.kernel._zsmalloc.Listed",
+    .tp_basicsize = sizeof(ListedObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A table leaf's pages, listed by list_entries, to decode (see the source)",
+    .tp_dealloc = (destructor)Listed_dealloc,
+    .tp_methods = Listed_methods,
+    .tp_getset = Listed_getset,
+};
+
+static PyObject *
+read_entries(PyObject *module, PyObject *args)
+{
+    PyObject *l = list_entries(module, args);
+    if (l == NULL)
+        return NULL;
+    PyObject *res = Listed_decode((ListedObject *)l, NULL);
+    Py_DECREF(l);
+    return res;
 }
 
 /*
@@ -1662,6 +1761,8 @@ static PyTypeObject PoolType = {
 static PyMethodDef module_methods[] = {
     {"read_entries", (PyCFunction)read_entries, METH_VARARGS,
      "zram's _read_entry for a run of a table leaf's entries, over the reference pool (an image)"},
+    {"list_entries", (PyCFunction)list_entries, METH_VARARGS,
+     "read_entries' first step: a run of a table leaf's entries checked and listed -> Listed"},
     {"access_entries", (PyCFunction)access_entries, METH_VARARGS,
      "zram_accessed() for a run of a table leaf's entries"},
     {NULL, NULL, 0, NULL},
@@ -1675,7 +1776,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__zsmalloc(void)
 {
-    if (PyType_Ready(&PoolType) < 0)
+    if (PyType_Ready(&PoolType) < 0 || PyType_Ready(&ListedType) < 0)
         return NULL;
     /* (PyCapsule_Import would walk attributes from "zramctl", where a submodule is not yet one) */
     PyObject *kcomp = PyImport_ImportModule("zramctl.kernel._kcomp");
@@ -1694,6 +1795,12 @@ PyInit__zsmalloc(void)
         return NULL;
     }
     Py_INCREF(ZsError);
+    Py_INCREF(&ListedType);
+    if (PyModule_AddObject(m, "Listed", (PyObject *)&ListedType) < 0) {
+        Py_DECREF(&ListedType);
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&PoolType);
     if (PyModule_AddObject(m, "Pool", (PyObject *)&PoolType) < 0) {
         Py_DECREF(&PoolType);

@@ -38,7 +38,6 @@ from __future__ import annotations
 import errno
 import heapq
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -48,11 +47,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..crc import crc32
 from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
-from ._zsmalloc import access_entries, read_entries
+from ._zsmalloc import Listed, access_entries, list_entries, read_entries
 from .compiled_pool import DONE, HANDBACK, NOMEM, CompiledPool
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
 from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
-from .zsmalloc import OBJ_INDEX_BITS, FrameStore, MemoryFrames, Pool, ReadZspage, ZsPage
+from .zsmalloc import FrameStore, MemoryFrames, Pool, ReadZspage, ZsPage
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -1171,7 +1170,7 @@ class Zram:
             )  # fmt: skip
         else:
             results = self._read_on_every_cpu(readers, runs, out, decompress, cache)
-        for (entries, at, p, _), (got, stop) in zip(runs, results, strict=True):
+        for (entries, at, p, _), (got, stop) in zip(runs, results, strict=False):  # (results end at a stop)
             if accessed and entries is not None and access_entries(entries, at, got, now):
                 table.touched(index + p, entries)  # type: ignore[attr-defined]
             if stop != DONE:
@@ -1186,33 +1185,33 @@ class Zram:
         decompress: tuple[object, ...],
         cache: dict[int, ReadZspage | None],
     ) -> list[tuple[int, int]]:
-        """read_entries for every run at once, ``readers`` threads: each zspage the runs need is
-        described first, here (that takes the GIL and reads the image), so that the threads
-        only decode.  All have finished when this returns: each writes into ``out``."""
+        """read_entries for the runs on ``readers`` CPUs: each run is listed here, in order
+        (``list_entries``: that takes the GIL, and describes the zspages it meets), and decoded
+        by one of ``readers - 1`` threads while the next one is listed; once all are listed, this
+        thread decodes too, from the last run back.  No run after one whose listing stops at a
+        page is listed.  All have finished when this returns (each writes into ``out``), even
+        when a listing raises."""
         from concurrent.futures import wait
 
         pool = self.pool
         assert isinstance(pool, Pool)
-        for entries, at, _, n in runs:
-            for e in entries[at : at + n] if entries is not None else ():
-                if e is not None and not e[0] & (ZRAM_SAME | ZRAM_WB):
-                    first = e[1] >> OBJ_INDEX_BITS
-                    if first not in cache:
-                        cache[first] = pool.object_zspage(first)
-        lock = threading.Lock()
-
-        def describe(first: int) -> ReadZspage | None:  # none is left to describe: a safeguard
-            with lock:
-                return pool.object_zspage(first)
-
-        self._readers = _kept_threads(self._readers, readers, "zram-read")
-        jobs = [
-            self._readers[1].submit(read_entries, entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE],
-                                    decompress, describe, cache, crc32)
-            for entries, at, p, n in runs
-        ]  # fmt: skip
-        wait(jobs)
-        return [job.result() for job in jobs]
+        self._readers = _kept_threads(self._readers, readers - 1, "zram-read")
+        submit = self._readers[1].submit
+        listed: list[Listed] = []
+        jobs: list[Future[tuple[int, int] | None]] = []
+        try:
+            for entries, at, p, n in runs:
+                one = list_entries(entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
+                                   pool.object_zspage, cache, crc32)  # fmt: skip
+                listed.append(one)
+                jobs.append(submit(one.decode))
+                if one.stop != DONE:
+                    break
+            for one in reversed(listed):  # (one a thread has decoded, or is decoding, is passed by)
+                one.decode()
+        finally:
+            wait(jobs)
+        return [one.decode() for one in listed]
 
     def discard(self, offset: int, length: int) -> int:
         """zram_bio_discard(): free every *whole* page in the range; return pages freed.
