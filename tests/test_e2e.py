@@ -26,6 +26,7 @@ def env(tmp_path):
     e = dict(os.environ)
     e.pop("NO_COLOR", None)
     e.pop("POSIXLY_CORRECT", None)
+    e.pop("PYTHONUNBUFFERED", None)  # buffered output to pipes, as a user's shell has it
     e["ZRAMCTL_ROOT"] = str(tmp_path / "root")
     e["LC_ALL"] = "C.UTF-8"
     return e
@@ -248,6 +249,23 @@ def test_root_option_environment_and_xdg_default(env, tmp_path):
     del xdg["XDG_STATE_HOME"]
     assert out(xdg, "hot-add") == "zram0\n"
     assert (tmp_path / "home" / ".local" / "state" / "zramctl" / "zram0.img").is_file()
+
+
+def test_every_byte_reaches_a_pipe_before_the_command_exits(env, tmp_path):
+    """The command ends with os._exit once it has flushed its output (cli.main.entry): a read,
+    a listing and an error each reach a pipe whole, block-buffered as a user's shell has them,
+    and the exit status is the command's."""
+    data = mixed_data(600, seed=5)
+    src = tmp_path / "data.bin"
+    src.write_bytes(data)
+    zramctl(env, "-f", "-s", "4M")
+    zramctl(env, "write", "zram0", str(src))
+    got = sh(env, "zramctl read zram0 --length 2457600 | sha256sum; zramctl --output-all --bytes | cat")
+    digest, listing = got.stdout.decode().split("\n", 1)
+    assert got.returncode == 0 and digest.split()[0] == hashlib.sha256(data).hexdigest()
+    assert listing.startswith("NAME") and listing.endswith("\n") and "zram0" in listing
+    proc = zramctl(env, "read", "zram0", "--offset", "8M", rc=1)
+    assert proc.stderr.decode().startswith("zramctl: zram0: read: ") and proc.stderr.endswith(b"\n")
 
 
 def test_python_m_and_version(env):

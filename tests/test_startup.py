@@ -12,15 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Runs the CLI like bin/zramctl does, then reports which modules got imported.
+# Runs the CLI like bin/zramctl does (entry() is main(exiting=True), then os._exit), then
+# reports which modules got imported.
 _RUN = """
 import json, sys
 sys.argv[0] = "zramctl"
-from zramctl.cli.main import entry
-try:
-    entry()
-except SystemExit:
-    pass
+from zramctl.cli.main import main
+main(exiting=True)
 sys.stderr.write(json.dumps(sorted(sys.modules)))
 """
 

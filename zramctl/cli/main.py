@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import Failure, error_words
 from .common import PROG, Options, root_dir, warn
@@ -446,10 +447,23 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
             restore_handlers(handlers)
 
 
-def entry() -> None:
-    """The installed ``zramctl`` command and ``python -m zramctl``."""
+def entry() -> NoReturn:
+    """The installed ``zramctl`` command and ``python -m zramctl``.
+
+    It ends the process with ``os._exit`` once the output is flushed, not through the
+    interpreter's shutdown: by then every change is committed and every output written,
+    and the shutdown (a full garbage collection of all a command made, the modules torn
+    down, the idle reader and stream threads joined) only cost 10-25 ms of every command.
+    The kernel closes the files and with them releases the devices' locks, as it would.
+    """
     try:
         code = main(exiting=True)
     except KeyboardInterrupt:  # in the instant before main() blocked the signals
         code = 128 + signal.SIGINT
-    sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # (None: started with that descriptor closed)
+                stream.flush()
+        except (OSError, ValueError):  # (main() has said what a failing stdout did)
+            pass
+    os._exit(code)
