@@ -1140,11 +1140,11 @@ class Zram:
         pages ``index ..`` into ``out``, read where they lie in each leaf's list of entries
         (``_zsmalloc.read_entries``); (pages read, DONE or HANDBACK for the page after them).
 
-        A read of several leaves decodes them on every usable CPU at once, as the kernel's
-        per-CPU streams decompress for as many readers (``_read_on_every_cpu``).  Either way,
-        the pages read before the first one handed back then get their access times, in page
-        order: the result, the counters and the image are those of reading the leaves one after
-        another.
+        A read of several leaves decodes them on every usable CPU, as the kernel's per-CPU
+        streams decompress for as many readers: one leaf is decoded while the next is listed
+        (``_read_on_every_cpu``).  Either way, the pages read before the first one handed back
+        then get their access times, in page order: the result, the counters and the image are
+        those of reading the leaves one after another.
         """
         table = self.table
         pool = self.pool
