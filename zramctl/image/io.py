@@ -37,7 +37,6 @@ torn write), so tests can stop a commit at every step.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
@@ -112,7 +111,9 @@ class CrashPoints:
 @functools.cache
 def _load_fallocate() -> object | None:
     """libc's fallocate, looked up on the first hole punched: find_library runs ldconfig (~15 ms),
-    which every command (a status listing too) paid at import before."""
+    which every command (a status listing too) paid at import before; importing ctypes at all
+    costs 1.5 ms, which a command that punches no hole need not pay either."""
+    import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
@@ -133,6 +134,8 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
         return
     rc = fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)  # type: ignore[operator]
     if rc != 0:
+        import ctypes  # (loaded by _load_fallocate)
+
         err = ctypes.get_errno()
         if err not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             raise OSError(err, os.strerror(err))
