@@ -438,7 +438,7 @@ def test_lz4_decoder_reads_every_valid_block(real_pages):
             assert _kcomp.lz4_decompress(block, PAGE) == page
 
 
-LZ4_MUTATIONS = 20_000 if SANITIZING else 80_000
+LZ4_MUTATIONS = 20_000 if SANITIZING else 120_000
 
 
 def test_lz4_mutated_blocks_decode_as_liblz4_does():

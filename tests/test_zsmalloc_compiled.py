@@ -189,10 +189,10 @@ def twin_test(compat: str, algorithm: str, examples: int):
     return machine.TestCase
 
 
-TestTwinModernLzoRle = twin_test("6.18", "lzo-rle", 50)
-TestTwinModernLz4 = twin_test("6.18", "lz4", 25)
-TestTwinModernZstd = twin_test("6.18", "zstd", 12)
-TestTwinLegacyLzo = twin_test("3.11", "lzo", 40)
+TestTwinModernLzoRle = twin_test("6.18", "lzo-rle", 80)
+TestTwinModernLz4 = twin_test("6.18", "lz4", 40)
+TestTwinModernZstd = twin_test("6.18", "zstd", 20)
+TestTwinLegacyLzo = twin_test("3.11", "lzo", 60)
 
 
 # --------------------------------------------------------------------------

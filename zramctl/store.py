@@ -594,9 +594,10 @@ CHUNK = 4 << 20
 """Bytes moved per engine call: memory stays bounded whatever the transfer's size."""
 READ_CHUNK = 8 << 20
 """Bytes a read copies out per engine call.  An image's leaves are listed on one thread and
-decoded on the others meanwhile, and each call waits for its last leaf: 8 MiB calls read as fast
-as 32 MiB ones (`zramctl read` of 256 MiB, lz4: 0.28 s median both; lzo-rle 0.31-0.32 s against
-0.32-0.33), and the command peaks at 74-81 MB of RSS instead of 101-118."""
+decoded on the others meanwhile, and each call waits for its last leaf.  `zramctl read` of 256
+MiB, medians of 9: 8 MiB calls read lz4 as fast as 32 MiB ones (0.28 s) and a little faster than
+``CHUNK``-sized ones (0.27-0.29 s against 0.30-0.31; lzo-rle 0.32-0.33 s in all three), and the
+command peaks at 72-82 MB of RSS (101-118 in 32 MiB calls)."""
 COMMIT_EVERY = 64 << 20
 """A long write commits at least this often, so a crash loses at most this much work."""
 PIECE = 256 << 10

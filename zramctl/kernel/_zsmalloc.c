@@ -1467,7 +1467,7 @@ list_entries(PyObject *Py_UNUSED(module), PyObject *args)
     if (l->out.len % PAGE_SIZE || start < 0 ||
         (entries != Py_None &&
          (!PyList_CheckExact(entries) || start > PyList_GET_SIZE(entries) || count > PyList_GET_SIZE(entries) - start))) {
-        PyErr_SetString(PyExc_ValueError, "read_entries: whole pages, each with an entry in the list");
+        PyErr_SetString(PyExc_ValueError, "list_entries: whole pages, each with an entry in the list");
         goto fail;
     }
     if (entries == Py_None) {

@@ -7,10 +7,9 @@ bookkeeping, and zram's per-page store and read loops, in C, step for step as ``
 and ``zram_drv.py`` do it: same handles, same free-chain words, same list links, same counters.
 ``zsmalloc.py`` stays the readable reference, and the one used for images (whose frames and
 records are untrusted bytes, checked as they are used: an image's reads go through
-``_zsmalloc.read_entries`` or ``list_entries``, over zspages that ``Pool.object_zspage`` checks and
-describes);
-``tests/test_zsmalloc_compiled.py`` runs both on the same operations and compares every
-counter, record and frame.
+``_zsmalloc.read_entries`` or ``list_entries``, over zspages that ``Pool.object_zspage``
+checks and describes); ``tests/test_zsmalloc_compiled.py`` runs both on the same operations
+and compares every counter, record and frame.
 
 The class table is the reference's own (``Pool(profile)`` builds it, no frame allocated), so
 geometry, merging and huge_class_size stay one fact in one place.  ``CompiledPool`` answers the
