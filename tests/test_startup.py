@@ -67,3 +67,23 @@ def test_punch_hole_still_frees_blocks(tmp_path: Path) -> None:
         os.close(fd)
     assert os.path.getsize(path) == 1 << 20
     assert after < before  # tmp_path's file system (ext4, tmpfs, xfs) supports PUNCH_HOLE
+
+
+def test_the_imports_are_frozen_only_where_the_process_ends_with_the_command(tmp_path: Path) -> None:
+    """``entry`` (main(exiting=True)) moves what the imports made out of the collector's sight
+    (gc.freeze: each full collection would scan it all again); ``main`` called by a process
+    that goes on leaves its collector alone."""
+    import gc
+
+    from zramctl.cli.main import main
+
+    root = str(tmp_path / "images")
+    run = _RUN.replace("json.dumps(sorted(sys.modules))", "json.dumps([__import__('gc').get_freeze_count()])")
+    for args in (("--root", root), ("--root", root, "stat", "zram0")):
+        argv = [sys.executable, "-c", run, *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert json.loads(proc.stderr.splitlines()[-1])[0] > 10_000, proc.stderr  # typer's and ours
+    before = gc.get_freeze_count()
+    assert main(["--root", root]) == 0 and main(["--root", root, "stat", "zram0"]) == 1
+    assert gc.get_freeze_count() == before
+

@@ -233,6 +233,7 @@ entry(uint64_t flags, uint64_t handle, uint64_t crc, uint64_t ac_time)
         }
         PyTuple_SET_ITEM(t, i, x);
     }
+    PyObject_GC_UnTrack(t); /* four ints: see untrack_entry in _zsmalloc.c */
     return t;
 }
 

@@ -986,6 +986,18 @@ page_same_filled(const uint8_t *page, uint64_t *word)
     return 1;
 }
 
+/* A table entry of four ints can make no reference cycle: the collector need never look at it.
+ * (CPython untracks such a tuple itself, but only at the first collection it survives, after
+ * scanning it: a read or write of N pages made N for it to scan.) */
+static void
+untrack_entry(PyObject *e)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(e); i++)
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(e, i)))
+            return;
+    PyObject_GC_UnTrack(e);
+}
+
 /* table[key] = (flags, handle, crc, ac_time); the last three are borrowed. */
 static int
 set_entry(PyObject *table, PyObject *key, uint64_t flags, PyObject *h, PyObject *crc, PyObject *ac_time)
@@ -1005,6 +1017,7 @@ set_entry(PyObject *table, PyObject *key, uint64_t flags, PyObject *h, PyObject 
     PyTuple_SET_ITEM(e, 1, h);
     PyTuple_SET_ITEM(e, 2, crc);
     PyTuple_SET_ITEM(e, 3, ac_time);
+    untrack_entry(e);
     int rc = PyDict_SetItem(table, key, e);
     Py_DECREF(e);
     return rc;
@@ -1683,6 +1696,7 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
         PyObject *ne = Py_BuildValue("(KOOO)", (unsigned long long)(flags & ~ZRAM_ACCESS_CLEARS), h, crc, now);
         if (ne == NULL)
             return NULL;
+        untrack_entry(ne);
         PyList_SetItem(entries, k, ne); /* steals ne; the old entry goes (ne holds its items) */
         changed++;
     }
