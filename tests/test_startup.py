@@ -87,3 +87,20 @@ def test_the_imports_are_frozen_only_where_the_process_ends_with_the_command(tmp
     assert main(["--root", root]) == 0 and main(["--root", root, "stat", "zram0"]) == 1
     assert gc.get_freeze_count() == before
 
+
+def test_each_verb_runs_in_an_app_of_its_own_that_says_what_the_whole_one_does() -> None:
+    """run_verb builds only the verb's command (typer makes every command of an app each run):
+    its help and its usage errors are the whole app's, word for word."""
+    from typer.testing import CliRunner
+
+    from zramctl.cli.main import VERBS
+    from zramctl.cli.verbs import app, app_for
+
+    runner = CliRunner()
+    assert sorted(c.name for c in app.registered_commands) == sorted(VERBS)
+    for verb in VERBS:
+        one = app_for(verb)
+        assert [c.name for c in one.registered_commands] == [verb]
+        for args in ([verb, "--help"], [verb, "--no-such-option"], [verb, "a", "b", "c", "d"]):
+            whole, alone = runner.invoke(app, args), runner.invoke(one, args)
+            assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), args
