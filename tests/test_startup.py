@@ -50,6 +50,7 @@ def test_a_verb_does_not_load_pydantic(tmp_path: Path) -> None:
     assert "zramctl.cli.verbs" in mods and "typer" in mods  # the verb did run, through typer
     assert not any(m == "pydantic" or m.startswith("pydantic.") for m in mods)
     assert "ctypes" not in mods  # only a hole punched needs libc's fallocate (image/io.py)
+    assert "zramctl.procmem" not in mods and "zramctl.estimate" not in mods  # estimate's, when it runs
 
 
 def test_punch_hole_still_frees_blocks(tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ partial page whole) and a note says so on stderr.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -35,13 +34,13 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO, TextIO
 import typer
 
 from ..errors import Failure, error_words
-from ..procmem import ProcessError
 from .columns import Column, format_ratio
 from .common import PROG
 from .units import size_to_human_string
 
 if TYPE_CHECKING:
     from ..estimate import Estimate, Result
+    from ..procmem import ProcessError
 
 HELP = (
     "Estimate what zram would save on FILE, stdin, or processes' memory: every algorithm x allocator "
@@ -100,6 +99,8 @@ def sorted_results(est: Estimate) -> list[Result]:
 
 def render_json(est: Estimate) -> str:
     """``--json``: a list of ``Result.as_dict()`` rows, sorted as the table."""
+    import json
+
     return json.dumps([r.as_dict() for r in sorted_results(est)], indent=2) + "\n"
 
 
@@ -261,6 +262,7 @@ def estimate_cmd(
     raw: Annotated[bool, typer.Option("--raw", help="Use the raw output format.")] = False,
 ) -> None:
     from ..estimate import EstimateError, estimate, parse_algorithms, parse_allocators
+    from ..procmem import ProcessError
     from .common import progress
 
     try:
