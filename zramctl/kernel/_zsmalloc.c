@@ -1693,9 +1693,25 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
             return NULL;
         if (ac_v == now_v && !(flags & ZRAM_ACCESS_CLEARS))
             continue; /* already so: left as it is */
-        PyObject *ne = Py_BuildValue("(KOOO)", (unsigned long long)(flags & ~ZRAM_ACCESS_CLEARS), h, crc, now);
-        if (ne == NULL)
+        PyObject *f = PyTuple_GET_ITEM(e, 0);
+        if (flags & ZRAM_ACCESS_CLEARS || !PyLong_CheckExact(f)) { /* else the flags stay, and their int */
+            if ((f = PyLong_FromUnsignedLongLong(flags & ~ZRAM_ACCESS_CLEARS)) == NULL)
+                return NULL;
+        } else {
+            Py_INCREF(f);
+        }
+        PyObject *ne = PyTuple_New(4);
+        if (ne == NULL) {
+            Py_DECREF(f);
             return NULL;
+        }
+        Py_INCREF(h);
+        Py_INCREF(crc);
+        Py_INCREF(now);
+        PyTuple_SET_ITEM(ne, 0, f);
+        PyTuple_SET_ITEM(ne, 1, h);
+        PyTuple_SET_ITEM(ne, 2, crc);
+        PyTuple_SET_ITEM(ne, 3, now);
         untrack_entry(ne);
         PyList_SetItem(entries, k, ne); /* steals ne; the old entry goes (ne holds its items) */
         changed++;
