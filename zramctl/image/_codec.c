@@ -218,15 +218,36 @@ load(const uint8_t *p, unsigned size)
     return v;
 }
 
+/* The int a leaf's last entry got for its access time: the pages written, or read, in one second
+ * share one (a leaf's entries mostly do), instead of an int each. */
+typedef struct {
+    uint64_t value;
+    PyObject *obj; /* NULL until the first */
+} LastInt;
+
 static PyObject *
-entry(uint64_t flags, uint64_t handle, uint64_t crc, uint64_t ac_time)
+int_of(LastInt *last, uint64_t value)
+{
+    if (last->obj == NULL || last->value != value) {
+        PyObject *x = PyLong_FromUnsignedLongLong(value);
+        if (!x)
+            return NULL;
+        Py_XSETREF(last->obj, x);
+        last->value = value;
+    }
+    Py_INCREF(last->obj);
+    return last->obj;
+}
+
+static PyObject *
+entry(uint64_t flags, uint64_t handle, uint64_t crc, uint64_t ac_time, LastInt *ac)
 {
     PyObject *t = PyTuple_New(4);
     if (!t)
         return NULL;
-    uint64_t parts[4] = {flags, handle, crc, ac_time};
+    uint64_t parts[3] = {flags, handle, crc};
     for (int i = 0; i < 4; i++) {
-        PyObject *x = PyLong_FromUnsignedLongLong(parts[i]);
+        PyObject *x = i < 3 ? PyLong_FromUnsignedLongLong(parts[i]) : int_of(ac, ac_time);
         if (!x) {
             Py_DECREF(t);
             return NULL;
@@ -239,7 +260,7 @@ entry(uint64_t flags, uint64_t handle, uint64_t crc, uint64_t ac_time)
 
 /* One entry: a new reference (None for unwritten), or NULL with *bad set (NULL, *bad 0: an error). */
 static PyObject *
-decode_one(const Codec *c, Wide v, uint64_t extents, int *bad)
+decode_one(const Codec *c, Wide v, uint64_t extents, int *bad, LastInt *ac)
 {
     const Field *f = c->f;
     unsigned kind = (unsigned)get(&f[F_KIND], v);
@@ -262,14 +283,14 @@ decode_one(const Codec *c, Wide v, uint64_t extents, int *bad)
     uint64_t ac_time = get(&f[F_AC], v);
     *bad = 0;
     if (kind == KIND_SAME)
-        return entry(flags | c->flag[G_SAME], get(&f[F_FILL], v), 0, ac_time);
+        return entry(flags | c->flag[G_SAME], get(&f[F_FILL], v), 0, ac_time, ac);
     if (kind == KIND_WB) {
         uint64_t blk = get(&f[F_BLOCK], v);
         if (blk < 1) {
             *bad = 1;
             return NULL;
         }
-        return entry(flags | c->flag[G_WB], blk, get(&f[F_CRC], v), ac_time);
+        return entry(flags | c->flag[G_WB], blk, get(&f[F_CRC], v), ac_time, ac);
     }
     uint64_t size = get(&f[F_SIZE], v), key = get(&f[F_KEY], v);
     if (size < 1 || size > c->page_size || key < 1 || key >= extents
@@ -279,7 +300,7 @@ decode_one(const Codec *c, Wide v, uint64_t extents, int *bad)
     }
     flags |= size | get(&f[F_PRIO], v) << c->flag[G_PRIO_SHIFT];
     uint64_t handle = (key * c->extent_blocks) << c->obj_index_bits | get(&f[F_IDX], v);
-    return entry(flags, handle, get(&f[F_CRC], v), ac_time);
+    return entry(flags, handle, get(&f[F_CRC], v), ac_time, ac);
 }
 
 static PyObject *
@@ -298,6 +319,7 @@ codec_decode(Codec *c, PyObject *args)
     }
     uint64_t extents = overflow > 0 ? UINT64_MAX : overflow < 0 || signed_extents < 0 ? 0 : (uint64_t)signed_extents;
     PyObject *out = NULL;
+    LastInt ac = {0, NULL};
     if ((size_t)buf.len < (size_t)c->per * c->entry_size) {
         PyErr_SetString(PyExc_ValueError, "decode: the payload is shorter than a leaf");
         goto done;
@@ -308,7 +330,7 @@ codec_decode(Codec *c, PyObject *args)
     const uint8_t *p = buf.buf;
     for (unsigned i = 0; i < c->per; i++) {
         int bad;
-        PyObject *e = decode_one(c, load(p + (size_t)i * c->entry_size, c->entry_size), extents, &bad);
+        PyObject *e = decode_one(c, load(p + (size_t)i * c->entry_size, c->entry_size), extents, &bad, &ac);
         if (!e) {
             Py_CLEAR(out);
             if (bad)
@@ -318,6 +340,7 @@ codec_decode(Codec *c, PyObject *args)
         PyList_SET_ITEM(out, i, e);
     }
 done:
+    Py_XDECREF(ac.obj);
     PyBuffer_Release(&buf);
     return out;
 }
