@@ -172,6 +172,35 @@ def test_reads_are_the_python_paths(tmp_path, monkeypatch, profile, algorithm):
     t.images_equal()
 
 
+def test_each_leaf_is_looked_up_as_it_comes_to_be_listed(tmp_path, monkeypatch):
+    """On several CPUs a leaf's entries are looked up (a table leaf decoded) just before it is
+    listed, so that the threads decode the leaves listed before it meanwhile.  Before, a call
+    looked all its leaves up first while the threads waited: 12 ms of a 256 MiB read."""
+    monkeypatch.setattr(zram_drv_mod, "usable_cpus", lambda: 2)
+    store = new_store(tmp_path, "6.18", "lz4")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, corpus(5))
+        h.commit()
+    events: list[str] = []
+    real_run, real_list = TableMap.run, zram_drv_mod.list_entries
+
+    def run(table, index):
+        events.append("run")
+        return real_run(table, index)
+
+    def listing(*args):
+        events.append("list")
+        return real_list(*args)
+
+    monkeypatch.setattr(TableMap, "run", run)
+    monkeypatch.setattr(zram_drv_mod, "list_entries", listing)
+    with store.open(0, write=False) as h:
+        assert h.zram.read(0, PAGES * PAGE) == corpus(5)
+    leaves = -(-PAGES // 255)
+    # (the first leaf is looked up once more, to see whether the call spans several)
+    assert events == ["run"] + ["run", "list"] * leaves
+
+
 @pytest.mark.parametrize("cpus", [1, 3])
 def test_leaves_are_read_on_every_cpu_with_the_same_result(tmp_path, monkeypatch, cpus):
     """A read of many leaves decodes them on as many threads as there are CPUs: the same bytes,

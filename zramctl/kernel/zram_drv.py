@@ -109,6 +109,9 @@ Entry = tuple[int, int, int, int]
 """(flags | object size, handle or fill word or backing block, CRC-32 of the stored bytes,
 ac_time): ac_time is the last access in whole wall-clock seconds (the kernel's ac_time with
 CONFIG_ZRAM_TRACK_ENTRY_ACTIME, which counts boot time), 0 when never set."""
+Run = tuple[list[Entry | None] | None, int, int, int]
+"""Pages of one table leaf that a read takes: (the leaf's entries, or None where none was ever
+written; where the run starts in them; its first page, counted from the read's; its pages)."""
 
 ZERO_PAGE = bytes(PAGE_SIZE)
 
@@ -1150,27 +1153,34 @@ class Zram:
         pool = self.pool
         assert isinstance(pool, Pool)
         total = len(out) // PAGE_SIZE
-        runs: list[tuple[list[Entry | None] | None, int, int, int]] = []  # (entries, at, page, n)
-        page = 0
-        while page < total:
-            entries, at, n = table.run(index + page)  # type: ignore[attr-defined]
-            n = min(n, total - page)
-            runs.append((entries, at, page, n))
-            page += n
+
+        def leaves() -> Iterator[Run]:
+            """The leaves' runs of pages, each looked up as it comes to be listed: the leaves
+            listed before it are being decoded meanwhile."""
+            page = 0
+            while page < total:
+                entries, at, n = table.run(index + page)  # type: ignore[attr-defined]
+                n = min(n, total - page)
+                yield entries, at, page, n
+                page += n
+
         cache = pool.read_cache()
         # (a decompressor that is Python code may keep state: its leaves are read one by one)
         compiled = all(isinstance(d, int) or d is None for d in decompress)
-        readers = usable_cpus() if len(runs) > 1 and compiled else 1
-        results: Iterable[tuple[int, int]]
+        in_first_leaf = table.run(index)[2]  # type: ignore[attr-defined]
+        readers = usable_cpus() if total > in_first_leaf and compiled else 1
+        read: list[tuple[Run, tuple[int, int]]]
         if readers == 1:  # lazily: no leaf after one that hands a page back is read
-            results = (
-                read_entries(entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
-                             pool.object_zspage, cache, crc32)
-                for entries, at, p, n in runs
-            )  # fmt: skip
+            read = []
+            for entries, at, p, n in leaves():
+                got = read_entries(entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
+                                   pool.object_zspage, cache, crc32)  # fmt: skip
+                read.append(((entries, at, p, n), got))
+                if got[1] != DONE:
+                    break
         else:
-            results = self._read_on_every_cpu(readers, runs, out, decompress, cache)
-        for (entries, at, p, _), (got, stop) in zip(runs, results, strict=False):  # (results end at a stop)
+            read = self._read_on_every_cpu(readers, leaves(), out, decompress, cache)
+        for (entries, at, p, _), (got, stop) in read:
             if accessed and entries is not None and access_entries(entries, at, got, now):
                 table.touched(index + p, entries)  # type: ignore[attr-defined]
             if stop != DONE:
@@ -1180,11 +1190,11 @@ class Zram:
     def _read_on_every_cpu(
         self,
         readers: int,
-        runs: list[tuple[list[Entry | None] | None, int, int, int]],
+        runs: Iterable[Run],
         out: memoryview,
         decompress: tuple[object, ...],
         cache: dict[int, ReadZspage | None],
-    ) -> list[tuple[int, int]]:
+    ) -> list[tuple[Run, tuple[int, int]]]:
         """read_entries for the runs on ``readers`` CPUs: each run is listed here, in order
         (``list_entries``: that takes the GIL, and describes the zspages it meets), and decoded
         by one of ``readers - 1`` threads while the next one is listed; once all are listed, this
@@ -1197,12 +1207,15 @@ class Zram:
         assert isinstance(pool, Pool)
         self._readers = _kept_threads(self._readers, readers - 1, "zram-read")
         submit = self._readers[1].submit
+        runs_listed: list[Run] = []
         listed: list[Listed] = []
         jobs: list[Future[tuple[int, int] | None]] = []
         try:
-            for entries, at, p, n in runs:
+            for run in runs:
+                entries, at, p, n = run
                 one = list_entries(entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
                                    pool.object_zspage, cache, crc32)  # fmt: skip
+                runs_listed.append(run)
                 listed.append(one)
                 jobs.append(submit(one.decode))
                 if one.stop != DONE:
@@ -1211,7 +1224,7 @@ class Zram:
                 one.decode()
         finally:
             wait(jobs)
-        return [one.decode() for one in listed]
+        return [(run, one.decode()) for run, one in zip(runs_listed, listed, strict=True)]
 
     def discard(self, offset: int, length: int) -> int:
         """zram_bio_discard(): free every *whole* page in the range; return pages freed.
