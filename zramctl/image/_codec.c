@@ -254,7 +254,7 @@ entry(uint64_t flags, uint64_t handle, uint64_t crc, uint64_t ac_time, LastInt *
         }
         PyTuple_SET_ITEM(t, i, x);
     }
-    PyObject_GC_UnTrack(t); /* four ints: see untrack_entry in _zsmalloc.c */
+    PyObject_GC_UnTrack(t); /* four ints: see new_entry in kernel/_zsmalloc.c */
     return t;
 }
 

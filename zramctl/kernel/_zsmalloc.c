@@ -986,38 +986,42 @@ page_same_filled(const uint8_t *page, uint64_t *word)
     return 1;
 }
 
-/* A table entry of four ints can make no reference cycle: the collector need never look at it.
- * (CPython untracks such a tuple itself, but only at the first collection it survives, after
- * scanning it: a read or write of N pages made N for it to scan.) */
-static void
-untrack_entry(PyObject *e)
+/*
+ * A new table entry (flags, handle, crc, ac_time): `flags` is stolen (also on failure), the
+ * rest borrowed; NULL with an exception.  An entry of four ints can make no reference cycle,
+ * so the collector is told never to look at it.  (CPython untracks such a tuple itself, but
+ * only at the first collection it survives, after scanning it: a read or write of N pages
+ * made N for it to scan.)
+ */
+static PyObject *
+new_entry(PyObject *flags, PyObject *h, PyObject *crc, PyObject *ac_time)
 {
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(e); i++)
-        if (!PyLong_CheckExact(PyTuple_GET_ITEM(e, i)))
-            return;
-    PyObject_GC_UnTrack(e);
+    PyObject *e = PyTuple_New(4);
+    if (e == NULL) {
+        Py_DECREF(flags);
+        return NULL;
+    }
+    PyObject *items[4] = {flags, h, crc, ac_time};
+    int ints = 1;
+    for (Py_ssize_t i = 0; i < 4; i++) {
+        if (i)
+            Py_INCREF(items[i]);
+        PyTuple_SET_ITEM(e, i, items[i]);
+        ints &= PyLong_CheckExact(items[i]);
+    }
+    if (ints)
+        PyObject_GC_UnTrack(e);
+    return e;
 }
 
 /* table[key] = (flags, handle, crc, ac_time); the last three are borrowed. */
 static int
 set_entry(PyObject *table, PyObject *key, uint64_t flags, PyObject *h, PyObject *crc, PyObject *ac_time)
 {
-    PyObject *e = PyTuple_New(4);
+    PyObject *f = PyLong_FromUnsignedLongLong(flags);
+    PyObject *e = f != NULL ? new_entry(f, h, crc, ac_time) : NULL;
     if (e == NULL)
         return -1;
-    PyObject *f = PyLong_FromUnsignedLongLong(flags);
-    if (f == NULL) {
-        Py_DECREF(e);
-        return -1;
-    }
-    Py_INCREF(h);
-    Py_INCREF(crc);
-    Py_INCREF(ac_time);
-    PyTuple_SET_ITEM(e, 0, f);
-    PyTuple_SET_ITEM(e, 1, h);
-    PyTuple_SET_ITEM(e, 2, crc);
-    PyTuple_SET_ITEM(e, 3, ac_time);
-    untrack_entry(e);
     int rc = PyDict_SetItem(table, key, e);
     Py_DECREF(e);
     return rc;
@@ -1700,19 +1704,9 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
         } else {
             Py_INCREF(f);
         }
-        PyObject *ne = PyTuple_New(4);
-        if (ne == NULL) {
-            Py_DECREF(f);
+        PyObject *ne = new_entry(f, h, crc, now);
+        if (ne == NULL)
             return NULL;
-        }
-        Py_INCREF(h);
-        Py_INCREF(crc);
-        Py_INCREF(now);
-        PyTuple_SET_ITEM(ne, 0, f);
-        PyTuple_SET_ITEM(ne, 1, h);
-        PyTuple_SET_ITEM(ne, 2, crc);
-        PyTuple_SET_ITEM(ne, 3, now);
-        untrack_entry(ne);
         PyList_SetItem(entries, k, ne); /* steals ne; the old entry goes (ne holds its items) */
         changed++;
     }
