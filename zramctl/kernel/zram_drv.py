@@ -1207,24 +1207,22 @@ class Zram:
         assert isinstance(pool, Pool)
         self._readers = _kept_threads(self._readers, readers - 1, "zram-read")
         submit = self._readers[1].submit
-        runs_listed: list[Run] = []
-        listed: list[Listed] = []
+        listed: list[tuple[Run, Listed]] = []
         jobs: list[Future[tuple[int, int] | None]] = []
         try:
             for run in runs:
                 entries, at, p, n = run
                 one = list_entries(entries, at, out[p * PAGE_SIZE : (p + n) * PAGE_SIZE], decompress,
                                    pool.object_zspage, cache, crc32)  # fmt: skip
-                runs_listed.append(run)
-                listed.append(one)
+                listed.append((run, one))
                 jobs.append(submit(one.decode))
                 if one.stop != DONE:
                     break
-            for one in reversed(listed):  # (one a thread has decoded, or is decoding, is passed by)
+            for _, one in reversed(listed):  # (one a thread has decoded, or is decoding, is passed by)
                 one.decode()
         finally:
             wait(jobs)
-        return [(run, one.decode()) for run, one in zip(runs_listed, listed, strict=True)]
+        return [(run, one.decode()) for run, one in listed]
 
     def discard(self, offset: int, length: int) -> int:
         """zram_bio_discard(): free every *whole* page in the range; return pages freed.
