@@ -38,7 +38,9 @@ setup(
         Extension(
             source[: -len(".c")].replace("/", "."),
             sources=[source],
-            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra"],
+            # -pthread: _kcomp's compression streams are POSIX threads.
+            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-pthread"],
+            extra_link_args=["-pthread"],
         )
         for source in MODULES
     ],

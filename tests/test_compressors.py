@@ -522,6 +522,87 @@ def test_buffers_of_any_kind_are_taken():
 
 
 # --------------------------------------------------------------------------
+# StreamJob: compression streams as native threads
+
+
+def job_results(job) -> list[bytes]:
+    out: list[bytes] = []
+    while batch := job.take():
+        out += batch
+    return out
+
+
+KINDS = {"lzo": 0, "lzo-rle": 1, "lz4": 2}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize(
+    ("threads", "batch", "slots"), [(1, 1, 1), (1, 32, 4), (3, 2, 2), (4, 7, 64), (8, 300, 3)]
+)
+def test_stream_job_gives_compress_pages_results_in_page_order(algorithm, threads, batch, slots):
+    """Any number of threads, batch size and ring: the same bytes as one call per page, in order."""
+    data = b"".join(edge_pages()[:50] + [os.urandom(PAGE), bytes(PAGE)])
+    kind = KINDS[algorithm]
+    job = _kcomp.StreamJob(kind, data, PAGE, threads, batch, slots)
+    got = job_results(job)
+    job.close()
+    assert got == _kcomp.compress_pages(kind, data, PAGE) == [FAST[algorithm](p) for p in pages_of(data)]
+    assert job.threads == 0
+
+
+def test_stream_job_takes_lz4_acceleration():
+    data = b"".join(edge_pages()[:20])
+    job = _kcomp.StreamJob(2, data, PAGE, 2, 3, 2, 9)
+    assert job_results(job) == [_kcomp.lz4_compress(p, 9) for p in pages_of(data)]
+    job.close()
+
+
+def test_stream_job_holds_the_buffer_until_closed():
+    """The threads read the caller's buffer: it cannot be resized (or freed) until close(); after
+    close nothing reads it, and take() says the job is closed."""
+    buf = bytearray(b"".join(edge_pages()[:40]))
+    job = _kcomp.StreamJob(1, memoryview(buf), PAGE, 2, 4, 2)
+    with pytest.raises(BufferError):
+        buf.extend(b"x")
+    assert job.threads == 2
+    job.take()
+    job.close()
+    buf.extend(b"x")
+    with pytest.raises(ValueError, match="closed"):
+        job.take()
+    job.close()  # closing twice does nothing
+
+
+def test_stream_job_stopped_midway_and_dropped_unclosed_ends_its_threads():
+    """A job closed before its last batch, or dropped without close, stops and joins its threads."""
+    data = b"".join(edge_pages()) * 4
+    before = len(os.listdir("/proc/self/task"))
+    for _ in range(20):
+        job = _kcomp.StreamJob(1, data, PAGE, 4, 2, 2)
+        job.take()
+        job.close()
+        assert job.threads == 0
+        job = _kcomp.StreamJob(2, data, PAGE, 4, 2, 2)
+        del job
+    assert len(os.listdir("/proc/self/task")) == before
+
+
+def test_stream_job_edges():
+    assert job_results(_kcomp.StreamJob(1, b"", PAGE, 4, 8, 2)) == []
+    one = _kcomp.StreamJob(1, bytes(PAGE), PAGE, 4, 8, 2)
+    assert one.threads == 1  # no more threads than batches
+    assert job_results(one) == [_kcomp.lzorle1x_1_compress(bytes(PAGE))]
+    assert one.take() == []
+    for bad in [(3, b"", PAGE, 1, 1, 1), (1, bytes(PAGE + 1), PAGE, 1, 1, 1), (1, b"", 0, 1, 1, 1),
+                (1, b"", PAGE, 0, 1, 1), (1, b"", PAGE, 257, 1, 1), (1, b"", PAGE, 1, 0, 1),
+                (1, b"", PAGE, 1, 1, 0), (1, b"", PAGE, 1, 4097, 1), (0, b"", 1 << 20, 1, 1, 1)]:  # fmt: skip
+        with pytest.raises(ValueError):
+            _kcomp.StreamJob(*bad)
+    with pytest.raises(TypeError):
+        _kcomp.StreamJob(1, "text", PAGE, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------
 # The sanitizer build, as CI runs it
 
 

@@ -1,8 +1,12 @@
 """Compression streams (``-t N``): the same results for any number of streams.
 
 The whole pages of a write are compressed ahead, a batch at a time, by ``Zram.comp_streams``
-threads (``-t N``; without it one per usable CPU for 6.18, one for 3.11), and stored in page
-order.  So the counters, the class tables and the image bytes must not depend on N, and a
+streams (``-t N``; without it one per usable CPU for 6.18, one for 3.11), and stored in page
+order.  The kernel's own compressors (lzo, lzo-rle, lz4) compress on native threads
+(``_kcomp.StreamJob``, no more than the CPUs beside the storing thread); the others on Python
+threads, or on the writing thread for one stream.
+
+So the counters, the class tables and the image bytes must not depend on N, and a
 page whose compression fails must fail exactly where it would with one stream: the pages
 before it stored, the count exact, nothing after it stored.
 """
@@ -22,7 +26,7 @@ from zramctl.cli import main as cli
 from zramctl.errors import ZramError
 from zramctl.image import image as image_mod
 from zramctl.kernel import zram_drv
-from zramctl.kernel.zcomp import get_backend
+from zramctl.kernel.zcomp import Backend, get_backend
 from zramctl.kernel.zram_drv import Zram, ZramConfig
 
 PAGE = 4096
@@ -32,6 +36,17 @@ PAGE = 4096
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of 8 pages: these small writes then span many batches, several in flight."""
     monkeypatch.setattr(zram_drv, "STREAM_BATCH", 8)
+
+
+@pytest.fixture
+def many_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight usable CPUs: native streams then run on as many threads as -t says (up to 7)."""
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 8)
+
+
+def python_streams(backend: Backend, **changes: object) -> Backend:
+    """``backend`` compressing on Python threads (or the writing thread), as zstd does."""
+    return replace(backend, stream_job=None, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +97,7 @@ def run_writes(streams: int, algorithm: str, data: bytes) -> Zram:
 
 
 @pytest.mark.parametrize("algorithm", ["lzo-rle", "lz4", "zstd", "deflate"])
+@pytest.mark.usefixtures("many_cpus")
 def test_the_same_state_for_any_number_of_streams(algorithm: str) -> None:
     data = mixed(400)
     one = state(run_writes(1, algorithm, data))
@@ -100,9 +116,43 @@ def test_the_streams_really_run_in_threads(monkeypatch: pytest.MonkeyPatch) -> N
 
     z = Zram(ZramConfig(max_comp_streams=4))
     z.init(1 << 20)
-    z._backend = replace(backend, compress_pages=compress_pages)
+    z._backend = python_streams(backend, compress_pages=compress_pages)
     z.write(0, mixed(256))
     assert seen and all(name.startswith("zram-stream") for name in seen)
+
+
+def started_jobs(z: Zram) -> list[int]:
+    """Makes ``z``'s compressor record how many threads each native stream job starts with."""
+    backend = z.backend
+    assert backend.stream_job is not None
+    start = backend.stream_job
+    threads: list[int] = []
+
+    def stream_job(data, count, batch, slots):
+        job = start(data, count, batch, slots)
+        threads.append(job.threads)
+        return job
+
+    z._backend = replace(backend, stream_job=stream_job)
+    return threads
+
+
+@pytest.mark.parametrize(
+    ("cpus", "streams", "threads"), [(8, 4, 4), (8, 1, 1), (3, 4, 2), (2, 2, 1), (1, 4, 1)]
+)
+def test_native_streams_run_on_threads_of_their_own(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, streams: int, threads: int
+) -> None:
+    """The kernel's compressors compress on ``-t`` native threads beside the writing thread, but
+    never on more than the CPUs that leave it one of its own; each write's job is closed with it."""
+    monkeypatch.setattr(zram_drv, "usable_cpus", lambda: cpus)
+    z = Zram(ZramConfig(max_comp_streams=streams))
+    z.init(4 << 20)
+    jobs = started_jobs(z)
+    data = mixed(1000)
+    z.write(0, data)
+    assert jobs == [threads]
+    assert z.read(0, len(data)) == data
 
 
 @pytest.mark.parametrize("streams", [1, 4])
@@ -120,7 +170,7 @@ def test_a_failing_page_stops_the_write_exactly_there(streams: int, batch_call: 
 
     z = Zram(ZramConfig(max_comp_streams=streams))
     z.init(len(data))
-    z._backend = replace(backend, compress=compress, compress_pages=None)
+    z._backend = python_streams(backend, compress=compress, compress_pages=None)
     if batch_call:  # a batch call that fails falls back to one call per page
         def pages(view):
             if bad in bytes(view):
@@ -156,11 +206,33 @@ def test_a_stopped_write_leaves_no_stream_running(monkeypatch: pytest.MonkeyPatc
     data = mixed(400)
     z = Zram(ZramConfig(max_comp_streams=2, limit_pages=8))
     z.init(len(data))
-    z._backend = replace(backend, compress_pages=compress_pages)
+    z._backend = python_streams(backend, compress_pages=compress_pages)
     with pytest.raises(ZramError) as info:
         z.write(0, data)
     assert info.value.errno == errno.ENOMEM
     assert running[0] == 0
+
+
+def test_a_stopped_write_leaves_no_native_stream_running() -> None:
+    """The same for native streams: the job is closed (its threads joined) when the write stops,
+    so its buffer can be changed at once."""
+    backend = get_backend("lz4")
+    jobs = []
+
+    def stream_job(data, count, batch, slots):
+        jobs.append(backend.stream_job(data, count, batch, slots))
+        return jobs[-1]
+
+    buf = bytearray(mixed(400))
+    z = Zram(ZramConfig(comp_algorithm="lz4", max_comp_streams=3, limit_pages=8))
+    z.init(len(buf))
+    z._backend = replace(backend, stream_job=stream_job)
+    with pytest.raises(ZramError) as info:
+        z.write(0, buf)
+    assert info.value.errno == errno.ENOMEM
+    assert [job.threads for job in jobs] == [0]
+    with pytest.raises(ValueError, match="closed"):  # its buffer let go
+        jobs[0].take()
 
 
 def test_image_bytes_are_the_same_for_t1_and_t4(
@@ -242,7 +314,7 @@ def test_the_default_streams_are_the_ones_that_run(
     monkeypatch: pytest.MonkeyPatch, compat: str, threads: int
 ) -> None:
     """What STREAMS shows is what compresses: 3 worker threads for 6.18 with 3 usable CPUs, the
-    writing thread alone for 3.11."""
+    writing thread alone for 3.11 (Python streams; for native ones, see the test above)."""
     monkeypatch.setattr(zram_drv, "usable_cpus", lambda: 3)
     seen: set[str] = set()
     backend = get_backend("lzo")
@@ -253,7 +325,7 @@ def test_the_default_streams_are_the_ones_that_run(
 
     z = Zram(ZramConfig(compat=compat, comp_algorithm="lzo"))
     z.init(1 << 20)
-    z._backend = replace(backend, compress_pages=compress_pages)
+    z._backend = python_streams(backend, compress_pages=compress_pages)
     z.write(0, mixed(256))
     workers = {name for name in seen if name.startswith("zram-stream")}
     assert z.comp_streams == (threads or 1)

@@ -15,12 +15,17 @@
  *   _DECODERS                       a capsule: the two decoders for other compiled modules
  *                                   (_zsmalloc's read path), by compress_pages' kind
  *
+ *   StreamJob(kind, data, page_size, threads, batch, slots, acceleration=1)
+ *                                   compression streams: every page of data compressed by native
+ *                                   threads that never take the GIL, taken in page order
+ *
  * Each call copies nothing: it holds the caller's buffer (Py_buffer) and releases the GIL for the
  * work on it, so pages compress in parallel on several threads.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -878,6 +883,20 @@ py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
     return res;
 }
 
+/* The work memory one compression needs: the larger of lz4's hash table and lzo's dictionary. */
+#define WORK_ENTRIES ((1u << LZ4_HASH_LOG) > LZO_D_SIZE ? (1u << LZ4_HASH_LOG) : LZO_D_SIZE)
+
+/* One page of `kind` (0 lzo, 1 lzo-rle, 2 lz4) into dst (its kind's bound); returns the length. */
+static size_t
+compress_one(int kind, const uint8_t *src, size_t page, uint8_t *dst, int accel, uint16_t *work)
+{
+    if (kind == 2)
+        return lz4_compress_core(src, page, dst, (unsigned)accel, work);
+    if (kind == 1)
+        return lzo_compress_v1(src, page, dst, work);
+    return lzo_compress_v0(src, page, dst, work);
+}
+
 /* compress_pages(kind, data, page_size, acceleration=1) -> list[bytes]: every page_size piece
  * of data compressed on its own, exactly as one call per page would, with the GIL released
  * once for them all.  This is what lets a compression stream (a worker thread) run beside the
@@ -907,8 +926,7 @@ py_compress_pages(PyObject *self, PyObject *args, PyObject *kwargs)
     size_t bound = kind == 2 ? lz4_bound((size_t)page) : lzo_bound((size_t)page);
     uint8_t *out = malloc(n * bound + 1);
     size_t *lens = malloc((n + 1) * sizeof(size_t));
-    void *work = malloc(sizeof(uint16_t) * ((1u << LZ4_HASH_LOG) > LZO_D_SIZE ? (1u << LZ4_HASH_LOG)
-                                                                               : LZO_D_SIZE));
+    uint16_t *work = malloc(sizeof(uint16_t) * WORK_ENTRIES);
     if (out == NULL || lens == NULL || work == NULL) {
         free(out);
         free(lens);
@@ -918,16 +936,8 @@ py_compress_pages(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     const uint8_t *in = view.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *src = in + i * (size_t)page;
-        uint8_t *dst = out + i * bound;
-        if (kind == 2)
-            lens[i] = lz4_compress_core(src, (size_t)page, dst, (unsigned)accel, work);
-        else if (kind == 1)
-            lens[i] = lzo_compress_v1(src, (size_t)page, dst, work);
-        else
-            lens[i] = lzo_compress_v0(src, (size_t)page, dst, work);
-    }
+    for (size_t i = 0; i < n; i++)
+        lens[i] = compress_one(kind, in + i * (size_t)page, (size_t)page, out + i * bound, accel, work);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyObject *res = PyList_New((Py_ssize_t)n);
@@ -943,6 +953,290 @@ py_compress_pages(PyObject *self, PyObject *args, PyObject *kwargs)
     free(work);
     return res;
 }
+
+/* ---- compression streams ------------------------------------------------------------------ */
+
+/*
+ * StreamJob: zram's compression streams for one buffer of whole pages, as native threads.
+ *
+ * Why not Python threads: a Python thread that compresses a batch must take the GIL back to hand
+ * its results over, and the thread storing the pages holds the GIL nearly all the time, so each
+ * batch waits up to the switch interval (5 ms) for it: the streams then run at half speed or
+ * less, however many there are.  These threads touch no Python object.  The job holds the
+ * caller's buffer (Py_buffer) from its creation to close(); `threads` workers claim batches of
+ * `batch` pages in order and compress each into a slot of a ring of `slots` batches; take(), with
+ * the GIL, waits (the GIL released) for the next batch in page order, turns it into bytes objects
+ * and frees its slot.  So memory is the ring whatever the buffer's size, the workers run at most
+ * `slots` batches ahead of the pages taken, and the results never depend on `threads`.
+ *
+ * close() (and the job's end) stops the workers once their current batch is done and joins them:
+ * after it nothing reads the buffer.  A job whose threads cannot be started compresses each batch
+ * in take() instead.
+ */
+#define JOB_MAX_THREADS 256
+#define JOB_MAX_BATCH 4096
+#define JOB_MAX_SLOTS 4096
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    int have_view;
+    int kind, accel;
+    size_t page, bound, npages, batch, nbatches, nslots;
+    uint8_t *out;    /* nslots * batch * bound bytes: slot s, page i at (s * batch + i) * bound */
+    size_t *lens;    /* nslots * batch: the compressed length of each page in a slot */
+    size_t *ready;   /* per slot: 1 + the batch compressed into it; 0 for none yet */
+    size_t claimed;  /* batches claimed by the workers (all below it are claimed) */
+    size_t taken;    /* batches taken (so their slots are free again) */
+    int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t room; /* a slot was freed, or stop was set */
+    pthread_cond_t done; /* a batch was compressed */
+    int have_sync;
+    pthread_t *threads;
+    int nthreads; /* started and not yet joined */
+} StreamJob;
+
+/* Compress batch b into its slot.  Called by a worker without any lock, or by take(). */
+static void
+job_compress(StreamJob *job, size_t b, uint16_t *work)
+{
+    const uint8_t *in = job->view.buf;
+    size_t slot = b % job->nslots, first = b * job->batch;
+    size_t count = job->npages - first < job->batch ? job->npages - first : job->batch;
+    for (size_t i = 0; i < count; i++) {
+        size_t at = slot * job->batch + i;
+        job->lens[at] = compress_one(job->kind, in + (first + i) * job->page, job->page,
+                                     job->out + at * job->bound, job->accel, work);
+    }
+}
+
+static void *
+job_worker(void *arg)
+{
+    StreamJob *job = arg;
+    uint16_t work[WORK_ENTRIES];
+    pthread_mutex_lock(&job->mu);
+    while (!job->stop && job->claimed < job->nbatches) {
+        if (job->claimed >= job->taken + job->nslots) { /* the ring is full: wait for take() */
+            pthread_cond_wait(&job->room, &job->mu);
+            continue;
+        }
+        size_t b = job->claimed++;
+        pthread_mutex_unlock(&job->mu);
+        job_compress(job, b, work);
+        pthread_mutex_lock(&job->mu);
+        job->ready[b % job->nslots] = b + 1;
+        pthread_cond_broadcast(&job->done);
+    }
+    pthread_mutex_unlock(&job->mu);
+    return NULL;
+}
+
+/* Stop the workers after their current batch, wait for them, and let the buffer go. */
+static void
+job_stop(StreamJob *job)
+{
+    if (job->nthreads > 0) {
+        pthread_mutex_lock(&job->mu);
+        job->stop = 1;
+        pthread_cond_broadcast(&job->room);
+        pthread_mutex_unlock(&job->mu);
+        int n = job->nthreads;
+        Py_BEGIN_ALLOW_THREADS
+        for (int i = 0; i < n; i++)
+            pthread_join(job->threads[i], NULL);
+        Py_END_ALLOW_THREADS
+        job->nthreads = 0;
+    }
+    job->stop = 1;
+    if (job->have_view) {
+        PyBuffer_Release(&job->view);
+        job->have_view = 0;
+    }
+}
+
+static void
+job_dealloc(StreamJob *job)
+{
+    job_stop(job);
+    if (job->have_sync) {
+        pthread_cond_destroy(&job->done);
+        pthread_cond_destroy(&job->room);
+        pthread_mutex_destroy(&job->mu);
+    }
+    free(job->threads);
+    free(job->out);
+    free(job->lens);
+    free(job->ready);
+    Py_TYPE(job)->tp_free((PyObject *)job);
+}
+
+static PyObject *
+job_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"kind", "data", "page_size", "threads", "batch", "slots", "acceleration", NULL};
+    int kind, accel = 1, threads;
+    Py_ssize_t page, batch, slots;
+    PyObject *data;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOninn|i:StreamJob", kwlist, &kind, &data, &page, &threads,
+                                     &batch, &slots, &accel))
+        return NULL;
+    size_t limit = kind == 2 ? LZ4_MAX_INPUT : LZO_MAX_INPUT;
+    if (kind < 0 || kind > 2 || page <= 0 || (size_t)page > limit || threads < 1 || threads > JOB_MAX_THREADS
+        || batch < 1 || batch > JOB_MAX_BATCH || slots < 1 || slots > JOB_MAX_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "StreamJob: kind 0..2, a valid page size, 1..256 threads, "
+                                          "1..4096 pages a batch and 1..4096 slots");
+        return NULL;
+    }
+    StreamJob *job = (StreamJob *)type->tp_alloc(type, 0);
+    if (job == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(data, &job->view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(job);
+        return NULL;
+    }
+    job->have_view = 1;
+    if (job->view.len % page) {
+        Py_DECREF(job);
+        PyErr_SetString(PyExc_ValueError, "StreamJob: the data is not whole pages");
+        return NULL;
+    }
+    job->kind = kind;
+    job->accel = accel < 1 ? 1 : accel > 65537 ? 65537 : accel;
+    job->page = (size_t)page;
+    job->bound = kind == 2 ? lz4_bound(job->page) : lzo_bound(job->page);
+    job->npages = (size_t)job->view.len / job->page;
+    job->batch = (size_t)batch;
+    job->nbatches = (job->npages + job->batch - 1) / job->batch;
+    job->nslots = job->nbatches < (size_t)slots ? job->nbatches : (size_t)slots;
+    if (job->nslots == 0)
+        job->nslots = 1;
+    /* At most 4096 * 4096 pages of at most 70 KiB: no product below overflows a 64-bit size_t. */
+    job->out = malloc(job->nslots * job->batch * job->bound);
+    job->lens = malloc(job->nslots * job->batch * sizeof *job->lens);
+    job->ready = calloc(job->nslots, sizeof *job->ready);
+    size_t want = job->nbatches < (size_t)threads ? job->nbatches : (size_t)threads;
+    job->threads = malloc((want ? want : 1) * sizeof *job->threads);
+    if (job->out == NULL || job->lens == NULL || job->ready == NULL || job->threads == NULL) {
+        Py_DECREF(job);
+        return PyErr_NoMemory();
+    }
+    if (pthread_mutex_init(&job->mu, NULL) != 0) {
+        Py_DECREF(job);
+        return PyErr_NoMemory();
+    }
+    if (pthread_cond_init(&job->room, NULL) != 0) {
+        pthread_mutex_destroy(&job->mu);
+        Py_DECREF(job);
+        return PyErr_NoMemory();
+    }
+    if (pthread_cond_init(&job->done, NULL) != 0) {
+        pthread_cond_destroy(&job->room);
+        pthread_mutex_destroy(&job->mu);
+        Py_DECREF(job);
+        return PyErr_NoMemory();
+    }
+    job->have_sync = 1;
+    for (size_t i = 0; i < want; i++) {
+        if (pthread_create(&job->threads[job->nthreads], NULL, job_worker, job) != 0)
+            break; /* fewer streams (or none: take() compresses); never a different result */
+        job->nthreads++;
+    }
+    return (PyObject *)job;
+}
+
+static PyObject *
+job_take(StreamJob *job, PyObject *Py_UNUSED(ignored))
+{
+    if (!job->have_view) {
+        PyErr_SetString(PyExc_ValueError, "StreamJob.take: the job is closed");
+        return NULL;
+    }
+    size_t b = job->taken;
+    if (b >= job->nbatches)
+        return PyList_New(0);
+    size_t slot = b % job->nslots;
+    if (job->nthreads == 0) { /* no worker: this batch is compressed here, the GIL released */
+        uint16_t *work = malloc(sizeof(uint16_t) * WORK_ENTRIES);
+        if (work == NULL)
+            return PyErr_NoMemory();
+        Py_BEGIN_ALLOW_THREADS
+        job_compress(job, b, work);
+        Py_END_ALLOW_THREADS
+        free(work);
+    } else {
+        pthread_mutex_lock(&job->mu);
+        int ready = job->ready[slot] == b + 1;
+        pthread_mutex_unlock(&job->mu);
+        if (!ready) {
+            Py_BEGIN_ALLOW_THREADS
+            pthread_mutex_lock(&job->mu);
+            while (job->ready[slot] != b + 1)
+                pthread_cond_wait(&job->done, &job->mu);
+            pthread_mutex_unlock(&job->mu);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    size_t first = b * job->batch;
+    size_t count = job->npages - first < job->batch ? job->npages - first : job->batch;
+    PyObject *res = PyList_New((Py_ssize_t)count);
+    for (size_t i = 0; res != NULL && i < count; i++) {
+        size_t at = slot * job->batch + i;
+        PyObject *item = PyBytes_FromStringAndSize((const char *)job->out + at * job->bound,
+                                                   (Py_ssize_t)job->lens[at]);
+        if (item == NULL)
+            Py_CLEAR(res);
+        else
+            PyList_SET_ITEM(res, (Py_ssize_t)i, item);
+    }
+    if (res == NULL)
+        return NULL; /* the batch stays, to be taken again */
+    pthread_mutex_lock(&job->mu);
+    job->taken = b + 1;
+    pthread_cond_broadcast(&job->room);
+    pthread_mutex_unlock(&job->mu);
+    return res;
+}
+
+static PyObject *
+job_close(StreamJob *job, PyObject *Py_UNUSED(ignored))
+{
+    job_stop(job);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+job_threads(StreamJob *job, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(job->nthreads);
+}
+
+static PyMethodDef job_methods[] = {
+    {"take", (PyCFunction)job_take, METH_NOARGS,
+     "take() -> list[bytes]: the next batch's pages compressed, in page order; [] after the last."},
+    {"close", (PyCFunction)job_close, METH_NOARGS,
+     "close(): stop the streams after their current batch and wait for them; the buffer is let go."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef job_getset[] = {
+    {"threads", (getter)job_threads, NULL, "the stream threads running (0 once closed)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject StreamJobType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "zramctl.kernel._kcomp.StreamJob",
+    .tp_basicsize = sizeof(StreamJob),
+    .tp_dealloc = (destructor)job_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "StreamJob(kind, data, page_size, threads, batch, slots, acceleration=1): every page of "
+              "data compressed by `threads` native threads, `batch` pages at a time, at most `slots` "
+              "batches ahead of take().",
+    .tp_methods = job_methods,
+    .tp_getset = job_getset,
+    .tp_new = job_new,
+};
 
 static PyMethodDef methods[] = {
     {"lzo1x_1_compress", py_lzo1x_1_compress, METH_O,
@@ -973,6 +1267,16 @@ PyInit__kcomp(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    if (PyType_Ready(&StreamJobType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&StreamJobType);
+    if (PyModule_AddObject(m, "StreamJob", (PyObject *)&StreamJobType) < 0) {
+        Py_DECREF(&StreamJobType);
+        Py_DECREF(m);
+        return NULL;
+    }
     PyObject *cap = PyCapsule_New((void *)decoders, "zramctl.kernel._kcomp._DECODERS", NULL);
     if (cap == NULL || PyModule_AddObject(m, "_DECODERS", cap) < 0) {
         Py_XDECREF(cap);

@@ -52,6 +52,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import CompressionError
 from .profiles import PAGE_SIZE
@@ -90,6 +91,22 @@ class Backend:
     decoder: int | None = None
     """The ``_kcomp`` decoder that reads what ``compress`` makes (DECODER_LZO, DECODER_LZ4), for
     compiled code to call with no Python in between; None: only ``decompress`` does."""
+    stream_job: Callable[[memoryview, int, int, int], StreamJob] | None = None
+    """``stream_job(data, threads, batch, slots)``: every PAGE_SIZE piece of a buffer compressed
+    by ``threads`` native threads that never take the GIL (``_kcomp.StreamJob``: ``take()`` the
+    next batch's results in page order, ``close()``); None: compression streams are Python
+    threads calling ``compress_pages`` or ``compress``."""
+
+
+class StreamJob(Protocol):
+    """``_kcomp.StreamJob``, as zram's write path uses it."""
+
+    @property
+    def threads(self) -> int: ...
+
+    def take(self) -> list[bytes]: ...
+
+    def close(self) -> None: ...
 
 
 DECODER_LZO = 0
@@ -124,7 +141,11 @@ def _lzo(level: int | None, rle: bool) -> Backend:
     def compress_pages(data: memoryview) -> list[bytes]:
         return batch(kind, data, PAGE_SIZE)
 
-    return Backend("lzo-rle" if rle else "lzo", compress, decompress, compress_pages, DECODER_LZO)
+    def stream_job(data: memoryview, threads: int, per_batch: int, slots: int) -> StreamJob:
+        return k.StreamJob(kind, data, PAGE_SIZE, threads, per_batch, slots)  # type: ignore[no-any-return]
+
+    name = "lzo-rle" if rle else "lzo"
+    return Backend(name, compress, decompress, compress_pages, DECODER_LZO, stream_job)
 
 
 def _lz4(level: int | None, hc: bool) -> Backend:
@@ -163,7 +184,10 @@ def _lz4(level: int | None, hc: bool) -> Backend:
     def compress_pages(data: memoryview) -> list[bytes]:
         return batch(DECODER_LZ4, data, PAGE_SIZE, accel)
 
-    return Backend("lz4", compress, decompress, compress_pages, DECODER_LZ4)
+    def stream_job(data: memoryview, threads: int, per_batch: int, slots: int) -> StreamJob:
+        return k.StreamJob(DECODER_LZ4, data, PAGE_SIZE, threads, per_batch, slots, accel)  # type: ignore[no-any-return]
+
+    return Backend("lz4", compress, decompress, compress_pages, DECODER_LZ4, stream_job)
 
 
 def _lz4_dict(level: int | None, hc: bool, dict_data: bytes) -> Backend:

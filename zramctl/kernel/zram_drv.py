@@ -31,6 +31,11 @@ hand it whole runs of pages: it does ``_store_page`` and ``_read_entry`` in C, s
 and hands back any page it cannot do (written back, a failed compression or decompression, a
 checksum that fails), which then goes the Python way below, where its error is made.  An
 image's device, and ``Zram(compiled=False)``, use this file's Python for every page.
+
+Compression streams: a write's whole pages are compressed ahead of the thread that stores
+them, in page order.  The kernel's own compressors (lzo, lzo-rle, lz4) run as native threads
+(``Backend.stream_job``), even for one stream, so that compressing overlaps storing; the others
+on Python threads (``_batches``), or where each page is stored for one stream.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
 from ._zsmalloc import Listed, access_entries, list_entries, read_entries
 from .compiled_pool import DONE, HANDBACK, NOMEM, CompiledPool
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
-from .zcomp import Backend, check_algorithm, get_backend, safe_decompress
+from .zcomp import Backend, StreamJob, check_algorithm, get_backend, safe_decompress
 from .zsmalloc import FrameStore, MemoryFrames, Pool, ReadZspage, ZsPage
 
 if TYPE_CHECKING:
@@ -122,11 +127,32 @@ ZERO_PAGE = bytes(PAGE_SIZE)
 SCRATCH_MAX = 8 << 20
 
 STREAM_BATCH = 256
-"""Whole pages a compression stream compresses in one call (one GIL release).  A write of
-many pages is compressed a batch at a time, ahead of the thread that stores the pages.
-Large, because a stream needs the GIL again at the end of each batch, and the storing
-thread gives it up only every switch interval (5 ms): 32-page batches made -t 2 slower
-than -t 1, 256 (1 MiB) a little faster (benchmarks/README.md)."""
+"""Whole pages a Python compression stream compresses in one call (one GIL release), and the
+most the storing thread takes from the streams at once.  A write of many pages is compressed
+a batch at a time, ahead of the thread that stores the pages.  Large, because a Python stream
+needs the GIL again at the end of each batch, and the storing thread gives it up only every
+switch interval (5 ms): 32-page batches made -t 2 slower than -t 1, 256 (1 MiB) a little
+faster (benchmarks/README.md).  The kernel's own compressors have native streams instead."""
+
+NATIVE_BATCH = 32
+"""Whole pages a native compression stream (a compiled compressor's ``Backend.stream_job``:
+a thread that never takes the GIL) compresses per claim.  Small, because those streams never
+wait for the GIL: when a write's buffer starts, the storing thread waits for one small batch,
+not for a large one."""
+
+
+def native_threads(streams: int) -> int:
+    """The threads native streams compress on: ``streams``, but never more than the CPUs left
+    beside the thread that stores the pages (at least one).  That thread is what a write waits
+    for; a stream thread more than the CPUs takes CPU time from it: on this 2-CPU machine, two
+    stream threads made a 256 MiB write 20-30% slower than one (benchmarks/README.md)."""
+    return max(1, min(streams, usable_cpus() - 1))
+
+
+def native_slots(streams: int) -> int:
+    """The batches native streams may compress ahead of the storing thread: twice what it takes
+    at once (STREAM_BATCH pages), and two more per stream, so that none idles while it stores."""
+    return 2 * -(-STREAM_BATCH // NATIVE_BATCH) + 2 * streams
 
 
 @dataclass
@@ -370,6 +396,12 @@ def _kept_threads(
     return count, ThreadPoolExecutor(count, thread_name_prefix=name)
 
 
+def _taken(job: StreamJob) -> Iterator[bytes]:
+    """A native stream job's results, page by page."""
+    while batch := job.take():
+        yield from batch
+
+
 class Lookahead:
     """The whole pages of a buffer, compressed ahead by the compression streams, in page order.
 
@@ -381,9 +413,13 @@ class Lookahead:
     until then the buffer must not change.
     """
 
-    def __init__(self, first: int, results: Iterator[bytes | Exception] | None) -> None:
+    def __init__(
+        self, first: int, results: Iterator[bytes | Exception] | None, job: StreamJob | None = None
+    ) -> None:
         self._next = first
         self._results = results
+        self._job = job
+        """The native streams ``results`` come from, if any: closed with it."""
 
     def take(self, index: int) -> bytes | Exception | None:
         results = self._results
@@ -415,6 +451,8 @@ class Lookahead:
         if self._results is not None:
             results, self._results = self._results, None
             results.close()  # type: ignore[attr-defined]
+        if self._job is not None:
+            self._job.close()  # the streams stopped and joined: nothing reads the buffer now
 
     def __enter__(self) -> Lookahead:
         return self
@@ -997,10 +1035,17 @@ class Zram:
         first_whole = -offset % PAGE_SIZE
         whole = max(0, (len(data) - first_whole) // PAGE_SIZE)
         pages = data[first_whole : first_whole + whole * PAGE_SIZE]
-        return Lookahead(-(-offset // PAGE_SIZE), self._compressed(pages, whole))
+        first = -(-offset // PAGE_SIZE)
+        start = self.backend.stream_job
+        if start is not None and whole >= 2:
+            threads = native_threads(self.comp_streams)
+            job = start(pages, threads, NATIVE_BATCH, native_slots(threads))
+            return Lookahead(first, _taken(job), job)
+        return Lookahead(first, self._compressed(pages, whole))
 
     def _compressed(self, pages: memoryview, count: int) -> Iterator[bytes | Exception] | None:
-        """The ``count`` whole pages of ``pages`` compressed, in order, a batch at a time; None when
+        """A compressor without native streams (``Backend.stream_job``): the ``count`` whole pages of
+        ``pages`` compressed, in order, a batch at a time; None when
         they are better compressed one by one where they are stored (one stream, no batch call).
 
         With ``comp_streams`` > 1 the batches are compressed by that many threads, at most
