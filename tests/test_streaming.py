@@ -399,6 +399,37 @@ def test_gather_stops_at_the_end_even_when_more_seemed_there():
     assert store._gather(readinto, view, 3 * PAGE, None, lambda: True) == (5 * PAGE, True)
 
 
+def test_a_fast_pipe_is_stored_a_whole_chunk_at_a_time(tmp_path, monkeypatch):
+    """cat's writes come in pieces smaller than a chunk, and a read drains the pipe faster than
+    cat fills it: write_from waits a moment (STREAM_GRACE_MS) for the next piece, so that a fast
+    pipe is stored a whole CHUNK at a time, as a file is, not whenever the pipe ran empty (each
+    chunk starts and drains the compression streams).  The pipe is left at its 64 KiB."""
+    monkeypatch.setattr(store, "_grow_pipe", lambda fd, size: None)
+    chunks = 24
+    src = tmp_path / "data"
+    rng = random.Random(7)
+    src.write_bytes(b"".join(rng.randbytes(64) * 64 for _ in range(chunks * store.CHUNK // PAGE)))
+    gathered: list[int] = []
+    gather = store._gather
+
+    def counted(*args, **kwargs):
+        got = gather(*args, **kwargs)
+        gathered.append(got[0])
+        return got
+
+    monkeypatch.setattr(store, "_gather", counted)
+    st = Store(tmp_path / "root")
+    st.hot_add()
+    with st.open(0, write=True) as h:
+        h.zram.init(chunks * store.CHUNK)
+        feeder = subprocess.Popen(["cat", str(src)], stdout=subprocess.PIPE)
+        with feeder.stdout as pipe:
+            assert h.write_from(pipe, 0).done == chunks * store.CHUNK
+        feeder.wait()
+    whole = [n for n in gathered if n == store.CHUNK]
+    assert len(whole) >= chunks * 3 // 4, gathered
+
+
 def test_a_pipe_is_grown_to_hold_a_chunk_and_only_grown():
     """write_from lets the process feeding it run a chunk ahead (as much as this system allows)."""
     fcntl = pytest.importorskip("fcntl")
