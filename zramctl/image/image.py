@@ -496,17 +496,18 @@ class Image:
         blocks[0] = encode_header(h)
         size = self.file.size()
         early = self._ahead()
+        order = sorted(blocks)
         records = [LogRecord(WAL_SHRINK, 0)] if st.cleared else []
-        records += [LogRecord(WAL_BLOCK, b, blocks[b]) for b in sorted(blocks) if b not in early]
+        records += [LogRecord(WAL_BLOCK, b, blocks[b]) for b in order if b not in early]
         records += [LogRecord(WAL_PUNCH, b) for b in punch]
         records.append(LogRecord(WAL_SHRINK, st.extent_count * EXTENT_SIZE))
-        ahead = Ahead(self.file, size, [LogRecord(WAL_BLOCK, b, blocks[b]) for b in sorted(early)])
+        ahead = Ahead(self.file, size, [LogRecord(WAL_BLOCK, b, blocks[b]) for b in order if b in early])
         assert self.wal is not None
         reserved: list[tuple[int, int]] = []
         try:
             for dev in self._bdevs:  # the pages the new page table points at are on disk first
                 dev.sync()
-            self._preallocate(sorted(blocks), reserved)
+            self._preallocate(order, reserved)
             write_log(self.wal, h.txid, records, self.file.crash, ahead)
         except OSError as exc:
             self.broken = "an earlier commit failed; reopen the device"
