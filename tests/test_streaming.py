@@ -381,9 +381,9 @@ def _pieces(sizes: list[int]):
 @pytest.mark.parametrize(
     ("ready", "got"),
     [
-        (None, (3 * PAGE, False)),  # no way to ask: at least `least`, then it is stored
-        (lambda: False, (3 * PAGE, False)),  # a slow stream: stored as it comes
-        (lambda: True, (8 * PAGE, False)),  # more there at once: read on until the view is full
+        (None, (3 * PAGE, False, None)),  # no way to ask: at least `least`, then it is stored
+        (lambda ms: False, (3 * PAGE, False, None)),  # a slow stream: stored as it comes
+        (lambda ms: True, (8 * PAGE, False, None)),  # more there at once: read on until the view is full
     ],
 )
 def test_gather_reads_on_while_more_is_there(ready, got):
@@ -396,7 +396,25 @@ def test_gather_reads_on_while_more_is_there(ready, got):
 def test_gather_stops_at_the_end_even_when_more_seemed_there():
     readinto, _ = _pieces([PAGE] * 5)
     view = memoryview(bytearray(8 * PAGE))
-    assert store._gather(readinto, view, 3 * PAGE, None, lambda: True) == (5 * PAGE, True)
+    assert store._gather(readinto, view, 3 * PAGE, None, lambda ms: True) == (5 * PAGE, True, None)
+
+
+def test_gather_keeps_a_failure_after_bytes_for_after_they_are_stored():
+    """A read that fails once some bytes came: those bytes, and the failure to raise after them;
+    one that fails first is raised at once."""
+    readinto, _ = _pieces([PAGE] * 2)
+
+    def failing(view):
+        got = readinto(view)
+        if not got:
+            raise OSError(errno.EIO, "Input/output error")
+        return got
+
+    view = memoryview(bytearray(8 * PAGE))
+    n, ended, failed = store._gather(failing, view, 3 * PAGE, None, None)
+    assert (n, ended) == (2 * PAGE, False) and isinstance(failed, OSError) and failed.errno == errno.EIO
+    with pytest.raises(OSError):
+        store._gather(failing, view, 3 * PAGE, None, None)
 
 
 def test_a_fast_pipe_is_stored_a_whole_chunk_at_a_time(tmp_path, monkeypatch):
@@ -409,15 +427,14 @@ def test_a_fast_pipe_is_stored_a_whole_chunk_at_a_time(tmp_path, monkeypatch):
     src = tmp_path / "data"
     rng = random.Random(7)
     src.write_bytes(b"".join(rng.randbytes(64) * 64 for _ in range(chunks * store.CHUNK // PAGE)))
-    gathered: list[int] = []
-    gather = store._gather
+    gathered: list[int] = []  # the bytes of each chunk stored
+    compress_ahead = Zram.compress_ahead
 
-    def counted(*args, **kwargs):
-        got = gather(*args, **kwargs)
-        gathered.append(got[0])
-        return got
+    def counted(self, offset, data):
+        gathered.append(len(data))
+        return compress_ahead(self, offset, data)
 
-    monkeypatch.setattr(store, "_gather", counted)
+    monkeypatch.setattr(Zram, "compress_ahead", counted)
     st = Store(tmp_path / "root")
     st.hot_add()
     with st.open(0, write=True) as h:
@@ -430,6 +447,82 @@ def test_a_fast_pipe_is_stored_a_whole_chunk_at_a_time(tmp_path, monkeypatch):
     assert len(whole) >= chunks * 3 // 4, gathered
 
 
+class _FailingPipe(io.RawIOBase):
+    """A pipe's reading end whose reads fail with EIO once ``good`` bytes were read: a stream
+    (it has a descriptor to poll), so write_from reads its next chunk while storing one.
+    ``storing`` is set while a chunk is being stored; ``ahead`` counts the reads made then."""
+
+    def __init__(self, fd: int, good: int) -> None:
+        self._fd, self._left = fd, good
+        self.storing = False
+        self.ahead = 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        self.ahead += self.storing
+        if self._left <= 0:
+            raise OSError(errno.EIO, "Input/output error")
+        n = os.readv(self._fd, [memoryview(view)[: self._left]])
+        self._left -= n
+        return n
+
+
+def test_a_stream_is_read_ahead_while_stored_and_its_failure_comes_after_what_it_gave(
+    tmp_path, monkeypatch
+):
+    """A stream's next chunk is read between the pieces of the one being stored (_NextChunk).
+    A read that fails there is kept: every byte read before it is stored and committed, and
+    the write fails with the exact count, as when the failure comes between chunks."""
+    monkeypatch.setattr(store, "CHUNK", 64 * PAGE)
+    monkeypatch.setattr(store, "PIECE", 8 * PAGE)
+    monkeypatch.setattr(store, "_grow_pipe", lambda fd, size: None)
+    data = random.Random(9).randbytes(1 << 20)
+    good = 3 * 64 * PAGE + 5 * PAGE + 123  # within the fourth chunk
+    r, w = os.pipe()
+    threading.Thread(target=_feed_all, args=(w, data), daemon=True).start()
+    source = _FailingPipe(r, good)
+    compress_ahead = Zram.compress_ahead
+
+    def chunk(self, offset, buf):  # a chunk is stored from here until its Lookahead closes
+        ahead = compress_ahead(self, offset, buf)
+        close = ahead.close
+        source.storing = True
+
+        def stored():
+            source.storing = False
+            close()
+
+        ahead.close = stored  # type: ignore[method-assign]
+        return ahead
+
+    monkeypatch.setattr(Zram, "compress_ahead", chunk)
+    st = Store(tmp_path / "root")
+    st.hot_add()
+    with st.open(0, write=True) as h:
+        h.zram.init(2 << 20)
+        with pytest.raises(TransferError) as info:
+            h.write_from(io.BufferedReader(source, 4 * PAGE), 0)
+    os.close(r)
+    assert info.value.errno == errno.EIO
+    assert info.value.done == info.value.committed == good
+    assert source.ahead > 0
+    with st.open(0, write=False) as h:
+        assert h.zram.read(0, good + PAGE) == data[:good] + bytes(PAGE)
+
+
+def _feed_all(fd: int, data: bytes) -> None:
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except (BrokenPipeError, OSError):
+        pass
+
+
 def test_a_pipe_is_grown_to_hold_a_chunk_and_only_grown():
     """write_from lets the process feeding it run a chunk ahead (as much as this system allows)."""
     fcntl = pytest.importorskip("fcntl")
@@ -439,9 +532,9 @@ def test_a_pipe_is_grown_to_hold_a_chunk_and_only_grown():
         before = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
         with os.fdopen(os.dup(r), "rb") as source:
             ready = store._stream_ready(source)
-            assert ready is not None and not ready()  # nothing written yet
+            assert ready is not None and not ready(0)  # nothing written yet
             os.write(w, b"x")
-            assert ready()
+            assert ready(0)
         size = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
         assert size >= min(store.CHUNK, max(most, before)) and size > before
         store._grow_pipe(r, before)  # never shrunk

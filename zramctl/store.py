@@ -749,7 +749,8 @@ class DeviceHandle:
         Failures raise ``TransferError`` (an errno and a detail ending in
         ``N of M bytes written and committed``), after committing what was stored.
         The count is exact: the device holds the first N bytes of the input and,
-        past them, what it held before.
+        past them, what it held before.  An input that fails to be read has every byte
+        read before the failure stored and counted.
         """
         zram = self._writer("write")
         disksize = zram.config.disksize
@@ -763,16 +764,28 @@ class DeviceHandle:
         advance = progress or _no_progress
         readinto = getattr(source, "readinto1", None) or source.readinto
         ready = _stream_ready(source) if length is None else None
-        buf = bytearray(min(CHUNK, max(limit, 1)))
-        view = memoryview(buf)
+        size = min(CHUNK, max(limit, 1))
+        view = memoryview(bytearray(size))
+        # A stream's next chunk is read while this one is stored (see _NextChunk).
+        nxt = _NextChunk(readinto, ready, size) if ready is not None and limit > size else None
         done = committed = since_commit = 0
         signal_seen = (lambda: signals.received is not None) if signals is not None else (lambda: False)
         ended = False
         try:
             while done < limit and not ended and not signal_seen():
-                want = min(len(buf), limit - done)
-                n, ended = _gather(readinto, view[:want], min(want, PIECE), signals, ready)
+                want = min(size, limit - done)
+                n, failed = 0, None
+                if nxt is not None:
+                    view, n, ended = nxt.take(view)
+                    failed = nxt.error
+                if failed is None and not ended and n < want:
+                    least = max(min(want, PIECE) - n, 0)
+                    more, ended, failed = _gather(readinto, view[n:want], least, signals, ready)
+                    n += more
+                if failed is not None and not n:
+                    raise failed  # the input failed right after the last byte stored
                 fits = min(n, room - done)
+                then = min(size, limit - done - n)  # what the next chunk may hold
                 pos = 0
                 # The streams compress the chunk's pages ahead while its pieces are stored.
                 with zram.compress_ahead(offset + done, view[:fits]) as ahead:
@@ -784,6 +797,8 @@ class DeviceHandle:
                         done += step
                         since_commit += step
                         advance(step)
+                        if nxt is not None and not ended:
+                            nxt.read(then)
                 if fits < n and not signal_seen():  # a stream longer than the room left
                     raise ZramError(
                         errno.ENOSPC,
@@ -791,6 +806,8 @@ class DeviceHandle:
                         f"the input is longer than the {room} bytes from offset {offset} "
                         "to the end of the device",
                     )
+                if failed is not None and not signal_seen():
+                    raise failed  # once the bytes read before the failure are stored
                 if since_commit >= COMMIT_EVERY and not signal_seen():
                     self._commit_transfer(done, committed, length)
                     committed, since_commit = done, 0
@@ -939,10 +956,54 @@ def _no_progress(n: int) -> None:
     pass
 
 
-def _stream_ready(source: BinaryIO) -> Callable[[], bool] | None:
-    """For a stream (a pipe, a terminal, a socket): whether more input is there now, or comes
-    within STREAM_GRACE_MS; None when that cannot be asked.  A pipe's buffer is grown first, to
-    a ``CHUNK``."""
+class _NextChunk:
+    """A stream's next chunk, read while the current one is stored.
+
+    Why: the writer into a pipe can run only a pipe's size ahead (1 MiB where a user may not
+    grow it), and on two CPUs the compression stream and the storing thread leave it little
+    time of its own: reading a chunk only once the last was stored made this process wait for
+    the writer, and the writer for this process, at every chunk (a 1 GiB pipe at 0.80-0.89
+    times a file's speed).  So between the pieces of a chunk whatever the stream holds is read,
+    without waiting, into a second buffer; the next chunk starts with it.  A read that fails is
+    kept, and raised once the bytes read before it are stored.
+    """
+
+    def __init__(self, readinto: Callable[[memoryview], int | None], ready: Ready, size: int) -> None:
+        self._readinto = readinto
+        self._ready = ready
+        self._view = memoryview(bytearray(size))
+        self._got = 0
+        self._ended = False
+        self.error: OSError | None = None
+
+    def read(self, want: int) -> None:
+        """Read what is there now, up to ``want`` bytes in the buffer in all."""
+        while self._got < want and not self._ended and self.error is None and self._ready(0):
+            try:
+                got = self._readinto(self._view[self._got : want])
+            except OSError as exc:
+                self.error = exc
+                return
+            if got:
+                self._got += got
+            else:
+                self._ended = True
+
+    def take(self, spent: memoryview) -> tuple[memoryview, int, bool]:
+        """The buffer read ahead, its bytes and whether the input ended; ``spent`` (the buffer
+        whose bytes are all stored) becomes the one read into next."""
+        view, got, ended = self._view, self._got, self._ended
+        self._view, self._got, self._ended = spent, 0, False
+        return view, got, ended
+
+
+Ready = Callable[[int], bool]
+"""``ready(ms)``: whether a stream has more input now, or within ``ms`` milliseconds."""
+
+
+def _stream_ready(source: BinaryIO) -> Ready | None:
+    """For a stream (a pipe, a terminal, a socket): ``ready``, or None when that cannot be asked.
+    A pipe's buffer is grown first, to a ``CHUNK``."""
     try:
         fd = source.fileno()
         mode = os.fstat(fd).st_mode
@@ -952,7 +1013,7 @@ def _stream_ready(source: BinaryIO) -> Callable[[], bool] | None:
         _grow_pipe(fd, CHUNK)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return lambda: bool(poller.poll(STREAM_GRACE_MS))  # data, or the writer gone (POLLHUP): a read says which
+    return lambda ms: bool(poller.poll(ms))  # data, or the writer gone (POLLHUP): a read says which
 
 
 def _grow_pipe(fd: int, size: int) -> None:
@@ -986,10 +1047,11 @@ def _gather(
     view: memoryview,
     least: int,
     signals: Deferred | None,
-    ready: Callable[[], bool] | None = None,
-) -> tuple[int, bool]:
+    ready: Ready | None = None,
+) -> tuple[int, bool, OSError | None]:
     """Read into ``view`` until it holds at least ``least`` bytes or the input ends, and then on
-    while ``ready()`` says more is there (or comes at once), until ``view`` is full: (bytes, ended).
+    while ``ready`` says more is there (or comes within STREAM_GRACE_MS), until ``view`` is full:
+    (bytes, ended, a failure that came after those bytes, to raise once they are stored).
 
     One read(2) at a time (``readinto1``), so that a short read from a terminal
     is not retried and one ^D (a read of nothing) ends the input, as for cat;
@@ -997,13 +1059,18 @@ def _gather(
     ``least`` at a time, and a fast one (``cat file |``) a whole view at a time, as a file is.
     """
     n, size = 0, len(view)
-    while n < size and (n < least or (ready is not None and ready())):
-        with _waiting(signals):
-            got = readinto(view[n:])
+    while n < size and (n < least or (ready is not None and ready(STREAM_GRACE_MS))):
+        try:
+            with _waiting(signals):
+                got = readinto(view[n:])
+        except OSError as exc:
+            if not n:
+                raise
+            return n, False, exc
         if not got:
-            return n, True
+            return n, True, None
         n += got
-    return n, False
+    return n, False, None
 
 
 def _write_all(out: BinaryIO, data: bytes | memoryview) -> None:
