@@ -25,7 +25,7 @@ import pytest
 from zramctl.cli import main as cli
 from zramctl.errors import ZramError
 from zramctl.image import image as image_mod
-from zramctl.kernel import zram_drv
+from zramctl.kernel import _kcomp, zram_drv
 from zramctl.kernel.zcomp import Backend, get_backend
 from zramctl.kernel.zram_drv import Zram, ZramConfig
 
@@ -138,7 +138,8 @@ def started_jobs(z: Zram) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    ("cpus", "streams", "threads"), [(8, 4, 4), (8, 1, 1), (3, 4, 2), (2, 2, 1), (1, 4, 1)]
+    ("cpus", "streams", "threads"),
+    [(8, 4, 4), (8, 1, 1), (3, 4, 2), (2, 2, 1), (1, 4, 1)],
 )
 def test_native_streams_run_on_threads_of_their_own(
     monkeypatch: pytest.MonkeyPatch, cpus: int, streams: int, threads: int
@@ -211,6 +212,18 @@ def test_a_stopped_write_leaves_no_stream_running(monkeypatch: pytest.MonkeyPatc
         z.write(0, data)
     assert info.value.errno == errno.ENOMEM
     assert running[0] == 0
+
+
+@pytest.mark.parametrize("algorithm", ["lzo-rle", "lz4"])
+def test_native_streams_ask_for_no_more_threads_than_a_job_takes(algorithm: str) -> None:
+    """-t 999 where 1000 CPUs are usable: StreamJob starts at most STREAM_JOB_MAX_THREADS (256)
+    and refuses more, so the backend asks for no more (the write does not fail)."""
+    data = memoryview(bytes(300 * PAGE))  # 300 one-page batches: room for 300 threads
+    start = get_backend(algorithm).stream_job
+    assert start is not None
+    job = start(data, 999, 1, 2)
+    assert job.threads == _kcomp.STREAM_JOB_MAX_THREADS == 256
+    job.close()
 
 
 def test_a_stopped_write_leaves_no_native_stream_running() -> None:

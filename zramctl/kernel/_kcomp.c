@@ -1271,6 +1271,10 @@ PyInit__kcomp(void)
         Py_DECREF(m);
         return NULL;
     }
+    if (PyModule_AddIntConstant(m, "STREAM_JOB_MAX_THREADS", JOB_MAX_THREADS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&StreamJobType);
     if (PyModule_AddObject(m, "StreamJob", (PyObject *)&StreamJobType) < 0) {
         Py_DECREF(&StreamJobType);

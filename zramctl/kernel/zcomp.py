@@ -93,9 +93,9 @@ class Backend:
     compiled code to call with no Python in between; None: only ``decompress`` does."""
     stream_job: Callable[[memoryview, int, int, int], StreamJob] | None = None
     """``stream_job(data, threads, batch, slots)``: every PAGE_SIZE piece of a buffer compressed
-    by ``threads`` native threads that never take the GIL (``_kcomp.StreamJob``: ``take()`` the
-    next batch's results in page order, ``close()``); None: compression streams are Python
-    threads calling ``compress_pages`` or ``compress``."""
+    by ``threads`` native threads (at most STREAM_JOB_MAX_THREADS) that never take the GIL
+    (``_kcomp.StreamJob``: ``take()`` the next batch's results in page order, ``close()``);
+    None: compression streams are Python threads calling ``compress_pages`` or ``compress``."""
 
 
 class StreamJob(Protocol):
@@ -142,6 +142,7 @@ def _lzo(level: int | None, rle: bool) -> Backend:
         return batch(kind, data, PAGE_SIZE)
 
     def stream_job(data: memoryview, threads: int, per_batch: int, slots: int) -> StreamJob:
+        threads = min(threads, k.STREAM_JOB_MAX_THREADS)
         return k.StreamJob(kind, data, PAGE_SIZE, threads, per_batch, slots)  # type: ignore[no-any-return]
 
     name = "lzo-rle" if rle else "lzo"
@@ -185,6 +186,7 @@ def _lz4(level: int | None, hc: bool) -> Backend:
         return batch(DECODER_LZ4, data, PAGE_SIZE, accel)
 
     def stream_job(data: memoryview, threads: int, per_batch: int, slots: int) -> StreamJob:
+        threads = min(threads, k.STREAM_JOB_MAX_THREADS)
         return k.StreamJob(DECODER_LZ4, data, PAGE_SIZE, threads, per_batch, slots, accel)  # type: ignore[no-any-return]
 
     return Backend("lz4", compress, decompress, compress_pages, DECODER_LZ4, stream_job)
