@@ -53,6 +53,16 @@ def test_a_verb_does_not_load_pydantic(tmp_path: Path) -> None:
     assert "zramctl.procmem" not in mods and "zramctl.estimate" not in mods  # estimate's, when it runs
 
 
+def test_an_lz4_device_does_not_load_the_lz4_package(tmp_path: Path) -> None:
+    """lz4 is the project's own compiled code; only lz4hc needs the lz4 package (0.7 ms)."""
+    root = str(tmp_path / "images")
+    _modules("--root", root, "-f", "-s", "8K", "-a", "lz4")
+    _modules("--root", root, "write", "zram0", "--offset", "0", "/dev/null")
+    mods = _modules("--root", root, "read", "zram0", "--length", "4096")
+    assert "zramctl.kernel._kcomp" in mods  # the device's compressor was made
+    assert "lz4" not in mods and "lz4.block" not in mods
+
+
 def test_punch_hole_still_frees_blocks(tmp_path: Path) -> None:
     from zramctl.image.io import punch_hole
 
