@@ -606,7 +606,8 @@ is stored.  A fast writer (``cat file |``) refills the pipe within microseconds,
 drains it faster than the writer fills it: without the wait a chunk ended whenever the pipe
 was empty for a moment, at about 1 MiB instead of ``CHUNK``, and the compression streams
 started and drained four times as often (a 1 GiB pipe at 0.76 times a file's speed; with it,
-0.94-0.99).  A slow stream's pieces are stored a millisecond later: nothing to see."""
+0.80-0.89, and 0.87-0.94 with ``_NextChunk`` too).  A slow stream's pieces are stored a
+millisecond later: nothing to see."""
 PIECE = 256 << 10
 """A write looks for a pending signal (Ctrl-C) after at most this many bytes, at a page boundary
 of the device: often enough to stop within milliseconds, seldom enough to cost nothing measurable.
@@ -956,6 +957,10 @@ def _no_progress(n: int) -> None:
     pass
 
 
+Ready = Callable[[int], bool]
+"""``ready(ms)``: whether a stream has more input now, or within ``ms`` milliseconds."""
+
+
 class _NextChunk:
     """A stream's next chunk, read while the current one is stored.
 
@@ -963,9 +968,9 @@ class _NextChunk:
     grow it), and on two CPUs the compression stream and the storing thread leave it little
     time of its own: reading a chunk only once the last was stored made this process wait for
     the writer, and the writer for this process, at every chunk (a 1 GiB pipe at 0.80-0.89
-    times a file's speed).  So between the pieces of a chunk whatever the stream holds is read,
-    without waiting, into a second buffer; the next chunk starts with it.  A read that fails is
-    kept, and raised once the bytes read before it are stored.
+    times a file's speed; 0.87-0.94 with this).  So between the pieces of a chunk whatever the
+    stream holds is read, without waiting, into a second buffer; the next chunk starts with it.
+    A read that fails is kept, and raised once the bytes read before it are stored.
     """
 
     def __init__(self, readinto: Callable[[memoryview], int | None], ready: Ready, size: int) -> None:
@@ -995,10 +1000,6 @@ class _NextChunk:
         view, got, ended = self._view, self._got, self._ended
         self._view, self._got, self._ended = spent, 0, False
         return view, got, ended
-
-
-Ready = Callable[[int], bool]
-"""``ready(ms)``: whether a stream has more input now, or within ``ms`` milliseconds."""
 
 
 def _stream_ready(source: BinaryIO) -> Ready | None:

@@ -1044,9 +1044,9 @@ class Zram:
         return Lookahead(first, self._compressed(pages, whole))
 
     def _compressed(self, pages: memoryview, count: int) -> Iterator[bytes | Exception] | None:
-        """A compressor without native streams (``Backend.stream_job``): the ``count`` whole pages of
-        ``pages`` compressed, in order, a batch at a time; None when
-        they are better compressed one by one where they are stored (one stream, no batch call).
+        """For a compressor without native streams (``Backend.stream_job``): the ``count`` whole
+        pages of ``pages`` compressed, in order, a batch at a time; None when they are better
+        compressed one by one where they are stored (one stream, no batch call).
 
         With ``comp_streams`` > 1 the batches are compressed by that many threads, at most
         two batches per stream ahead of the pages stored (memory stays bounded), and the results
