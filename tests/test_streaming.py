@@ -515,6 +515,71 @@ def test_a_stream_is_read_ahead_while_stored_and_its_failure_comes_after_what_it
         assert h.zram.read(0, good + PAGE) == data[:good] + bytes(PAGE)
 
 
+def _chunked_write(tmp_path, monkeypatch, data: bytes, *, mem_limit: int = 0):
+    """write_from of a regular file holding ``data``, in 64-page chunks of 8-page pieces:
+    (the events in order, ("ahead", offset) and ("write", offset); every Lookahead made; the
+    write's TransferError or None)."""
+    monkeypatch.setattr(store, "CHUNK", 64 * PAGE)
+    monkeypatch.setattr(store, "PIECE", 8 * PAGE)
+    events: list[tuple[str, int]] = []
+    made = []
+    compress_ahead, write = Zram.compress_ahead, Zram.write
+
+    def ahead(self, offset, buf):
+        events.append(("ahead", offset))
+        made.append(compress_ahead(self, offset, buf))
+        return made[-1]
+
+    def written(self, offset, buf, **kwargs):
+        events.append(("write", offset))
+        return write(self, offset, buf, **kwargs)
+
+    monkeypatch.setattr(Zram, "compress_ahead", ahead)
+    monkeypatch.setattr(Zram, "write", written)
+    src = tmp_path / "data"
+    src.write_bytes(data)
+    st = Store(tmp_path / "root")
+    st.hot_add()
+    failure = None
+    with st.open(0, write=True) as h:
+        h.zram.init(len(data))
+        h.zram.config.limit_pages = mem_limit
+        with open(src, "rb") as f:
+            try:
+                h.write_from(f, 0, length=len(data))
+            except TransferError as exc:
+                failure = exc
+    return events, made, failure
+
+
+def test_a_files_next_chunk_goes_to_the_streams_before_this_one_is_stored(tmp_path, monkeypatch):
+    """A regular file's next chunk is read and handed to the compression streams halfway through
+    the one being stored, so that they never wait for the storing thread to start a chunk."""
+    data = random.Random(12).randbytes(4 * 64 * PAGE)
+    events, made, failure = _chunked_write(tmp_path, monkeypatch, data)
+    assert failure is None
+    for k in (1, 2, 3):
+        start = k * 64 * PAGE
+        last_write_before = max(i for i, (what, at) in enumerate(events) if what == "write" and at < start)
+        assert events.index(("ahead", start)) < last_write_before, events
+    with Store(tmp_path / "root").open(0, write=False) as h:
+        assert h.zram.read(0, len(data)) == data
+    assert all(a._results is None and (a._job is None or a._job.threads == 0) for a in made)
+
+
+def test_a_file_write_that_stops_midway_leaves_no_stream_running(tmp_path, monkeypatch):
+    """mem_limit stops the write within a chunk whose successor already went to the streams:
+    that successor's job is closed too (its threads joined), and the count is exact."""
+    data = random.Random(13).randbytes(4 * 64 * PAGE)  # random: every page a huge object
+    events, made, failure = _chunked_write(tmp_path, monkeypatch, data, mem_limit=100)
+    assert failure is not None and failure.errno == errno.ENOMEM
+    assert 64 * PAGE < failure.done < 2 * 64 * PAGE  # within the second chunk
+    assert ("ahead", 2 * 64 * PAGE) in events  # the third chunk was already with the streams
+    assert all(a._results is None and (a._job is None or a._job.threads == 0) for a in made)
+    with Store(tmp_path / "root").open(0, write=False) as h:
+        assert h.zram.read(0, failure.done) == data[: failure.done]
+
+
 def _feed_all(fd: int, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:

@@ -62,7 +62,7 @@ from .image.image import CrashPoints, Image, empty_image
 from .image.io import open_regular, wal_pending
 from .interrupts import Deferred, Interrupted
 from .kernel.profiles import PAGE_SIZE
-from .kernel.zram_drv import Zram
+from .kernel.zram_drv import Lookahead, Zram
 
 DEFAULT_LOCK_TIMEOUT = 10.0
 # Lock polling: start short (a commit takes milliseconds) and back off to this.
@@ -765,10 +765,15 @@ class DeviceHandle:
         advance = progress or _no_progress
         readinto = getattr(source, "readinto1", None) or source.readinto
         ready = _stream_ready(source) if length is None else None
+        regular = _is_regular(source)
         size = min(CHUNK, max(limit, 1))
         view = memoryview(bytearray(size))
-        # A stream's next chunk is read while this one is stored (see _NextChunk).
-        nxt = _NextChunk(readinto, ready, size) if ready is not None and limit > size else None
+        # The next chunk is read while this one is stored (see _NextChunk): a stream's as it
+        # comes; a regular file's at once, and handed to the streams halfway through this one.
+        nxt = None
+        if limit > size and (ready is not None or regular):
+            nxt = _NextChunk(readinto, ready or _always_ready, size)
+        early: Lookahead | None = None
         done = committed = since_commit = 0
         signal_seen = (lambda: signals.received is not None) if signals is not None else (lambda: False)
         ended = False
@@ -786,10 +791,13 @@ class DeviceHandle:
                 if failed is not None and not n:
                     raise failed  # the input failed right after the last byte stored
                 fits = min(n, room - done)
-                then = min(size, limit - done - n)  # what the next chunk may hold
+                start, then = done, min(size, limit - done - n)  # then: what the next chunk may hold
                 pos = 0
-                # The streams compress the chunk's pages ahead while its pieces are stored.
-                with zram.compress_ahead(offset + done, view[:fits]) as ahead:
+                # The streams compress the chunk's pages ahead while its pieces are stored (they
+                # began while the last chunk was stored, for a regular file's).
+                ahead = early if early is not None else zram.compress_ahead(offset + done, view[:fits])
+                early = None
+                try:
                     while pos < fits and not signal_seen():
                         at = offset + done
                         step = min(fits - pos, PIECE - at % PAGE_SIZE)
@@ -800,6 +808,14 @@ class DeviceHandle:
                         advance(step)
                         if nxt is not None and not ended:
                             nxt.read(then)
+                            if regular and early is None and then > 0 and fits == n and 2 * pos >= fits:
+                                # By now the streams are done with this chunk (they run up to
+                                # native_slots batches ahead): give them the next one.
+                                whole = nxt.whole(then, room - start - n)
+                                if whole is not None:
+                                    early = zram.compress_ahead(offset + start + n, whole)
+                finally:
+                    ahead.close()
                 if fits < n and not signal_seen():  # a stream longer than the room left
                     raise ZramError(
                         errno.ENOSPC,
@@ -830,6 +846,9 @@ class DeviceHandle:
                 code, "write", f"{detail + '; ' if detail else ''}{note}",
                 done=done, committed=done, total=length,
             ) from None
+        finally:
+            if early is not None:  # a next chunk that will not be stored: its streams stop
+                early.close()
         self._commit_transfer(done, committed, length)
         return Transfer(done, length, signals.received if signals is not None else None)
 
@@ -962,7 +981,7 @@ Ready = Callable[[int], bool]
 
 
 class _NextChunk:
-    """A stream's next chunk, read while the current one is stored.
+    """A stream's or a regular file's next chunk, read while the current one is stored.
 
     Why: the writer into a pipe can run only a pipe's size ahead (1 MiB where a user may not
     grow it), and on two CPUs the compression stream and the storing thread leave it little
@@ -971,6 +990,11 @@ class _NextChunk:
     times a file's speed; 0.87-0.94 with this).  So between the pieces of a chunk whatever the
     stream holds is read, without waiting, into a second buffer; the next chunk starts with it.
     A read that fails is kept, and raised once the bytes read before it are stored.
+
+    A regular file's next chunk is read whole at once (its ``ready`` is always true), and
+    ``whole`` hands it to the compression streams while the current one is still being stored:
+    otherwise the storing thread waited for the streams to start every chunk, 0.036-0.047 s of
+    a 256 MiB write.
     """
 
     def __init__(self, readinto: Callable[[memoryview], int | None], ready: Ready, size: int) -> None:
@@ -994,12 +1018,32 @@ class _NextChunk:
             else:
                 self._ended = True
 
+    def whole(self, want: int, room: int) -> memoryview | None:
+        """The next chunk's bytes that fit in ``room``, once it is complete (``want`` bytes, or
+        the input's end) and read without a failure; else None."""
+        if self.error is not None or not (self._got >= want or self._ended):
+            return None
+        return self._view[: min(self._got, room)]
+
     def take(self, spent: memoryview) -> tuple[memoryview, int, bool]:
         """The buffer read ahead, its bytes and whether the input ended; ``spent`` (the buffer
         whose bytes are all stored) becomes the one read into next."""
         view, got, ended = self._view, self._got, self._ended
         self._view, self._got, self._ended = spent, 0, False
         return view, got, ended
+
+
+def _always_ready(ms: int) -> bool:
+    """A regular file's ``ready``: it has more until a read says it ended."""
+    return True
+
+
+def _is_regular(source: BinaryIO) -> bool:
+    """Whether ``source`` reads a regular file: its next chunk can be read whole at once."""
+    try:
+        return stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # no descriptor (an in-memory stream), or closed
+        return False
 
 
 def _stream_ready(source: BinaryIO) -> Ready | None:
