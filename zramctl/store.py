@@ -769,7 +769,7 @@ class DeviceHandle:
         size = min(CHUNK, max(limit, 1))
         view = memoryview(bytearray(size))
         # The next chunk is read while this one is stored (see _NextChunk): a stream's as it
-        # comes; a regular file's at once, and handed to the streams halfway through this one.
+        # comes, a regular file's at once; once whole, it goes to the streams (``early``).
         nxt = None
         if limit > size and (ready is not None or regular):
             nxt = _NextChunk(readinto, ready or _always_ready, size)
@@ -808,9 +808,9 @@ class DeviceHandle:
                         advance(step)
                         if nxt is not None and not ended:
                             nxt.read(then)
-                            if regular and early is None and then > 0 and fits == n and 2 * pos >= fits:
+                            if early is None and then > 0 and fits == n and 2 * pos >= fits:
                                 # By now the streams are done with this chunk (they run up to
-                                # native_slots batches ahead): give them the next one.
+                                # native_slots batches ahead): give them the next one, if whole.
                                 whole = nxt.whole(then, room - start - n)
                                 if whole is not None:
                                     early = zram.compress_ahead(offset + start + n, whole)
@@ -991,10 +991,10 @@ class _NextChunk:
     stream holds is read, without waiting, into a second buffer; the next chunk starts with it.
     A read that fails is kept, and raised once the bytes read before it are stored.
 
-    A regular file's next chunk is read whole at once (its ``ready`` is always true), and
-    ``whole`` hands it to the compression streams while the current one is still being stored:
-    otherwise the storing thread waited for the streams to start every chunk, 0.036-0.047 s of
-    a 256 MiB write.
+    A regular file's next chunk is read whole at once (its ``ready`` is always true).  Once the
+    next chunk is whole (a fast pipe's, too, as a rule), ``whole`` hands it to the compression
+    streams while the current one is still being stored: otherwise the storing thread waited
+    for the streams to start every chunk, 0.036-0.047 s of a 256 MiB write.
     """
 
     def __init__(self, readinto: Callable[[memoryview], int | None], ready: Ready, size: int) -> None:
