@@ -576,7 +576,7 @@ def test_stream_job_holds_the_buffer_until_closed():
 def test_stream_job_stopped_midway_and_dropped_unclosed_ends_its_threads():
     """A job closed before its last batch, or dropped without close, stops and joins its threads."""
     data = b"".join(edge_pages()) * 4
-    before = len(os.listdir("/proc/self/task"))
+    before = len(os.listdir("/proc/self/task"))  # (an earlier test's idle threads may end meanwhile)
     for _ in range(20):
         job = _kcomp.StreamJob(1, data, PAGE, 4, 2, 2)
         job.take()
@@ -584,7 +584,7 @@ def test_stream_job_stopped_midway_and_dropped_unclosed_ends_its_threads():
         assert job.threads == 0
         job = _kcomp.StreamJob(2, data, PAGE, 4, 2, 2)
         del job
-    assert len(os.listdir("/proc/self/task")) == before
+    assert len(os.listdir("/proc/self/task")) <= before  # 20 jobs of 4 threads: none left running
 
 
 @given(st.data())
