@@ -765,14 +765,12 @@ class DeviceHandle:
         advance = progress or _no_progress
         readinto = getattr(source, "readinto1", None) or source.readinto
         ready = _stream_ready(source) if length is None else None
-        regular = _is_regular(source)
         size = min(CHUNK, max(limit, 1))
         view = memoryview(bytearray(size))
         # The next chunk is read while this one is stored (see _NextChunk): a stream's as it
         # comes, a regular file's at once; once whole, it goes to the streams (``early``).
-        nxt = None
-        if limit > size and (ready is not None or regular):
-            nxt = _NextChunk(readinto, ready or _always_ready, size)
+        ahead_ready = ready if ready is not None else _always_ready if _is_regular(source) else None
+        nxt = _NextChunk(readinto, ahead_ready, size) if ahead_ready is not None and limit > size else None
         early: Lookahead | None = None
         done = committed = since_commit = 0
         signal_seen = (lambda: signals.received is not None) if signals is not None else (lambda: False)
@@ -794,7 +792,7 @@ class DeviceHandle:
                 start, then = done, min(size, limit - done - n)  # then: what the next chunk may hold
                 pos = 0
                 # The streams compress the chunk's pages ahead while its pieces are stored (they
-                # began while the last chunk was stored, for a regular file's).
+                # began while the last chunk was stored, if it was read whole by then).
                 ahead = early if early is not None else zram.compress_ahead(offset + done, view[:fits])
                 early = None
                 try:

@@ -847,6 +847,14 @@ py_lz4_decompress(PyObject *self, PyObject *args)
     return decompress_with(lz4_decode, "lz4", args);
 }
 
+/* LZ4 1.7.3: acceleration below 1 is 1; the kernel passes its level unchecked.  65537 is
+ * LZ4_ACCELERATION_MAX of later versions, and keeps the skip counter from overflowing. */
+static int
+lz4_acceleration(int accel)
+{
+    return accel < 1 ? 1 : accel > 65537 ? 65537 : accel;
+}
+
 static PyObject *
 py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -862,11 +870,7 @@ py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
         PyErr_Format(PyExc_ValueError, "input of %zd bytes: at most %u", view.len, LZ4_MAX_INPUT);
         return NULL;
     }
-    /* LZ4 1.7.3: acceleration below 1 is 1; the kernel passes its level unchecked. */
-    if (accel < 1)
-        accel = 1;
-    if (accel > 65537)
-        accel = 65537; /* LZ4_ACCELERATION_MAX of later versions; keeps nb from overflowing */
+    accel = lz4_acceleration(accel);
     PyObject *res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)lz4_bound((size_t)view.len));
     if (res == NULL) {
         PyBuffer_Release(&view);
@@ -886,7 +890,21 @@ py_lz4_compress(PyObject *self, PyObject *args, PyObject *kwargs)
 /* The work memory one compression needs: the larger of lz4's hash table and lzo's dictionary. */
 #define WORK_ENTRIES ((1u << LZ4_HASH_LOG) > LZO_D_SIZE ? (1u << LZ4_HASH_LOG) : LZO_D_SIZE)
 
-/* One page of `kind` (0 lzo, 1 lzo-rle, 2 lz4) into dst (its kind's bound); returns the length. */
+/* The largest page `kind` (0 lzo, 1 lzo-rle, 2 lz4) compresses in one call, and the room its
+ * output may need. */
+static size_t
+kind_max_input(int kind)
+{
+    return kind == 2 ? LZ4_MAX_INPUT : LZO_MAX_INPUT;
+}
+
+static size_t
+kind_bound(int kind, size_t page)
+{
+    return kind == 2 ? lz4_bound(page) : lzo_bound(page);
+}
+
+/* One page of `kind` into dst (kind_bound bytes); returns the length. */
 static size_t
 compress_one(int kind, const uint8_t *src, size_t page, uint8_t *dst, int accel, uint16_t *work)
 {
@@ -912,18 +930,14 @@ py_compress_pages(PyObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iy*n|i:compress_pages", kwlist, &kind, &view, &page,
                                      &accel))
         return NULL;
-    size_t limit = kind == 2 ? LZ4_MAX_INPUT : LZO_MAX_INPUT;
-    if (kind < 0 || kind > 2 || page <= 0 || (size_t)page > limit || view.len % page) {
+    if (kind < 0 || kind > 2 || page <= 0 || (size_t)page > kind_max_input(kind) || view.len % page) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "compress_pages: kind 0..2 and whole pages of a valid size");
         return NULL;
     }
-    if (accel < 1)
-        accel = 1;
-    if (accel > 65537)
-        accel = 65537;
+    accel = lz4_acceleration(accel);
     size_t n = (size_t)(view.len / page);
-    size_t bound = kind == 2 ? lz4_bound((size_t)page) : lzo_bound((size_t)page);
+    size_t bound = kind_bound(kind, (size_t)page);
     uint8_t *out = malloc(n * bound + 1);
     size_t *lens = malloc((n + 1) * sizeof(size_t));
     uint16_t *work = malloc(sizeof(uint16_t) * WORK_ENTRIES);
@@ -1082,8 +1096,8 @@ job_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOninn|i:StreamJob", kwlist, &kind, &data, &page, &threads,
                                      &batch, &slots, &accel))
         return NULL;
-    size_t limit = kind == 2 ? LZ4_MAX_INPUT : LZO_MAX_INPUT;
-    if (kind < 0 || kind > 2 || page <= 0 || (size_t)page > limit || threads < 1 || threads > JOB_MAX_THREADS
+    if (kind < 0 || kind > 2 || page <= 0 || (size_t)page > kind_max_input(kind) || threads < 1
+        || threads > JOB_MAX_THREADS
         || batch < 1 || batch > JOB_MAX_BATCH || slots < 1 || slots > JOB_MAX_SLOTS) {
         PyErr_SetString(PyExc_ValueError, "StreamJob: kind 0..2, a valid page size, 1..256 threads, "
                                           "1..4096 pages a batch and 1..4096 slots");
@@ -1103,9 +1117,9 @@ job_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     job->kind = kind;
-    job->accel = accel < 1 ? 1 : accel > 65537 ? 65537 : accel;
+    job->accel = lz4_acceleration(accel);
     job->page = (size_t)page;
-    job->bound = kind == 2 ? lz4_bound(job->page) : lzo_bound(job->page);
+    job->bound = kind_bound(kind, job->page);
     job->npages = (size_t)job->view.len / job->page;
     job->batch = (size_t)batch;
     job->nbatches = (job->npages + job->batch - 1) / job->batch;

@@ -52,6 +52,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Protocol
 
 from ..errors import CompressionError
@@ -127,6 +128,16 @@ def _kcomp():  # a C module: no stub to name its type
         ) from exc
 
 
+def _stream_job(k: ModuleType, kind: int, accel: int = 1) -> Callable[[memoryview, int, int, int], StreamJob]:
+    """``Backend.stream_job`` for _kcomp's compressor ``kind`` (compress_pages' kinds)."""
+
+    def stream_job(data: memoryview, threads: int, per_batch: int, slots: int) -> StreamJob:
+        threads = min(threads, k.STREAM_JOB_MAX_THREADS)  # the most one job takes
+        return k.StreamJob(kind, data, PAGE_SIZE, threads, per_batch, slots, accel)  # type: ignore[no-any-return]
+
+    return stream_job
+
+
 def _lzo(level: int | None, rle: bool) -> Backend:
     k = _kcomp()
     compress = k.lzorle1x_1_compress if rle else k.lzo1x_1_compress
@@ -141,12 +152,8 @@ def _lzo(level: int | None, rle: bool) -> Backend:
     def compress_pages(data: memoryview) -> list[bytes]:
         return batch(kind, data, PAGE_SIZE)
 
-    def stream_job(data: memoryview, threads: int, per_batch: int, slots: int) -> StreamJob:
-        threads = min(threads, k.STREAM_JOB_MAX_THREADS)
-        return k.StreamJob(kind, data, PAGE_SIZE, threads, per_batch, slots)  # type: ignore[no-any-return]
-
     name = "lzo-rle" if rle else "lzo"
-    return Backend(name, compress, decompress, compress_pages, DECODER_LZO, stream_job)
+    return Backend(name, compress, decompress, compress_pages, DECODER_LZO, _stream_job(k, kind))
 
 
 def _lz4(level: int | None, hc: bool) -> Backend:
@@ -185,10 +192,7 @@ def _lz4(level: int | None, hc: bool) -> Backend:
     def compress_pages(data: memoryview) -> list[bytes]:
         return batch(DECODER_LZ4, data, PAGE_SIZE, accel)
 
-    def stream_job(data: memoryview, threads: int, per_batch: int, slots: int) -> StreamJob:
-        threads = min(threads, k.STREAM_JOB_MAX_THREADS)
-        return k.StreamJob(DECODER_LZ4, data, PAGE_SIZE, threads, per_batch, slots, accel)  # type: ignore[no-any-return]
-
+    stream_job = _stream_job(k, DECODER_LZ4, accel)
     return Backend("lz4", compress, decompress, compress_pages, DECODER_LZ4, stream_job)
 
 
