@@ -40,9 +40,9 @@ def commits(monkeypatch):
     count = [0]
     real = DeviceHandle.commit
 
-    def counting(self):
+    def counting(self, **kwargs):
         count[0] += 1
-        return real(self)
+        return real(self, **kwargs)
 
     monkeypatch.setattr(DeviceHandle, "commit", counting)
     return count
@@ -196,11 +196,11 @@ def test_a_failed_commit_says_what_the_last_commit_holds(root, capfdbinary, tmp_
     real = DeviceHandle.commit
     calls = [0]
 
-    def full_disk(self):
+    def full_disk(self, **kwargs):
         calls[0] += 1
         if calls[0] == 2:
             raise ZramError(errno.ENOSPC, "commit", "the last commit is intact")
-        return real(self)
+        return real(self, **kwargs)
 
     monkeypatch.setattr(DeviceHandle, "commit", full_disk)
     rc, _, err = run(capfdbinary, "write", "zram0", str(src))
@@ -221,7 +221,7 @@ def test_a_page_failure_whose_commit_fails_too(root, capfdbinary, tmp_path, monk
     assert cli.main(["attr", "zram0", "mem_limit", "64K"]) == 0
     capfdbinary.readouterr()
 
-    def full_disk(self):
+    def full_disk(self, **kwargs):
         raise ZramError(errno.ENOSPC, "commit", "the last commit is intact")
 
     monkeypatch.setattr(DeviceHandle, "commit", full_disk)

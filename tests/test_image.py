@@ -158,21 +158,21 @@ def test_commit_writes_only_what_changed(tmp_path: Path) -> None:
         before = h.image.header.txid
         h.zram.write(1234 * PAGE, pages(1, 9))
         records = []
-        real = image_io.write_log
+        real = image_io.log_ops
 
-        def spy(path: Path, txid: int, recs, crash, ahead=None) -> int:  # type: ignore[no-untyped-def]
+        def spy(fd: int, txid: int, recs, ahead=None):  # type: ignore[no-untyped-def]
             recs = list(recs)
             records.extend(recs)
             if ahead is not None:  # frames written in place ahead of the COMMIT record
                 records.extend(ahead.blocks)
-            return real(path, txid, recs, crash, ahead)
+            return real(fd, txid, recs, ahead)
 
         image_io_write = h.image.commit.__globals__
-        image_io_write["write_log"] = spy
+        image_io_write["log_ops"] = spy
         try:
             h.commit()
         finally:
-            image_io_write["write_log"] = real
+            image_io_write["log_ops"] = real
         blocks = [r for r in records if r.kind == image_io.WAL_BLOCK]
         # header, a table leaf, a zspage record leaf, one or two frames, maybe a class block
         assert 3 <= len(blocks) <= 7
@@ -186,16 +186,16 @@ def test_commit_writes_only_what_changed(tmp_path: Path) -> None:
 
 def logged_commit(h, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list, list]:  # type: ignore[no-untyped-def]
     """Commit ``h``: (the log's length, the logged records, the blocks written ahead of COMMIT)."""
-    real = image_io.write_log
+    real = image_io.log_ops
     seen: list[tuple[int, list, list]] = []
 
-    def spy(path, txid, recs, crash, ahead=None):  # type: ignore[no-untyped-def]
+    def spy(fd, txid, recs, ahead=None):  # type: ignore[no-untyped-def]
         recs = list(recs)
-        length = real(path, txid, recs, crash, ahead)
+        ops, length = real(fd, txid, recs, ahead)
         seen.append((length, recs, list(ahead.blocks) if ahead is not None else []))
-        return length
+        return ops, length
 
-    monkeypatch.setitem(h.image.commit.__globals__, "write_log", spy)
+    monkeypatch.setitem(h.image.commit.__globals__, "log_ops", spy)
     h.commit()
     assert len(seen) == 1
     return seen[0]
@@ -441,10 +441,11 @@ def test_disk_full_before_the_commit_record(
     h = store.open(0, write=True)
     h.zram.write(0, pages(200, 3))
     with monkeypatch.context() as m:
+        m.setattr(image_io, "_run_compiled", image_io.run_reference)  # whose os calls can be made to fail
         if where == "fallocate":
             m.setattr(image_io.os, "posix_fallocate", full)
         elif where == "log-write":
-            m.setattr(image_io.os, "pwrite", full)
+            m.setattr(image_io.os, "pwritev", full)
         else:
             m.setattr(image_io.os, "fsync", full)
         with pytest.raises(ZramError) as info:

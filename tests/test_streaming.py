@@ -82,9 +82,9 @@ def counts(monkeypatch):
         seen["open"] += 1
         return real_open(self, *args, **kwargs)
 
-    def counting_commit(self):
+    def counting_commit(self, **kwargs):
         seen["commit"] += 1
-        return real_commit(self)
+        return real_commit(self, **kwargs)
 
     monkeypatch.setattr(Store, "open", counting_open)
     monkeypatch.setattr(Image, "commit", counting_commit)

@@ -685,6 +685,8 @@ class DeviceHandle:
         self._zram = image.zram
         self._settled = True
         """Nothing changed since the last commit (or the open): closing needs no commit."""
+        self._flying: int | None = None
+        """The bytes of a write that a commit still running in the background holds."""
 
     @property
     def zram(self) -> Zram:
@@ -702,12 +704,15 @@ class DeviceHandle:
             raise ZramError(errno.EBADF, "device", "the device handle is closed")
         return self._image
 
-    def commit(self) -> None:
-        """Durably commit everything done so far, atomically."""
+    def commit(self, *, background: bool = False) -> None:
+        """Durably commit everything done so far, atomically.
+
+        ``background``: its I/O goes on while the caller works (Image.commit); the next
+        commit, or the close, waits for it, and the next commit raises its failure."""
         if not self.write:
             raise ZramError(errno.EBADF, "commit", "the device is open read-only")
-        self.image.commit()
-        self._settled = True
+        self.image.commit(background=background)
+        self._settled = not background
 
     def commit_or_drop(self) -> ZramError | None:
         """Commit, or, if that fails, drop what it would have kept (the close does not try again)
@@ -824,8 +829,9 @@ class DeviceHandle:
                 if failed is not None and not signal_seen():
                     raise failed  # once the bytes read before the failure are stored
                 if since_commit >= COMMIT_EVERY and not signal_seen():
-                    self._commit_transfer(done, committed, length)
-                    committed, since_commit = done, 0
+                    # Its I/O runs while the next chunks are stored; the next commit waits for it.
+                    committed = self._commit_transfer(done, committed, length, background=True)
+                    since_commit = 0
         except Interrupted:
             if not done:
                 raise  # nothing stored: nothing to commit or to count
@@ -913,16 +919,38 @@ class DeviceHandle:
         return self._zram
 
     def _commit_transfer(
-        self, done: int, committed: int, total: int | None, first: OSError | None = None
-    ) -> None:
+        self,
+        done: int,
+        committed: int,
+        total: int | None,
+        first: OSError | None = None,
+        *,
+        background: bool = False,
+    ) -> int:
         """Commit a write's first ``done`` bytes; if that fails, say what the device keeps for certain:
-        the first ``committed`` bytes, held by the last commit that succeeded.
+        the first ``committed`` bytes, held by the last commit that succeeded.  Returns what the
+        last commit known to have succeeded holds.
 
         ``first`` is the failure that came before it (a page that could not be stored), if any.
+        ``background``: the commit's I/O runs on while the write goes on (``_flying`` bytes);
+        the next commit waits for it first, and a failure of either is worded for the commit
+        that failed.
         """
+        covered = done
         try:
-            self.commit()
+            if self._flying is not None:
+                covered = self._flying
+                self.image.land()
+                committed, self._flying = covered, None
+                covered = done
+            self.commit(background=background)
+            if background:
+                self._flying = done
+            else:
+                committed = done
+            return committed
         except OSError as exc:
+            self._flying = None
             parts = []
             if first is not None:
                 code, words, detail = _words(first)
@@ -932,7 +960,8 @@ class DeviceHandle:
                 why: str | None = f"{commit_words}{', ' + commit_detail if commit_detail else ''}"
             else:
                 code, words, why = _words(exc)
-            parts.append(f"committing the first {counted(done, total, 'failed')}{': ' + why if why else ''}")
+            failed = counted(covered, total, "failed")
+            parts.append(f"committing the first {failed}{': ' + why if why else ''}")
             parts.append(
                 f"the last commit holds the first {committed} bytes" if committed else "no commit holds any"
             )

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -103,15 +104,18 @@ from .io import (
     BlockFile,
     CrashPoints,
     LogRecord,
-    apply_records,
+    Op,
+    apply_ops,
     clear_log,
+    clear_op,
     hole_ranges,
     io_error,
+    log_ops,
     punch_hole,
     recover,
+    run_ops,
     undo_ahead,
     wal_pending,
-    write_log,
 )
 from .maps import ImageState
 
@@ -121,6 +125,55 @@ AHEAD_MIN_BLOCKS = 16
 """A commit writes frames ahead of its COMMIT record (``Image._ahead``) only when it has at
 least this many: it costs two more fsyncs (~0.15 ms each here), which logging a few frames
 twice costs less than."""
+
+
+@dataclass
+class Plan:
+    """A commit made ready (``Image._plan``): what it commits, and its I/O as operations."""
+
+    header: Header
+    blocks: dict[int, bytes | bytearray]
+    """Every block it writes (the header's included), by number: never changed after."""
+    blobs: dict[str, Blob]
+    dropped: Blob | None
+    """The backing file the last commit named, if this one may stop naming it."""
+    before: list[Op]
+    """Space reserved, the log written and fsynced: up to and with the COMMIT record."""
+    after: list[Op]
+    """The records carried out in place, the image fsynced, the log emptied."""
+    size: int
+    """The committed image's length in bytes."""
+    early: set[int]
+    """The blocks written in place ahead of the COMMIT record (``Image._ahead``)."""
+    reserved: list[tuple[int, int]]
+    """The holes of the committed image that ``before`` fills (byte ranges)."""
+
+
+class Flight:
+    """A commit whose I/O runs on a thread of its own (``Image.commit(background=True)``).
+
+    The thread runs the two compiled calls of ``Image._carry_out`` (the GIL released
+    throughout each), so the caller's thread keeps the CPU it has.  Not a daemon: a
+    process that ends meanwhile finishes the commit first.
+    """
+
+    def __init__(self, image: Image, plan: Plan) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(image, plan), name="zramctl-commit")
+        try:
+            self.thread.start()
+        except RuntimeError:  # no thread to be had (a limit on threads): the commit is done at once
+            self._run(image, plan)
+
+    def wait(self) -> None:
+        if self.thread.ident is not None:
+            self.thread.join()
+
+    def _run(self, image: Image, plan: Plan) -> None:
+        try:
+            image._carry_out(plan)
+        except BaseException as exc:  # raised in the caller's thread, by Image.land
+            self.error = exc
 
 
 @dataclass
@@ -229,6 +282,8 @@ class Image:
         """The blob-held settings as the last commit has them."""
         self._bdevs: list[FileBackingDev] = []
         """Backing files this image opened: synced before each commit, closed with the image."""
+        self._flight: Flight | None = None
+        """The commit whose I/O is running in the background (``commit(background=True)``)."""
         backing = Backing(
             frames=self.state.frames,
             table=self.state.table,
@@ -470,18 +525,58 @@ class Image:
         ]
         return h, blocks, punch, blobs
 
-    def commit(self) -> None:
+    def commit(self, *, background: bool = False) -> None:
         """Write every change since the last commit, atomically (see io.py).
 
         Nothing changed: no I/O at all.  ENOSPC/EFBIG/EIO before the log's
         commit record leave the last commit intact and this handle unusable.
         A signal that arrives meanwhile is acted on once the commit is complete
         (interrupts.Deferred), so Ctrl-C never leaves a log for the next open to finish.
+
+        ``background``: once the commit's blocks and operations are made, its I/O
+        runs on a thread of its own (``Flight``) while the caller goes on changing
+        the device: a long write stores its next pages meanwhile.  The file is read
+        through the commit's blocks until it is done (``BlockFile.pending``).  The
+        next ``commit`` (or ``land``) waits for it first and raises its failure;
+        ``close`` waits for it too.  Where a backing file is involved, or after a
+        reset, the commit is done at once all the same: their claims and syncs stay
+        in step with the caller.
         """
         with Deferred(redeliver=True):
-            self._commit()
+            self.land()
+            plan = self._plan()
+            if plan is None:
+                return
+            if background and plan.dropped is None and not self._bdevs and not self.state.cleared:
+                self._committed(plan.header, plan.blocks)
+                self.blobs = plan.blobs
+                self.file.pending = plan.blocks
+                self._flight = Flight(self, plan)
+                return
+            self._carry_out(plan)
+            self._committed(plan.header, plan.blocks)
+            self.blobs = plan.blobs
+            for dev in self._bdevs:
+                dev.committed()
+            self._release_claims(plan.dropped)
 
-    def _commit(self) -> None:
+    def land(self) -> None:
+        """Wait for the commit running in the background, if one is; raise its failure (once).
+
+        A commit that failed leaves the handle broken, and reads going through
+        its blocks: they are what the device holds in memory."""
+        flight = self._flight
+        if flight is None:
+            return
+        flight.wait()
+        self._flight = None
+        if flight.error is not None:
+            raise flight.error
+        self.file.pending = {}
+
+    def _plan(self) -> Plan | None:
+        """The next commit, made ready: its header and blocks, and its I/O as operations (io.Op).
+        None when nothing changed since the last commit."""
         if self.broken:
             raise ZramError(errno.EIO, "commit", self.broken)
         if not self.writable:
@@ -491,7 +586,7 @@ class Image:
         h, blocks, punch, blobs = self._changes()
         header = encode_header(h)
         if not blocks and not punch and not st.cleared and header == self._loaded[0]:
-            return
+            return None
         h.txid += 1
         blocks[0] = encode_header(h)
         size = self.file.size()
@@ -503,15 +598,24 @@ class Image:
         records.append(LogRecord(WAL_SHRINK, st.extent_count * EXTENT_SIZE))
         ahead = Ahead(self.file, size, [LogRecord(WAL_BLOCK, b, blocks[b]) for b in order if b in early])
         assert self.wal is not None
-        reserved: list[tuple[int, int]] = []
+        reserved, before = self._preallocate(order, size)
+        before += log_ops(self.wal, h.txid, records, ahead)[0]
+        after = [*apply_ops(self.file, records), clear_op(self.wal)]
+        return Plan(h, blocks, blobs, dropped, before, after, size, early, reserved)
+
+    def _carry_out(self, plan: Plan) -> None:
+        """A commit's I/O: the backing files synced, then ``plan.before`` (up to the COMMIT
+        record's fsync: a failure leaves the last commit intact, its reservations given back),
+        then ``plan.after`` (in place: a failure leaves the commit for the next open to finish).
+        Either failure is a ZramError, and leaves the handle broken."""
         try:
             for dev in self._bdevs:  # the pages the new page table points at are on disk first
                 dev.sync()
-            self._preallocate(order, reserved)
-            write_log(self.wal, h.txid, records, self.file.crash, ahead)
+            run_ops(plan.before, self.file.crash)
         except OSError as exc:
             self.broken = "an earlier commit failed; reopen the device"
-            self._give_back(reserved, size, early)
+            self._give_back(plan.reserved, plan.size, plan.early)
+            assert self.wal is not None
             try:
                 clear_log(self.wal, self.file.crash)
             except OSError:
@@ -519,16 +623,10 @@ class Image:
             detail = "the last commit is intact; what came after it was not kept"
             raise io_error(exc, "commit", detail) from None
         try:
-            apply_records(self.file, records)
-            clear_log(self.wal, self.file.crash)
+            run_ops(plan.after, self.file.crash)
         except OSError as exc:
             self.broken = "an earlier commit is unfinished; reopen the device"
             raise io_error(exc, "commit", "committed to the log; completed at the next open") from None
-        self._committed(h, blocks)
-        self.blobs = blobs
-        for dev in self._bdevs:
-            dev.committed()
-        self._release_claims(dropped)
 
     def _ahead(self) -> set[int]:
         """The frames this commit writes in place before its COMMIT record, unlogged (io.Ahead).
@@ -547,16 +645,19 @@ class Image:
         early = {b for b in st.frames.dirty if b // EXTENT_BLOCKS in fresh}
         return early if len(early) >= AHEAD_MIN_BLOCKS else set()
 
-    def _preallocate(self, blocks: list[int], reserved: list[tuple[int, int]]) -> None:
-        """Reserve the space of every block about to be written, before anything is committed.
+    def _preallocate(self, blocks: list[int], size: int) -> tuple[list[tuple[int, int]], list[Op]]:
+        """(the holes about to be reserved, the operations that reserve the space of every block
+        about to be written): run before anything is committed.
 
-        So ENOSPC and EFBIG (a file-size limit) come now, while the last commit
-        is intact, and never while blocks are being written in place.  Each
-        hole of the committed file that is about to be reserved is added to
-        ``reserved`` (byte ranges) *before* the reservation, so that a failure
-        can give exactly those back (``_give_back``).
+        So ENOSPC and EFBIG (a file-size limit) come then, while the last commit
+        is intact, and never while blocks are being written in place.  The holes
+        of the committed file (``size`` bytes long) that the operations fill are
+        listed (byte ranges), so that a failure can give exactly those back
+        (``_give_back``); one not yet reserved when it failed is a hole still,
+        and punching it again changes nothing.
         """
-        size = self.file.size()
+        reserved: list[tuple[int, int]] = []
+        ops: list[Op] = []
         start = prev = -2
         for b in blocks + [-1]:
             if b == prev + 1:
@@ -566,8 +667,9 @@ class Image:
                 lo, hi = start * BLOCK_SIZE, (prev + 1) * BLOCK_SIZE
                 if lo < size:
                     reserved += hole_ranges(self.file.fd, lo, min(hi, size))
-                self.file.allocate(start, prev - start + 1)
+                ops.append(self.file.allocate_op(start, prev - start + 1))
             start = prev = b
+        return reserved, ops
 
     def _give_back(self, reserved: list[tuple[int, int]], size: int, early: set[int]) -> None:
         """After a failed commit: free the space it reserved, so the device works once space returns.
@@ -606,7 +708,13 @@ class Image:
 
     def close(self) -> None:
         """Close the file (releasing the lock); uncommitted changes are dropped with it, and so is
-        the claim of a backing file set and never committed."""
+        the claim of a backing file set and never committed.  A commit running in the
+        background is waited for first; its failure, if nobody landed it, is dropped with the
+        handle (the last commit before it is intact, or the log completes it at the next open)."""
+        if self._flight is not None:
+            with Deferred(redeliver=True):
+                self._flight.wait()
+            self._flight = None
         self._release_claims()
         for dev in self._bdevs:
             dev.shut()

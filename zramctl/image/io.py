@@ -43,13 +43,15 @@ import os
 import signal
 import stat
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from ..crc import crc32
 from ..errors import ZramError
+from ._durable import OP_ALLOCATE, OP_CLEAR, OP_PUNCH, OP_SHRINK, OP_SYNC, OP_TRUNCATE, OP_WRITE
+from ._durable import run as _run_compiled
 
 BLOCK_SIZE = 4096
 Buffer = bytes | bytearray | memoryview
@@ -212,15 +214,97 @@ def hole_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     return out
 
 
+class Op(NamedTuple):
+    """One operation of a commit's I/O, as ``run_ops`` carries it out (the kinds are
+    ``_durable.c``'s ``OP_*``, which say what each does and where its durable point is).
+
+    Why a list of them: a commit's I/O is built first, then run in one call that holds no GIL
+    (``_durable.run``), so that it can run beside the thread storing the next pages."""
+
+    kind: int
+    fd: int
+    arg: int = 0
+    """The byte offset (WRITE, ALLOCATE, PUNCH) or the length the file is cut to (SHRINK,
+    TRUNCATE, CLEAR)."""
+    length: int = 0
+    """Bytes reserved (ALLOCATE) or punched (PUNCH)."""
+    data: list[Buffer] | None = None
+    """What a WRITE writes, in order (at most IOV_MAX buffers)."""
+
+
+def run_ops(ops: Sequence[Op], crash: CrashPoints) -> None:
+    """Carry out ``ops`` in order, without the GIL (``_durable.c``); OSError at the first that
+    fails, the ones before it done.  ``crash`` counts their durable points, and at the chosen one
+    the process writes half (a write) and dies, exactly as ``run_reference`` does."""
+    crash_in = crash.crash_at - crash.count - 1 if crash.crash_at > crash.count else -1
+    _, points, err = _run_compiled(ops, crash_in)
+    crash.count += points
+    if err:
+        raise OSError(err, os.strerror(err))
+
+
+def run_reference(ops: Sequence[Op], crash_in: int) -> tuple[int, int, int]:
+    """``_durable.run`` in Python, the same in and out: the readable definition of each kind,
+    tested equal to the compiled one (and put in its place by tests that make a call fail)."""
+    crash = CrashPoints(crash_in + 1 if crash_in >= 0 else 0)
+    for done, op in enumerate(ops):
+        try:
+            _run_one(op, crash)
+        except OSError as exc:
+            return done, crash.count, exc.errno or errno.EIO
+    return len(ops), crash.count, 0
+
+
+def _run_one(op: Op, crash: CrashPoints) -> None:
+    fd, arg, length = op.fd, op.arg, op.length
+    if op.kind == OP_WRITE:
+        assert op.data is not None
+        crash.point(fd, op.data, arg)
+        if os.pwritev(fd, op.data, arg) != sum(len(memoryview(b)) for b in op.data):
+            raise OSError(errno.EIO, "short write")
+    elif op.kind == OP_ALLOCATE:
+        crash.point()
+        try:
+            os.posix_fallocate(fd, arg, length)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+    elif op.kind == OP_PUNCH:
+        crash.point()
+        punch_hole(fd, arg, length)
+    elif op.kind == OP_SHRINK:
+        if os.fstat(fd).st_size > arg:
+            crash.point()
+            os.ftruncate(fd, arg)
+    elif op.kind == OP_TRUNCATE:
+        os.ftruncate(fd, arg)
+    elif op.kind == OP_SYNC:
+        crash.point()
+        os.fsync(fd)
+    elif op.kind == OP_CLEAR:
+        crash.point()
+        os.ftruncate(fd, arg)
+    else:
+        raise ValueError(f"an operation's kind {op.kind} is not one run_ops knows")
+
+
 class BlockFile:
-    """The image file as 4 KiB blocks; every change goes through a durable point."""
+    """The image file as 4 KiB blocks; every change goes through a durable point (``run_ops``).
+
+    ``pending``: the blocks of a commit whose I/O is still running (``Image.commit(background=
+    True)``), read from there until it is done, since the file may not hold them yet."""
 
     def __init__(self, fd: int, crash: CrashPoints) -> None:
         self.fd = fd
         self.crash = crash
+        self.pending: dict[int, Buffer] = {}
 
     def read(self, block: int, count: int = 1) -> bytes:
         """``count`` blocks from ``block``; past the end of the file they read as zeros."""
+        pending = self.pending
+        if pending and any(b in pending for b in range(block, block + count)):
+            blocks = range(block, block + count)
+            return b"".join(bytes(pending[b]) if b in pending else self.read(b) for b in blocks)
         want = count * BLOCK_SIZE
         try:
             data = os.pread(self.fd, want, block * BLOCK_SIZE)
@@ -235,36 +319,26 @@ class BlockFile:
 
     # --- durable points -----------------------------------------------------
 
-    def write(self, block: int, buffers: list[bytes | bytearray | memoryview]) -> None:
+    def write(self, block: int, buffers: list[Buffer]) -> None:
         """Write consecutive blocks from ``block`` on."""
-        offset = block * BLOCK_SIZE
-        self.crash.point(self.fd, buffers, offset)
-        written = os.pwritev(self.fd, buffers, offset)
-        if written != BLOCK_SIZE * len(buffers):
-            raise OSError(errno.EIO, "short write")
+        run_ops([self.write_op(block, buffers)], self.crash)
 
-    def allocate(self, block: int, count: int) -> None:
+    def write_op(self, block: int, buffers: list[Buffer]) -> Op:
+        return Op(OP_WRITE, self.fd, block * BLOCK_SIZE, data=buffers)
+
+    def allocate_op(self, block: int, count: int) -> Op:
         """Reserve disk space (posix_fallocate) so writing these blocks later cannot fail for space."""
-        self.crash.point()
-        try:
-            os.posix_fallocate(self.fd, block * BLOCK_SIZE, count * BLOCK_SIZE)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
+        return Op(OP_ALLOCATE, self.fd, block * BLOCK_SIZE, count * BLOCK_SIZE)
 
-    def punch(self, block: int, count: int) -> None:
-        self.crash.point()
-        punch_hole(self.fd, block * BLOCK_SIZE, count * BLOCK_SIZE)
+    def punch_op(self, block: int, count: int) -> Op:
+        return Op(OP_PUNCH, self.fd, block * BLOCK_SIZE, count * BLOCK_SIZE)
 
-    def shrink(self, size: int) -> None:
+    def shrink_op(self, size: int) -> Op:
         """Truncate to ``size`` bytes if the file is longer (never grows it)."""
-        if self.size() > size:
-            self.crash.point()
-            os.ftruncate(self.fd, size)
+        return Op(OP_SHRINK, self.fd, size)
 
-    def sync(self) -> None:
-        self.crash.point()
-        os.fsync(self.fd)
+    def sync_op(self) -> Op:
+        return Op(OP_SYNC, self.fd)
 
 
 # --- the commit log ------------------------------------------------------------
@@ -324,57 +398,73 @@ def write_log(
 ) -> int:
     """Write a complete transaction to the log and fsync it: after this it is committed.
 
-    Returns the log's length.  The log is written from offset 0 over whatever
-    was there: the chain of CRCs makes any leftover of an older, longer log
-    unreadable as part of this one.  With ``ahead``, its intent is written and
-    fsynced first, then its blocks in place (and the image fsynced), and only
-    then ``records`` and the COMMIT record: see the module docstring.
+    Returns the log's length.  See ``log_ops``, which says what is written.
     """
     fd, own = _open_log(log, os.O_WRONLY | os.O_CREAT)
     try:
-        offset = 0
-        crc = 0
-        n = 0
-        chunk: list[bytes | bytearray | memoryview] = []
-
-        def flush() -> None:
-            nonlocal offset
-            if not chunk:
-                return
-            data = b"".join(chunk)
-            crash.point(fd, [data], offset)
-            os.pwrite(fd, data, offset)
-            offset += len(data)
-            chunk.clear()
-
-        def append(recs: Iterable[LogRecord]) -> None:
-            nonlocal crc, n
-            for rec in recs:
-                data = rec.data if rec.data is not None else b""
-                head, crc = _record(rec.kind, txid, rec.arg, data, crc)
-                chunk.extend((head, data))
-                n += 1
-                if len(chunk) >= 2 * WAL_CHUNK:
-                    flush()
-
-        def sync() -> None:
-            flush()
-            os.ftruncate(fd, offset)
-            crash.point()
-            os.fsync(fd)
-
-        if ahead is not None and ahead.blocks:
-            append(ahead.intent())
-            sync()  # the intent is durable before any block it names is written
-            apply_records(ahead.file, ahead.blocks)  # in place, then fsync: durable before COMMIT
-        append(records)
-        head, crc = _record(WAL_COMMIT, txid, n, b"", crc)
-        chunk.append(head)
-        sync()
-        return offset
+        ops, length = log_ops(fd, txid, records, ahead)
+        run_ops(ops, crash)
+        return length
     finally:
         if own:
             os.close(fd)
+
+
+def log_ops(
+    fd: int, txid: int, records: Iterable[LogRecord], ahead: Ahead | None = None
+) -> tuple[list[Op], int]:
+    """The operations that write a complete transaction to the log ``fd`` and fsync it, and the
+    log's length after them.
+
+    The log is written from offset 0 over whatever was there: the chain of
+    CRCs makes any leftover of an older, longer log unreadable as part of
+    this one.  With ``ahead``, its intent is written and fsynced first, then
+    its blocks in place (and the image fsynced), and only then ``records`` and
+    the COMMIT record: see the module docstring.  WAL_CHUNK records a write.
+    """
+    ops: list[Op] = []
+    offset = 0
+    crc = 0
+    n = 0
+    chunk: list[Buffer] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal offset, held
+        if not chunk:
+            return
+        ops.append(Op(OP_WRITE, fd, offset, data=chunk.copy()))
+        offset += sum(len(b) for b in chunk)
+        chunk.clear()
+        held = 0
+
+    def append(recs: Iterable[LogRecord]) -> None:
+        nonlocal crc, n, held
+        for rec in recs:
+            data = rec.data if rec.data is not None else b""
+            head, crc = _record(rec.kind, txid, rec.arg, data, crc)
+            chunk.append(head)
+            if data:
+                chunk.append(data)
+            n += 1
+            held += 1
+            if held >= WAL_CHUNK:
+                flush()
+
+    def sync() -> None:
+        flush()
+        ops.append(Op(OP_TRUNCATE, fd, offset))
+        ops.append(Op(OP_SYNC, fd))
+
+    if ahead is not None and ahead.blocks:
+        append(ahead.intent())
+        sync()  # the intent is durable before any block it names is written
+        ops.extend(apply_ops(ahead.file, ahead.blocks))  # in place, then fsync: durable before COMMIT
+    append(records)
+    head, crc = _record(WAL_COMMIT, txid, n, b"", crc)
+    chunk.append(head)
+    sync()
+    return ops, offset
 
 
 def _walk(fd: int) -> Iterator[tuple[int, int, Buffer]]:
@@ -464,23 +554,23 @@ def read_log(log: Log) -> Iterator[LogRecord] | None:
 def apply_records(file: BlockFile, records: Iterable[LogRecord]) -> None:
     """Carry out a transaction's records in place, in order, then fsync (the redo step).
 
+    Run as ``apply_ops`` makes them, one at a time: a log replayed at an open
+    is streamed, and never has to be in memory at once.
+    """
+    for op in apply_ops(file, records):
+        run_ops([op], file.crash)
+
+
+def apply_ops(file: BlockFile, records: Iterable[LogRecord]) -> Iterator[Op]:
+    """The operations that carry out ``records`` in place, then fsync the image.
+
     Consecutive BLOCK records go out as one pwritev(2), consecutive PUNCH
-    records as one fallocate(2).
+    records as one fallocate(2), up to WAL_CHUNK blocks each.
     """
     kind = 0
     start = -1
     run: list[Buffer] = []
     count = 0
-
-    def flush() -> None:
-        nonlocal count
-        if kind == WAL_BLOCK and run:
-            file.write(start, run)
-        elif kind == WAL_PUNCH and count:
-            file.punch(start, count)
-        run.clear()
-        count = 0
-
     for rec in records:
         if rec.kind in (WAL_BLOCK, WAL_PUNCH):
             if rec.kind == kind and rec.arg == start + count and count < WAL_CHUNK:
@@ -488,19 +578,27 @@ def apply_records(file: BlockFile, records: Iterable[LogRecord]) -> None:
                 if rec.data is not None:
                     run.append(rec.data)
                 continue
-            flush()
-            kind, start, count = rec.kind, rec.arg, 1
+            yield from _run_op(file, kind, start, run, count)
+            kind, start, count, run = rec.kind, rec.arg, 1, []
             if rec.kind == WAL_BLOCK:
                 assert rec.data is not None
                 run.append(rec.data)
             continue
-        flush()
-        kind = 0
+        yield from _run_op(file, kind, start, run, count)
+        kind, count, run = 0, 0, []
         if rec.kind == WAL_SHRINK:
-            file.shrink(rec.arg)
+            yield file.shrink_op(rec.arg)
         # WAL_FRESH, WAL_LENGTH: an intent, for undoing an incomplete log; nothing to redo.
-    flush()
-    file.sync()
+    yield from _run_op(file, kind, start, run, count)
+    yield file.sync_op()
+
+
+def _run_op(file: BlockFile, kind: int, start: int, run: list[Buffer], count: int) -> Iterator[Op]:
+    """The one operation for a run of consecutive BLOCK or PUNCH records, if there is a run."""
+    if kind == WAL_BLOCK and run:
+        yield file.write_op(start, run)
+    elif kind == WAL_PUNCH and count:
+        yield file.punch_op(start, count)
 
 
 def undo_ahead(file: BlockFile, length: int, blocks: Iterable[int]) -> None:
@@ -510,16 +608,17 @@ def undo_ahead(file: BlockFile, length: int, blocks: Iterable[int]) -> None:
     still inside it is punched: they held nothing committed, and a free
     extent is a hole or past the end of the file.  Idempotent.
     """
-    file.shrink(length)
+    ops = [file.shrink_op(length)]
     start = count = 0
     for b in sorted(set(blocks)) + [-1]:
         if count and b == start + count and count < WAL_CHUNK:
             count += 1
             continue
         if count and start * BLOCK_SIZE < length:
-            file.punch(start, count)
+            ops.append(file.punch_op(start, count))
         start, count = b, 1
-    file.sync()
+    ops.append(file.sync_op())
+    run_ops(ops, file.crash)
 
 
 @dataclass(frozen=True)
@@ -567,11 +666,15 @@ def clear_log(log: Log, crash: CrashPoints) -> None:
     except FileNotFoundError:
         return
     try:
-        crash.point()
-        os.ftruncate(fd, 0)
+        run_ops([clear_op(fd)], crash)
     finally:
         if own:
             os.close(fd)
+
+
+def clear_op(fd: int) -> Op:
+    """The operation that empties the log ``fd`` (a durable point)."""
+    return Op(OP_CLEAR, fd, 0)
 
 
 def recover(fd: int, log: Log, crash: CrashPoints, txid: int | None = None) -> bool:
