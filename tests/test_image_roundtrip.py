@@ -6,7 +6,10 @@ compaction, mem_limit changes, in both profiles.  Its invariants (model bytes,
 allocator structure, counters) are checked after every step against the lazy
 file-backed maps, and an extra rule commits, closes and reopens the device,
 which must come back with exactly the same counters, class state, zspage
-records, page table and bytes.  A seeded test adds reset and re-init.
+records, page table and bytes.  Another commits in the background with the
+commit's I/O held back until the device next lands it: the rules go on
+meanwhile, and every check reads through the blocks the file does not hold yet.
+A seeded test adds reset and re-init.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import rule
 from test_statemachine import BD_PAGES, SIZE, ZramMachine
 
+from zramctl.image import io as image_io
 from zramctl.image.check import device_state
+from zramctl.image.image import Image
 from zramctl.kernel import sysfs
 from zramctl.kernel.zram_drv import Zram, ZramConfig
 from zramctl.store import DeviceHandle, Store, check_image
@@ -44,7 +50,29 @@ class ImageMachine(ZramMachine):
                 sysfs.store(h.zram, "recomp_algorithm", f"algo={self.secondary}")
             sysfs.store(h.zram, "disksize", str(SIZE))
         self.reopens = 0
+        self._hold_flights()
         self._open()
+
+    def _hold_flights(self) -> None:
+        """A background commit's I/O waits for ``gate``, which a landing (or the teardown) opens."""
+        self.gate = threading.Event()
+        self.gate.set()
+        self._real = (image_io._run_compiled, Image.land)
+        run, land = self._real
+        gate = self.gate
+
+        def held(ops, crash_in):  # type: ignore[no-untyped-def]
+            if threading.current_thread() is not threading.main_thread():
+                assert gate.wait(60), "a background commit was never landed"
+            return run(ops, crash_in)
+
+        def landing(image: Image) -> None:
+            if image._flight is not None:
+                gate.set()
+            land(image)
+
+        image_io._run_compiled = held  # type: ignore[assignment]
+        Image.land = landing  # type: ignore[method-assign]
 
     def _open(self) -> None:
         self.handle: DeviceHandle = self.store.open(0, write=True)
@@ -66,9 +94,21 @@ class ImageMachine(ZramMachine):
             assert check_image((self.store, 0), data=True) == []
             self._open()
 
+    @rule()
+    def commit_in_background(self) -> None:
+        before = device_state(self.z)
+        self.handle.image.land()
+        self.gate.clear()
+        self.handle.commit(background=True)
+        assert device_state(self.z) == before
+
     def teardown(self) -> None:
-        self.handle.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.gate.set()
+        try:
+            self.handle.close()
+        finally:
+            image_io._run_compiled, Image.land = self._real  # type: ignore[method-assign]
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def image_machine(compat: str, algorithm: str, examples: int):
