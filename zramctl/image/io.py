@@ -29,6 +29,11 @@ it opened relative to its directory (see ``open_regular``); a path is opened
 with O_NOFOLLOW.  A commit that fails before its COMMIT record gives back the
 space it reserved (``hole_ranges`` tells which reserved blocks were holes).
 
+A commit's I/O is made first, as a list of operations (``Op``), and then run
+in one compiled call that holds no GIL (``_durable.c``; ``run_reference`` is
+its readable definition): so it can run on a thread of its own while the next
+pages are stored (``Image.commit(background=True)``).
+
 Every operation that changes a file is a *durable point*.  ``CrashPoints``
 counts them; with ``ZRAMCTL_CRASH_AT=N`` the process SIGKILLs itself at the
 N-th, after writing the first half of the bytes when the point is a write (a
@@ -317,13 +322,10 @@ class BlockFile:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    # --- durable points -----------------------------------------------------
-
-    def write(self, block: int, buffers: list[Buffer]) -> None:
-        """Write consecutive blocks from ``block`` on."""
-        run_ops([self.write_op(block, buffers)], self.crash)
+    # --- durable points, as operations for run_ops --------------------------
 
     def write_op(self, block: int, buffers: list[Buffer]) -> Op:
+        """Write consecutive blocks from ``block`` on."""
         return Op(OP_WRITE, self.fd, block * BLOCK_SIZE, data=buffers)
 
     def allocate_op(self, block: int, count: int) -> Op:
