@@ -747,7 +747,9 @@ class DeviceHandle:
         (``PIECE``) at a time, in ``CHUNK``-sized reads (memory stays bounded);
         one that runs past the end of the device has what fits stored and
         committed, and fails with ENOSPC saying how much.  A long write commits
-        every ``COMMIT_EVERY`` bytes, and once at the end.
+        every ``COMMIT_EVERY`` bytes, and once at the end; each commit but the last
+        runs its I/O in the background while the next bytes are stored (the next
+        commit waits for it, and its failure is the write's).
 
         ``signals`` (entered by the caller): a signal is acted on between pieces,
         and at once while waiting for input; what is stored by then is committed
