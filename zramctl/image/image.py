@@ -547,15 +547,15 @@ class Image:
             plan = self._plan()
             if plan is None:
                 return
-            if background and plan.dropped is None and not self._bdevs and not self.state.cleared:
-                self._committed(plan.header, plan.blocks)
-                self.blobs = plan.blobs
+            background = background and plan.dropped is None and not self._bdevs and not self.state.cleared
+            if not background:
+                self._carry_out(plan)
+            self._committed(plan.header, plan.blocks)
+            self.blobs = plan.blobs
+            if background:
                 self.file.pending = plan.blocks
                 self._flight = Flight(self, plan)
                 return
-            self._carry_out(plan)
-            self._committed(plan.header, plan.blocks)
-            self.blobs = plan.blobs
             for dev in self._bdevs:
                 dev.committed()
             self._release_claims(plan.dropped)

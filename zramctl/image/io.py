@@ -260,12 +260,17 @@ def run_reference(ops: Sequence[Op], crash_in: int) -> tuple[int, int, int]:
     return len(ops), crash.count, 0
 
 
+def _nbytes(buffers: list[Buffer]) -> int:
+    """The bytes ``buffers`` hold (a memoryview's length counts items, not bytes)."""
+    return sum(memoryview(b).nbytes for b in buffers)
+
+
 def _run_one(op: Op, crash: CrashPoints) -> None:
     fd, arg, length = op.fd, op.arg, op.length
     if op.kind == OP_WRITE:
         assert op.data is not None
         crash.point(fd, op.data, arg)
-        if os.pwritev(fd, op.data, arg) != sum(len(memoryview(b)) for b in op.data):
+        if os.pwritev(fd, op.data, arg) != _nbytes(op.data):
             raise OSError(errno.EIO, "short write")
     elif op.kind == OP_ALLOCATE:
         crash.point()
@@ -436,7 +441,7 @@ def log_ops(
         if not chunk:
             return
         ops.append(Op(OP_WRITE, fd, offset, data=chunk.copy()))
-        offset += sum(len(b) for b in chunk)
+        offset += _nbytes(chunk)
         chunk.clear()
         held = 0
 
