@@ -347,8 +347,9 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
             leaf = self._leaf(n, False)
         return (None if leaf is None else leaf.entries), i, self.per - i
 
-    def touched(self, index: int, entries: list[Entry | None]) -> None:
-        """Entries of page ``index``'s leaf were changed in ``entries``, the list ``run`` gave.
+    def touched(self, index: int, entries: list[Entry | None], added: int = 0) -> None:
+        """Entries of page ``index``'s leaf were changed in ``entries``, the list ``run`` gave;
+        ``added`` of them were None before.
 
         The leaf may have left the cache since (it was clean then, and nothing read it again):
         it comes back, with that list, dirty."""
@@ -358,6 +359,7 @@ class TableMap(LeafTree, MutableMapping[int, Entry]):
             self._make_room()
             leaf = self.leaves[n] = TableLeaf(self.radix.lookup(n), entries)
         leaf.dirty = True
+        self.count += added
 
     def pop(self, index: int, *default: Entry | None) -> Entry | None:  # type: ignore[override]
         n, i = divmod(index, self.per)
@@ -600,6 +602,15 @@ class FileFrames:
                 clean = ZERO_FRAME if e in state.fresh else state.file.read(frame)
             self.dirty[frame] = data = bytearray(clean)
         return memoryview(data)
+
+    @property
+    def in_place(self) -> dict[int, bytearray]:
+        """The frames changed since the last commit: a compiled store path writes them in place
+        (zsmalloc.InPlaceFrames); the commit writes them."""
+        return self.dirty
+
+    def wrote_in_place(self) -> None:
+        self.generation += 1
 
     def clear(self) -> None:
         self.state.clear()

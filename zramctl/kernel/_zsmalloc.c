@@ -19,12 +19,20 @@
  *                                          without the GIL; list_entries, the same in two steps
  *                                          (Listed.decode, on any thread); access_entries, the
  *                                          access times of the pages it read
+ *   store_entries(entries, start, index, pages, comps, geometry, ...)
+ *                                          zram's _store_page over the Python pool of an image,
+ *                                          a table leaf's free slots at a time, changing the
+ *                                          pool's records in place (the common case only: the
+ *                                          rest is handed back)
  *
  * Only a trusted pool is compiled (memory, never an image): the checks zsmalloc.py makes of
  * untrusted frames are not made here, but every index into C memory is still bounds-checked,
  * so a caller's mistake is an exception, never a stray write.  read_entries reads an image's
  * objects, but only out of bytes a zspage's description hands it, each object checked to lie
  * inside them and against its CRC before it is decoded; anything else is handed back.
+ * store_entries writes an image's objects only into zspages whose free chain the reference
+ * has checked, after the reference's head check, into frames the image holds open for
+ * writing, each write checked to lie inside its frame; anything else is handed back.
  *
  * Frames: a zspage's pages_per_zspage frames are one calloc'd block; frame numbers are handed
  * out as MemoryFrames hands them (a counter, from 0 after destroy), and a zspage is found by
@@ -33,6 +41,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1094,6 +1103,7 @@ object_page(PyObject *crc32, const uint8_t *at, size_t size, uint64_t flags, PyO
 #define DONE 0
 #define HANDBACK 1 /* the page at `done` is untouched: the caller stores (reads) it its own way */
 #define NOMEM 2    /* the page at `done` failed on mem_limit, exactly as _store_page fails */
+#define FAILED 3   /* the page at `done` failed in the Python pool's _alloc_zspage (store_entries) */
 
 /* One slot's counters as zram_free_page() drops them (bad/good_compress: the 2013 driver). */
 static void
@@ -1713,6 +1723,573 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
     return PyLong_FromSsize_t(changed);
 }
 
+/*
+ * store_entries(entries, start, index, pages, comps, geometry, looked, in_place, profile,
+ *               max_zpage_size, huge_class_size, limit_pages, max_used_pages, now, crc32, counts)
+ *               -> stop
+ *
+ * _store_page for whole pages index, index + 1, ... into entries[start], entries[start + 1], ...
+ * (a leaf of an image's table), page k's compression being comps[k], over a pool that is not
+ * this module's: the reference's (zsmalloc.py), whose ZsPage records and SizeClass statistics
+ * are Python objects, changed here in place as its zs_malloc changes them.  `geometry` is
+ * Pool.store_geometry(): the class position of every size, each class's (SizeClass, slot size,
+ * pages per zspage, objects per zspage, huge), each class's inuse -> fullness group, group ->
+ * list (-1 unlisted), find_get_zspage()'s lists in order, the number of groups, the handle size,
+ * the zspage map, the zspages whose free chain is checked, and the pool.  `looked` keeps the
+ * records looked up in the zspage map (first frame -> ZsPage), from call to call: the caller
+ * empties it whenever anything else may have changed the map (a page stored the Python way, a
+ * commit).  `in_place` maps a frame to its bytearray, for the frames open for writing
+ * (zsmalloc.InPlaceFrames).
+ *
+ * Only the common case is done here: a page never written, stored as a same-filled page, or as
+ * an object in the zspage heading its class's fullest list (whose chain is checked, whose head
+ * check passes, whose frames, and the records a list move changes, are in memory), or in a new
+ * zspage, which the pool's own _alloc_zspage makes (frames, record, free chain).  Anything else
+ * is handed back (HANDBACK) before it changes anything: a slot in use, a compression that is
+ * not bytes, a huge object, a record that fails a check or cannot be looked up, a frame not in
+ * memory, a page mem_limit refuses.  The caller's path then stores it, or makes its error.
+ * Everything a page needs is looked up before its first change, so a page is stored whole or
+ * not at all; _alloc_zspage failing with an Exception stops the call (FAILED) with nothing of
+ * the page changed but what it changed itself, its exception being counts[7].
+ *
+ * counts[0 .. 6] get (pages done, entries added, pages_stored, compr_data_size, good_compress,
+ * same_pages, max_used_pages): changes, but max_used_pages as its new value; also when an
+ * exception ends the call (then the state may be half-changed: the caller poisons it).
+ */
+#define STORE_COUNTS 8
+
+typedef struct {
+    PyObject *obj; /* borrowed */
+    long long first, cls, inuse, freeobj, fullness, prev, next;
+} zsrec_t;
+
+#define MAX_FIRST (1LL << 40) /* above any frame an image can have (16 TiB): a handle stays in range */
+
+enum { ZA_FIRST, ZA_CLS, ZA_INUSE, ZA_FREEOBJ, ZA_FULLNESS, ZA_PREV, ZA_NEXT, ZA_N };
+static const char *const za_names[ZA_N] = {"first", "cls", "inuse", "freeobj", "fullness", "prev", "next"};
+static PyObject *za[ZA_N]; /* interned ZsPage attribute names (constants, made at import) */
+static PyObject *ca_objs_inuse, *ca_heads, *ca_zspages, *pa_alloc_zspage, *pa_pages_allocated; /* and others */
+
+/* Keep `z` as the record at `first` in `looked` (replacing any other): 0, or -1 with an exception. */
+static int
+looked_keep(PyObject *looked, int64_t first, PyObject *z)
+{
+    PyObject *key = PyLong_FromLongLong(first);
+    int rc = key != NULL ? PyDict_SetItem(looked, key, z) : -1;
+    Py_XDECREF(key);
+    return rc;
+}
+
+/* The ZsPage at `first`, borrowed from `looked` (where it is kept once looked up in the zspage
+ * map): 0 and NULL when the map has none or fails with an Exception (the caller hands the page
+ * back: its path makes the error); -1 for any other exception (KeyboardInterrupt, ...), which
+ * must not be lost, or when `looked` cannot keep it. */
+static int
+zs_lookup(PyObject *looked, PyObject *zspages, int64_t first, PyObject **out)
+{
+    *out = NULL;
+    PyObject *key = PyLong_FromLongLong(first);
+    if (key == NULL)
+        return -1;
+    PyObject *z = PyDict_GetItemWithError(looked, key); /* borrowed */
+    if (z != NULL || PyErr_Occurred()) {
+        Py_DECREF(key);
+        *out = z;
+        return z != NULL ? 0 : -1;
+    }
+    z = PyObject_GetItem(zspages, key);
+    if (z == NULL) {
+        Py_DECREF(key);
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int rc = PyDict_SetItem(looked, key, z);
+    Py_DECREF(key);
+    Py_DECREF(z); /* `looked` holds it */
+    if (rc < 0)
+        return -1;
+    *out = z;
+    return 0;
+}
+
+/* A record's fields: 1 when read, 0 when one is not an int that fits (hand the page back). */
+static int
+zs_read(PyObject *z, zsrec_t *r)
+{
+    long long *f[ZA_N] = {&r->first, &r->cls, &r->inuse, &r->freeobj, &r->fullness, &r->prev, &r->next};
+    r->obj = z;
+    for (int i = 0; i < ZA_N; i++) {
+        PyObject *v = PyObject_GetAttr(z, za[i]);
+        if (v == NULL || !PyLong_CheckExact(v)) {
+            Py_XDECREF(v);
+            PyErr_Clear();
+            return 0;
+        }
+        *f[i] = PyLong_AsLongLong(v);
+        Py_DECREF(v);
+        if (*f[i] == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Item `i` of a list of ints, or `bad` when it is not one (or `i` is out of range). */
+static long long
+int_item(PyObject *list, long long i, long long bad)
+{
+    if (list == NULL || !PyList_Check(list) || i < 0 || i >= PyList_GET_SIZE(list))
+        return bad;
+    PyObject *v = PyList_GET_ITEM(list, i);
+    if (!PyLong_CheckExact(v))
+        return bad;
+    long long n = PyLong_AsLongLong(v);
+    if (n == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return bad;
+    }
+    return n;
+}
+
+/* What one store_entries call works with: the geometry (borrowed from Pool.store_geometry()'s
+ * tuple), the call's other arguments, and what it has counted. */
+typedef struct {
+    PyObject *pos_of_size, *classes, *groups, *list_index, *alloc_lists, *zspages, *sound, *pool;
+    long long ngroups, handle_size;
+    PyObject *looked;
+    PyObject *in_place, *crc32, *now, *zero, *no_zspage;
+    int profile;
+    long long limit, alloced, max_used;
+} store_ctx_t;
+
+/* Class `pos`'s fullness group for `inuse` objects, or -1 when the table has none. */
+static long long
+group_of(store_ctx_t *x, long long pos, long long inuse)
+{
+    if (!PyList_Check(x->groups) || pos < 0 || pos >= PyList_GET_SIZE(x->groups))
+        return -1;
+    long long fg = int_item(PyList_GET_ITEM(x->groups, pos), inuse, -1);
+    return fg < x->ngroups ? fg : -1;
+}
+
+/* One class's geometry: 1 when it is as it must be, 0 when not (hand back). */
+static int
+class_geo(store_ctx_t *x, long long pos, PyObject **cls, long long *size, long long *ppz, long long *objs,
+          int *huge)
+{
+    if (!PyList_Check(x->classes) || pos < 0 || pos >= PyList_GET_SIZE(x->classes))
+        return 0;
+    PyObject *t = PyList_GET_ITEM(x->classes, pos);
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 5)
+        return 0;
+    *cls = PyTuple_GET_ITEM(t, 0);
+    long long v[3];
+    for (int i = 0; i < 3; i++) {
+        PyObject *o = PyTuple_GET_ITEM(t, i + 1);
+        v[i] = PyLong_CheckExact(o) ? PyLong_AsLongLong(o) : -1;
+        if (v[i] <= 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    if (v[0] > PAGE_SIZE || v[1] > MAX_CHAIN || v[2] > (1LL << OBJ_INDEX_BITS))
+        return 0;
+    *size = v[0], *ppz = v[1], *objs = v[2];
+    *huge = PyObject_IsTrue(PyTuple_GET_ITEM(t, 4));
+    if (*huge < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return *size * *objs <= *ppz * PAGE_SIZE;
+}
+
+/* The bytearray of frame `n` open for writing, or NULL (not open, or not a frame). */
+static uint8_t *
+in_place_frame(PyObject *in_place, long long n)
+{
+    PyObject *key = PyLong_FromLongLong(n);
+    if (key == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *b = PyDict_GetItemWithError(in_place, key); /* borrowed */
+    Py_DECREF(key);
+    if (b == NULL || !PyByteArray_CheckExact(b) || PyByteArray_GET_SIZE(b) != PAGE_SIZE) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return (uint8_t *)PyByteArray_AS_STRING(b);
+}
+
+/* An int list's item plus `delta`, as a new int to put there (NULL with an exception). */
+static PyObject *
+bumped(PyObject *list, long long i, long long delta)
+{
+    long long v = int_item(list, i, LLONG_MIN);
+    if (v == LLONG_MIN) {
+        PyErr_SetString(PyExc_ValueError, "store_entries: a class's counts are not ints");
+        return NULL;
+    }
+    return PyLong_FromLongLong(v + delta);
+}
+
+/* What store_object did with its page. */
+enum { OBJ_STORED, OBJ_HANDBACK, OBJ_FAILED, OBJ_ERROR };
+
+/*
+ * zs_malloc + zs_obj_write + the table entry, for page `owner`'s object `comp` (clen bytes, not
+ * huge) into entries[slot], which is None.  OBJ_HANDBACK before any change; OBJ_FAILED when
+ * _alloc_zspage raised an Exception (*failure); OBJ_ERROR with an exception set.
+ *
+ * In three steps: every look-up and check (and the CRC, and a new zspage, the only Python code
+ * called once anything changed); every new object the changes put somewhere, and the frames'
+ * bytes written; then the records, lists and the entry, in the reference's order.
+ */
+static int
+store_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, long long owner, PyObject *comp,
+             long long clen, PyObject **failure)
+{
+    long long pos = int_item(x->pos_of_size, clen + x->handle_size, -1);
+    PyObject *cls;
+    long long csize, ppz, objs;
+    int huge;
+    if (clen > PAGE_SIZE || !class_geo(x, pos, &cls, &csize, &ppz, &objs, &huge) || huge ||
+        csize < clen + x->handle_size)
+        return OBJ_HANDBACK;
+    int rc = OBJ_HANDBACK;
+    PyObject *heads = PyObject_GetAttr(cls, ca_heads);
+    PyObject *counted = PyObject_GetAttr(cls, ca_zspages); /* zspages per group */
+    PyObject *inuse_now = PyObject_GetAttr(cls, ca_objs_inuse);
+    enum { F_FREEOBJ, F_INUSE, F_OBJS_INUSE, F_FIRST, F_FULLNESS, F_OLD_COUNT, F_NEW_COUNT, F_PREV, F_NEXT, F_N };
+    PyObject *fresh[F_N] = {NULL}; /* every new object the page's changes put somewhere */
+    PyObject *crc = NULL, *e = NULL;
+    if (heads == NULL || counted == NULL || inuse_now == NULL || !PyList_Check(heads) || !PyList_Check(counted) ||
+        !PyLong_CheckExact(inuse_now))
+        goto out;
+    /* find_get_zspage(): the head of the fullest non-empty list, or none (a new zspage) */
+    long long li = -1, first = NO_ZSPAGE;
+    for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(x->alloc_lists) && first == NO_ZSPAGE; a++) {
+        long long l = PyLong_AsLongLong(PyTuple_GET_ITEM(x->alloc_lists, a));
+        long long h = int_item(heads, l, LLONG_MIN);
+        if (h == LLONG_MIN || (h != NO_ZSPAGE && (h < 0 || h > MAX_FIRST)))
+            goto out;
+        if (h != NO_ZSPAGE)
+            li = l, first = h;
+    }
+    int made = first == NO_ZSPAGE;
+    /* zram_can_store_page(): a page it would refuse is the Python way's to refuse */
+    long long alloced = x->alloced + (made ? ppz : 0);
+    if ((x->profile & P_MEM_LIMIT) && x->limit && alloced > x->limit)
+        goto out;
+    zsrec_t z = {NULL, NO_ZSPAGE, pos, 0, 0, -1, NO_ZSPAGE, NO_ZSPAGE}; /* a new zspage, as _alloc_zspage makes it */
+    if (!made) {
+        PyObject *zobj;
+        if (zs_lookup(x->looked, x->zspages, first, &zobj) < 0)
+            goto error;
+        /* Pool._head()'s check, and the free chain checked once (Pool._sound) */
+        if (zobj == NULL || !zs_read(zobj, &z) || z.first != first || z.cls != pos || z.fullness < 0 ||
+            z.fullness >= x->ngroups || int_item(x->list_index, z.fullness, -2) != li || z.inuse < 0 ||
+            group_of(x, pos, z.inuse) != z.fullness)
+            goto out;
+        PyObject *key = PyLong_FromLongLong(first);
+        int sound = key != NULL ? PySet_Contains(x->sound, key) : -1;
+        Py_XDECREF(key);
+        if (sound < 0)
+            goto error;
+        if (!sound)
+            goto out;
+    }
+    if (z.inuse >= objs || z.freeobj < 0 || z.freeobj >= objs)
+        goto out;
+    /* _fix_fullness_group() / _insert_zspage(): the records a move changes */
+    long long fg = group_of(x, pos, z.inuse + 1);
+    long long li_new = fg >= 0 ? int_item(x->list_index, fg, -2) : -2;
+    if (fg < 0 || li_new < -1)
+        goto out;
+    int moves = fg != z.fullness;
+    PyObject *prev = NULL, *nxt = NULL, *new_head = NULL;
+    if (moves && !made) {
+        if ((z.prev != NO_ZSPAGE && zs_lookup(x->looked, x->zspages, z.prev, &prev) < 0) ||
+            (z.next != NO_ZSPAGE && zs_lookup(x->looked, x->zspages, z.next, &nxt) < 0))
+            goto error;
+        if ((z.prev != NO_ZSPAGE && prev == NULL) || (z.next != NO_ZSPAGE && nxt == NULL))
+            goto out;
+    }
+    long long new_head_first = NO_ZSPAGE;
+    if (moves && li_new >= 0) {
+        new_head_first = int_item(heads, li_new, LLONG_MIN);
+        if (new_head_first == LLONG_MIN)
+            goto out;
+        if (new_head_first != NO_ZSPAGE) {
+            if (zs_lookup(x->looked, x->zspages, new_head_first, &new_head) < 0)
+                goto error;
+            if (new_head == NULL)
+                goto out;
+        }
+    }
+    if ((crc = PyObject_CallOneArg(x->crc32, comp)) == NULL)
+        goto error;
+    if (made) {
+        /* the pool's own alloc_zspage(): the page's first change */
+        PyObject *zobj = PyObject_CallMethodOneArg(x->pool, pa_alloc_zspage, cls);
+        if (zobj == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                goto error;
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL && value != NULL)
+                PyException_SetTraceback(value, tb);
+            Py_XDECREF(type);
+            Py_XDECREF(tb);
+            *failure = value;
+            rc = OBJ_FAILED;
+            goto out;
+        }
+        PyObject *pa = PyObject_GetAttr(x->pool, pa_pages_allocated);
+        long long now_alloced = pa != NULL && PyLong_CheckExact(pa) ? PyLong_AsLongLong(pa) : -1;
+        Py_XDECREF(pa);
+        int kept = zs_read(zobj, &z) && z.first >= 0 && z.first <= MAX_FIRST && z.cls == pos && z.inuse == 0 &&
+                   z.fullness == -1 && z.freeobj >= 0 && z.freeobj < objs && now_alloced >= 0 &&
+                   looked_keep(x->looked, z.first, zobj) == 0;
+        Py_DECREF(zobj); /* `looked` holds it (the map too) */
+        if (!kept) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_RuntimeError, "store_entries: a new zspage is not as _alloc_zspage makes it");
+            goto error;
+        }
+        first = z.first;
+        x->alloced = alloced = now_alloced;
+    }
+    /* _obj_malloc(): the slot the chain's head names (8-aligned: its word in one frame), and
+     * zs_obj_write(): its data, past the header, in one frame or across two */
+    long long idx = z.freeobj, off = idx * csize, doff = off + x->handle_size;
+    long long in_frame = doff & (PAGE_SIZE - 1);
+    long long head = clen < PAGE_SIZE - in_frame ? clen : PAGE_SIZE - in_frame;
+    uint8_t *hdr = NULL, *d0 = NULL, *d1 = NULL;
+    if ((off & (PAGE_SIZE - 1)) <= PAGE_SIZE - 8 && off + csize <= ppz * PAGE_SIZE) {
+        hdr = in_place_frame(x->in_place, first + (off >> PAGE_SHIFT));
+        d0 = (doff >> PAGE_SHIFT) == (off >> PAGE_SHIFT) ? hdr : in_place_frame(x->in_place, first + (doff >> PAGE_SHIFT));
+        d1 = head < clen ? in_place_frame(x->in_place, first + (doff >> PAGE_SHIFT) + 1) : d0;
+    }
+    if (hdr == NULL || d0 == NULL || d1 == NULL) {
+        if (!made)
+            goto out;
+        PyErr_SetString(PyExc_RuntimeError, "store_entries: a new zspage's frames are not open for writing");
+        goto error;
+    }
+    uint64_t link = get_word(hdr + (off & (PAGE_SIZE - 1)));
+    long long inuse_v = PyLong_AsLongLong(inuse_now);
+    if (inuse_v == -1 && PyErr_Occurred())
+        goto error;
+    if ((fresh[F_FREEOBJ] = PyLong_FromUnsignedLongLong(link >> OBJ_TAG_BITS)) == NULL ||
+        (fresh[F_INUSE] = PyLong_FromLongLong(z.inuse + 1)) == NULL ||
+        (fresh[F_OBJS_INUSE] = PyLong_FromLongLong(inuse_v + 1)) == NULL ||
+        (fresh[F_FIRST] = PyLong_FromLongLong(first)) == NULL ||
+        (fresh[F_FULLNESS] = PyLong_FromLongLong(fg)) == NULL ||
+        (fresh[F_PREV] = PyLong_FromLongLong(z.prev)) == NULL || (fresh[F_NEXT] = PyLong_FromLongLong(z.next)) == NULL ||
+        (moves && !made && (fresh[F_OLD_COUNT] = bumped(counted, z.fullness, -1)) == NULL) ||
+        (moves && (fresh[F_NEW_COUNT] = bumped(counted, fg, +1)) == NULL))
+        goto error;
+    {
+        PyObject *h = PyLong_FromLongLong(first << OBJ_INDEX_BITS | idx), *f = PyLong_FromLongLong(clen);
+        e = h != NULL && f != NULL ? new_entry(f, h, crc, x->now) : NULL;
+        if (e == NULL && f != NULL && h == NULL)
+            Py_DECREF(f);
+        Py_XDECREF(h);
+        if (e == NULL)
+            goto error;
+    }
+    /* The changes (none can fail: bytes into frames, ints into slots and lists).  The frames
+     * first, while nothing has run since they were looked up. */
+    if (x->handle_size)
+        put_word(hdr + (off & (PAGE_SIZE - 1)), (uint64_t)owner << OBJ_TAG_BITS | OBJ_ALLOCATED_TAG);
+    memcpy(d0 + in_frame, PyBytes_AS_STRING(comp), (size_t)head);
+    if (head < clen)
+        memcpy(d1, PyBytes_AS_STRING(comp) + head, (size_t)(clen - head));
+    PyObject *zobj = z.obj;
+    PyObject_SetAttr(zobj, za[ZA_FREEOBJ], fresh[F_FREEOBJ]);
+    PyObject_SetAttr(zobj, za[ZA_INUSE], fresh[F_INUSE]);
+    if (moves) {
+        if (!made) { /* _remove_zspage() */
+            PyList_SetItem(counted, z.fullness, fresh[F_OLD_COUNT]);
+            fresh[F_OLD_COUNT] = NULL;
+            if (prev != NULL)
+                PyObject_SetAttr(prev, za[ZA_NEXT], fresh[F_NEXT]);
+            else {
+                Py_INCREF(fresh[F_NEXT]);
+                PyList_SetItem(heads, li, fresh[F_NEXT]);
+            }
+            if (nxt != NULL)
+                PyObject_SetAttr(nxt, za[ZA_PREV], fresh[F_PREV]);
+            PyObject_SetAttr(zobj, za[ZA_PREV], x->no_zspage);
+            PyObject_SetAttr(zobj, za[ZA_NEXT], x->no_zspage);
+        }
+        /* _insert_zspage() */
+        PyObject_SetAttr(zobj, za[ZA_FULLNESS], fresh[F_FULLNESS]);
+        PyList_SetItem(counted, fg, fresh[F_NEW_COUNT]);
+        fresh[F_NEW_COUNT] = NULL;
+        if (li_new >= 0) {
+            PyObject *old_head = PyList_GetItem(heads, li_new); /* (borrowed; removal left it as it was) */
+            PyObject_SetAttr(zobj, za[ZA_PREV], x->no_zspage);
+            if (old_head != NULL)
+                PyObject_SetAttr(zobj, za[ZA_NEXT], old_head);
+            if (new_head != NULL)
+                PyObject_SetAttr(new_head, za[ZA_PREV], fresh[F_FIRST]);
+            Py_INCREF(fresh[F_FIRST]);
+            PyList_SetItem(heads, li_new, fresh[F_FIRST]);
+        }
+    }
+    PyObject_SetAttr(cls, ca_objs_inuse, fresh[F_OBJS_INUSE]);
+    PyList_SetItem(entries, slot, e); /* steals e; the slot held None */
+    e = NULL;
+    PyErr_Clear(); /* (none of the above fails on the pool's own objects) */
+    if ((x->profile & P_MEM_LIMIT) && alloced > x->max_used)
+        x->max_used = alloced;
+    rc = OBJ_STORED;
+    goto out;
+error:
+    rc = OBJ_ERROR;
+out:
+    if (rc == OBJ_HANDBACK)
+        PyErr_Clear();
+    for (int i = 0; i < F_N; i++)
+        Py_XDECREF(fresh[i]);
+    Py_XDECREF(e);
+    Py_XDECREF(crc);
+    Py_XDECREF(heads);
+    Py_XDECREF(counted);
+    Py_XDECREF(inuse_now);
+    return rc;
+}
+
+static PyObject *
+store_entries(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *entries, *comps, *geometry, *counts;
+    Py_ssize_t start;
+    long long index;
+    Py_buffer pages;
+    int max_zpage_size, huge_class_size;
+    store_ctx_t x = {0};
+    if (!PyArg_ParseTuple(args, "O!nLy*O!O!O!O!iiiLLOOO!", &PyList_Type, &entries, &start, &index, &pages,
+                          &PyList_Type, &comps, &PyTuple_Type, &geometry, &PyDict_Type, &x.looked, &PyDict_Type,
+                          &x.in_place, &x.profile, &max_zpage_size, &huge_class_size, &x.limit, &x.max_used,
+                          &x.now, &x.crc32, &PyList_Type, &counts))
+        return NULL;
+    long long c[7] = {0}; /* see counts */
+    PyObject *failure = NULL;
+    int stop = DONE, failed = 0;
+    Py_ssize_t count = pages.len / PAGE_SIZE;
+    if (pages.len % PAGE_SIZE || PyList_GET_SIZE(comps) < count || start < 0 || index < 0 ||
+        start > PyList_GET_SIZE(entries) || count > PyList_GET_SIZE(entries) - start ||
+        PyList_GET_SIZE(counts) != STORE_COUNTS || PyTuple_GET_SIZE(geometry) != 10) {
+        PyErr_SetString(PyExc_ValueError, "store_entries: whole pages, a compression and a slot for each");
+        PyBuffer_Release(&pages);
+        return NULL;
+    }
+    PyObject **geo[] = {&x.pos_of_size, &x.classes, &x.groups, &x.list_index, &x.alloc_lists};
+    for (int i = 0; i < 5; i++)
+        *geo[i] = PyTuple_GET_ITEM(geometry, i);
+    x.ngroups = PyLong_AsLongLong(PyTuple_GET_ITEM(geometry, 5));
+    x.handle_size = PyLong_AsLongLong(PyTuple_GET_ITEM(geometry, 6));
+    x.zspages = PyTuple_GET_ITEM(geometry, 7);
+    x.sound = PyTuple_GET_ITEM(geometry, 8);
+    x.pool = PyTuple_GET_ITEM(geometry, 9);
+    PyObject *pa = PyObject_GetAttr(x.pool, pa_pages_allocated);
+    x.alloced = pa != NULL ? PyLong_AsLongLong(pa) : -1;
+    Py_XDECREF(pa);
+    if (PyErr_Occurred() || !PyTuple_Check(x.alloc_lists) || !PyAnySet_Check(x.sound) || x.ngroups < 1 ||
+        x.ngroups > MAX_GROUPS || x.handle_size < 0 || x.handle_size > MAX_HANDLE_SIZE || x.alloced < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "store_entries: not a pool's store geometry");
+        PyBuffer_Release(&pages);
+        return NULL;
+    }
+    if ((x.zero = PyLong_FromLong(0)) == NULL || (x.no_zspage = PyLong_FromLongLong(NO_ZSPAGE)) == NULL)
+        goto fail;
+    for (; c[0] < count; c[0]++) {
+        Py_ssize_t slot = start + (Py_ssize_t)c[0];
+        const uint8_t *page = (const uint8_t *)pages.buf + (size_t)c[0] * PAGE_SIZE;
+        PyObject *old = PyList_GetItem(entries, slot), *comp = PyList_GetItem(comps, c[0]);
+        if (old == NULL || comp == NULL) /* (Python code this calls made the lists shorter) */
+            goto fail;
+        if (old != Py_None) {
+            stop = HANDBACK; /* a slot in use: its old object is freed the Python way */
+            break;
+        }
+        uint64_t word = 0;
+        int same = (x.profile & P_SAME_WORD) ? page_same_filled(page, &word)
+                                             : (page_same_filled(page, &word) && word == 0);
+        if (same) {
+            PyObject *w = PyLong_FromUnsignedLongLong(word), *f = PyLong_FromUnsignedLongLong(ZRAM_SAME);
+            PyObject *e = w != NULL && f != NULL ? new_entry(f, w, x.zero, x.now) : NULL;
+            if (e == NULL && f != NULL && w == NULL)
+                Py_DECREF(f);
+            Py_XDECREF(w);
+            if (e == NULL)
+                goto fail;
+            PyList_SetItem(entries, slot, e); /* steals e; the slot held None */
+            c[1]++;
+            c[5]++;
+            if (x.profile & P_SAME_COUNTS_STORED)
+                c[2]++;
+            continue;
+        }
+        if (!PyBytes_CheckExact(comp) || PyBytes_GET_SIZE(comp) < 1) {
+            stop = HANDBACK; /* a failure, none made, or nothing (which zs_malloc refuses) */
+            break;
+        }
+        long long clen = PyBytes_GET_SIZE(comp);
+        if ((x.profile & P_HUGE_BY_CLASS) ? clen >= huge_class_size : clen > max_zpage_size) {
+            stop = HANDBACK; /* the raw page, in a huge object */
+            break;
+        }
+        int rc = store_object(&x, entries, slot, index + c[0], comp, clen, &failure);
+        if (rc == OBJ_ERROR)
+            goto fail;
+        if (rc != OBJ_STORED) {
+            stop = rc == OBJ_FAILED ? FAILED : HANDBACK;
+            break;
+        }
+        c[1]++;
+        c[2]++;
+        c[3] += clen;
+        if (!(x.profile & P_HUGE_BY_CLASS) && clen <= PAGE_SIZE / 2)
+            c[4]++;
+    }
+    goto out;
+fail:
+    failed = 1;
+out:
+    c[6] = x.max_used;
+    Py_XDECREF(x.zero);
+    Py_XDECREF(x.no_zspage);
+    PyBuffer_Release(&pages);
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+    if (failed)
+        PyErr_Fetch(&type, &value, &tb);
+    for (int i = 0; i < STORE_COUNTS; i++) {
+        PyObject *v = i < 7 ? PyLong_FromLongLong(c[i]) : failure != NULL ? failure : Py_NewRef(Py_None);
+        if (v == NULL || PyList_SetItem(counts, i, v) < 0) { /* (steals v, and failure with it) */
+            if (i < 7)
+                Py_XDECREF(failure);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return NULL;
+        }
+    }
+    if (failed) {
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    return PyLong_FromLong(stop);
+}
+
 static PyObject *
 Pool_get_pages_allocated(PoolObject *p, void *Py_UNUSED(closure))
 {
@@ -1789,6 +2366,8 @@ static PyMethodDef module_methods[] = {
      "read_entries' first step: a run of a table leaf's entries checked and listed -> Listed"},
     {"access_entries", (PyCFunction)access_entries, METH_VARARGS,
      "zram_accessed() for a run of a table leaf's entries"},
+    {"store_entries", (PyCFunction)store_entries, METH_VARARGS,
+     "zram's _store_page for a run of a table leaf's free slots, over the reference pool (an image)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1809,6 +2388,15 @@ PyInit__zsmalloc(void)
     decoders = cap != NULL ? PyCapsule_GetPointer(cap, "zramctl.kernel._kcomp._DECODERS") : NULL;
     Py_XDECREF(cap); /* the module keeps the capsule, and the table is static */
     if (decoders == NULL)
+        return NULL;
+    for (int i = 0; i < ZA_N; i++)
+        if ((za[i] = PyUnicode_InternFromString(za_names[i])) == NULL)
+            return NULL;
+    if ((ca_objs_inuse = PyUnicode_InternFromString("objs_inuse")) == NULL ||
+        (ca_heads = PyUnicode_InternFromString("heads")) == NULL ||
+        (ca_zspages = PyUnicode_InternFromString("zspages")) == NULL ||
+        (pa_alloc_zspage = PyUnicode_InternFromString("_alloc_zspage")) == NULL ||
+        (pa_pages_allocated = PyUnicode_InternFromString("pages_allocated")) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -1839,5 +2427,7 @@ PyInit__zsmalloc(void)
     PyModule_AddIntConstant(m, "DONE", DONE);
     PyModule_AddIntConstant(m, "HANDBACK", HANDBACK);
     PyModule_AddIntConstant(m, "NOMEM", NOMEM);
+    PyModule_AddIntConstant(m, "FAILED", FAILED);
+    PyModule_AddIntConstant(m, "STORE_COUNTS", STORE_COUNTS);
     return m;
 }

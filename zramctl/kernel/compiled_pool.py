@@ -8,8 +8,10 @@ and ``zram_drv.py`` do it: same handles, same free-chain words, same list links,
 ``zsmalloc.py`` stays the readable reference, and the one used for images (whose frames and
 records are untrusted bytes, checked as they are used: an image's reads go through
 ``_zsmalloc.read_entries`` or ``list_entries``, over zspages that ``Pool.object_zspage``
-checks and describes); ``tests/test_zsmalloc_compiled.py`` runs both on the same operations
-and compares every counter, record and frame.
+checks and describes, and its writes through ``_zsmalloc.store_entries``, which changes the
+reference's own records in place, as its zs_malloc would); ``tests/test_zsmalloc_compiled.py``
+runs both pools on the same operations and compares every counter, record and frame, and
+``tests/test_store_compiled.py`` does the same for two images, file bytes included.
 
 The class table is the reference's own (``Pool(profile)`` builds it, no frame allocated), so
 geometry, merging and huge_class_size stay one fact in one place.  ``CompiledPool`` answers the
@@ -36,8 +38,8 @@ PROFILE_BITS = (
 )
 """The profile's switches the compiled store path reads, as the bits it takes them in."""
 
-# What store_pages and read_pages say about where they stopped.
-DONE, HANDBACK, NOMEM = _zsmalloc.DONE, _zsmalloc.HANDBACK, _zsmalloc.NOMEM
+# What store_pages, store_entries and read_pages say about where they stopped.
+DONE, HANDBACK, NOMEM, FAILED = _zsmalloc.DONE, _zsmalloc.HANDBACK, _zsmalloc.NOMEM, _zsmalloc.FAILED
 
 
 def profile_bits(profile: Profile) -> int:

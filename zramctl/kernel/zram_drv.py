@@ -30,7 +30,10 @@ A device in memory gets the compiled pool (``compiled_pool.py``), and ``write`` 
 hand it whole runs of pages: it does ``_store_page`` and ``_read_entry`` in C, step for step,
 and hands back any page it cannot do (written back, a failed compression or decompression, a
 checksum that fails), which then goes the Python way below, where its error is made.  An
-image's device, and ``Zram(compiled=False)``, use this file's Python for every page.
+image's device keeps the Python pool (its records and frames are the image's, checked as they
+are used), and the compiled paths work over it a table leaf at a time: ``_read_leaves`` reads,
+``_store_leaves`` stores the pages it can (a free slot, the head zspage of a class or a new
+one) and hands back the rest.  ``Zram(compiled=False)`` uses this file's Python for every page.
 
 Compression streams: a write's whole pages are compressed ahead of the thread that stores
 them, in page order.  The kernel's own compressors (lzo, lzo-rle, lz4) run as native threads
@@ -52,8 +55,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..crc import crc32
 from ..errors import CompressionError, ZramError, ZsCorrupt, ZsError
-from ._zsmalloc import Listed, access_entries, list_entries, read_entries
-from .compiled_pool import DONE, HANDBACK, NOMEM, CompiledPool
+from ._zsmalloc import STORE_COUNTS, Listed, access_entries, list_entries, read_entries, store_entries
+from .compiled_pool import DONE, FAILED, HANDBACK, NOMEM, CompiledPool, profile_bits
 from .profiles import DEFAULT_PROFILE, PAGE_SHIFT, PAGE_SIZE, Profile, get_profile
 from .zcomp import Backend, StreamJob, check_algorithm, get_backend, safe_decompress
 from .zsmalloc import FrameStore, MemoryFrames, Pool, ReadZspage, ZsPage
@@ -402,6 +405,11 @@ def _taken(job: StreamJob) -> Iterator[bytes]:
         yield from batch
 
 
+StoreRun = tuple[int, int, Exception | None]
+"""What a compiled store path did with a run of pages: (pages stored, DONE or why it stopped
+before the next: HANDBACK, NOMEM, or FAILED with the allocator's exception)."""
+
+
 class Lookahead:
     """The whole pages of a buffer, compressed ahead by the compression streams, in page order.
 
@@ -476,8 +484,14 @@ class Zram:
         self.stats = stats if stats is not None else ZramStats()
         self.backing = backing if backing is not None else Backing()
         self.compiled = compiled
-        """Whether a pool in memory is the compiled one (compiled_pool.py); False: the Python
-        reference (tests compare the two).  A pool over an image's frames is always the reference."""
+        """Whether the compiled paths run: a pool in memory is the compiled one (compiled_pool.py),
+        and a write into an image's pool (always the Python reference) stores what it can through
+        ``_store_leaves``.  False: this file's Python for every page (tests compare the two)."""
+        self._profile_bits = 0
+        """The profile's switches, as the compiled store paths take them (set by _compiled_store)."""
+        self._looked: dict[int, ZsPage] = {}
+        """The zspage records ``_store_leaves`` has looked up, kept through one write() for as long
+        as only it stores (emptied whenever a page is stored the Python way)."""
         self.pool: Pool | CompiledPool | None = None
         self._backend: Backend | None = None
         self._profile: Profile | None = None
@@ -818,10 +832,8 @@ class Zram:
             comp, clen = page, PAGE_SIZE
         try:
             handle = pool.zs_malloc(clen, index)
-        except ZsCorrupt as exc:  # checked before it changed anything; but the old page may be freed
-            raise self._damaged("write", exc, index, midway=prof.free_old_first) from None
-        except ZsError as exc:
-            raise ZramError(exc.errno, "write") from None
+        except ZsError as exc:  # checked before it changed anything; but the old page may be freed
+            raise self._malloc_failed(exc, index, midway=prof.free_old_first) from None
         if prof.mem_limit:  # zram_can_store_page()
             alloced = pool.pages_allocated  # zs_get_total_pages()
             if alloced > st.max_used_pages:
@@ -844,6 +856,15 @@ class Zram:
                 st.bad_compress += 1
             if clen <= PAGE_SIZE // 2:
                 st.good_compress += 1
+
+    def _malloc_failed(self, exc: Exception, index: int, *, midway: bool) -> Exception:
+        """What a write raises when zs_malloc fails for page ``index``: damage (EUCLEAN; ``midway``,
+        the state was already changed: poisoned), or the allocator's errno, or ``exc`` itself."""
+        if isinstance(exc, ZsCorrupt):
+            return self._damaged("write", exc, index, midway=midway)
+        if isinstance(exc, ZsError):
+            return ZramError(exc.errno, "write")
+        return exc
 
     def _read_page(self, index: int) -> bytes:
         """zram_read_page(): the page's bytes, or ZramError(EIO) if they cannot be trusted."""
@@ -946,19 +967,27 @@ class Zram:
         own = ahead is None
         if ahead is None:
             ahead = self.compress_ahead(offset, data)
-        fast = self.pool if isinstance(self.pool, CompiledPool) else None
+        store_run = self._compiled_store()
+        batch: list[bytes | Exception | None] = []
+        batch_at = 0
+        """The compiled path's stream batch of results, and the page of its first."""
         try:
             while pos < end:
                 index, in_page = divmod(offset + pos, PAGE_SIZE)
                 n = min(PAGE_SIZE - in_page, end - pos)
                 try:
-                    if fast is not None and n == PAGE_SIZE:
-                        # The compiled store path takes every whole page it can, a stream batch
-                        # at a time (so that the streams compress the next while it stores); the
-                        # first it hands back goes the Python way below, with its compression.
-                        count = min((end - pos) // PAGE_SIZE, STREAM_BATCH)
-                        comps = ahead.take_run(index, count)
-                        done, stop = self._store_run(fast, index, data[pos : pos + count * PAGE_SIZE], comps)
+                    if store_run is not None and n == PAGE_SIZE:
+                        # The compiled store path takes every whole page it can of a stream batch
+                        # of results (taken a batch at a time, so that the streams compress the
+                        # next while it stores); the first it hands back goes the Python way
+                        # below, with its compression, and the path goes on with the batch's rest.
+                        k = index - batch_at
+                        if not 0 <= k < len(batch):
+                            count = min((end - pos) // PAGE_SIZE, STREAM_BATCH)
+                            batch, batch_at, k = ahead.take_run(index, count), index, 0
+                        comps = batch[k:] if k else batch
+                        pages = data[pos : pos + len(comps) * PAGE_SIZE]
+                        done, stop, failure = store_run(index, pages, comps)
                         st.num_writes += done
                         pos += done * PAGE_SIZE
                         if stop == DONE:
@@ -966,9 +995,13 @@ class Zram:
                         st.num_writes += 1
                         if stop == NOMEM:
                             raise mem_limit_reached()
+                        if stop == FAILED:
+                            assert failure is not None
+                            raise self._malloc_failed(failure, index + done, midway=True) from None
                         page = data[pos : pos + PAGE_SIZE].tobytes()
                         if comps[done] is not None:
                             self._ahead = (page, comps[done])
+                        self._looked.clear()  # (the Python way may free or make a zspage)
                         write_page(index + done, page)
                         pos += PAGE_SIZE
                         continue
@@ -988,6 +1021,7 @@ class Zram:
                     old = self._read_page(index)
                     page = old[:in_page] + data[pos : pos + n].tobytes() + old[in_page + n :]
                     st.num_writes += 1
+                    self._looked.clear()
                     write_page(index, page)
                 except ZramError as exc:
                     self.stats.failed_writes += 1
@@ -996,15 +1030,29 @@ class Zram:
                 pos += n
         finally:
             self._ahead = None
+            self._looked.clear()
             if own:
                 ahead.close()
         return pos
 
-    def _store_run(
-        self, pool: CompiledPool, index: int, pages: memoryview, comps: list[bytes | Exception | None]
-    ) -> tuple[int, int]:
+    def _compiled_store(self) -> Callable[[int, memoryview, list[bytes | Exception | None]], StoreRun] | None:
+        """The compiled store path for this device's pool, or None (every page the Python way):
+        the compiled pool's own (``_store_run``), else, for the Python pool of a table kept in
+        leaves whose frames are lent in place (an image's), ``_store_leaves``."""
+        pool = self.pool
+        if isinstance(pool, CompiledPool):
+            return self._store_run
+        leaves = getattr(self.table, "run", None) is not None and hasattr(self.table, "touched")
+        if self.compiled and leaves and getattr(pool.frames, "in_place", None) is not None:
+            self._profile_bits = profile_bits(self.profile)
+            return self._store_leaves
+        return None
+
+    def _store_run(self, index: int, pages: memoryview, comps: list[bytes | Exception | None]) -> StoreRun:
         """_store_page for whole pages from ``index`` on, by the compiled pool: (pages stored,
         why it stopped).  It stops before a page it hands back, or after one mem_limit refused."""
+        pool = self.pool
+        assert isinstance(pool, CompiledPool)
         st = self.stats
         done, stop, stored, compr, huge, huge_since, bad, good, same, max_used = pool.c.store_pages(
             self.table, index, pages, comps, pool.profile_bits, self.profile.max_zpage_size,
@@ -1018,7 +1066,55 @@ class Zram:
         st.good_compress += good
         st.same_pages += same
         st.max_used_pages = max_used
-        return done, stop
+        return done, stop, None
+
+    def _store_leaves(self, index: int, pages: memoryview, comps: list[bytes | Exception | None]) -> StoreRun:
+        """_store_page for whole pages from ``index`` on, by the compiled store path over the
+        Python pool and a table kept in leaves (an image's): each leaf's free slots are filled
+        where they lie in its list of entries (``_zsmalloc.store_entries``), as far as the path
+        goes; (pages stored, DONE, HANDBACK for the page after them, or FAILED with why).
+
+        It stores a page only where what it needs is in memory: a page never written, into the
+        zspage heading its class's fullest list (checked) or a new one.  Pages that free an old
+        object, need a huge one or meet anything to check or refuse are handed back to
+        ``_store_page``; the counters and the image cannot tell which path stored a page.  An
+        exception from the path (not a page's doing) leaves the state half-changed: poisoned."""
+        pool = self.pool
+        assert isinstance(pool, Pool)
+        table, frames, st, prof = self.table, pool.frames, self.stats, self.profile
+        geometry, bits = pool.store_geometry(), self._profile_bits
+        total = len(pages) // PAGE_SIZE
+        done = 0
+        while done < total:
+            entries, at, n = table.run(index + done)  # type: ignore[attr-defined]
+            if entries is None:  # a leaf never written: _store_page makes it
+                return done, HANDBACK, None
+            n = min(n, total - done)
+            counts: list = [0] * STORE_COUNTS
+            try:
+                stop = store_entries(
+                    entries, at, index + done, pages[done * PAGE_SIZE : (done + n) * PAGE_SIZE],
+                    comps[done : done + n] if done else comps, geometry, self._looked, frames.in_place, bits,
+                    prof.max_zpage_size, pool.huge_class_size, self.config.limit_pages,
+                    st.max_used_pages, self._now, crc32, counts,
+                )  # fmt: skip
+            except Exception:
+                frames.poison("a write stopped midway")
+                raise
+            finally:
+                stored, added, pages_stored, compr, good, same, max_used, failure = counts
+                if stored:
+                    table.touched(index + done, entries, added)  # type: ignore[attr-defined]
+                    frames.wrote_in_place()
+                    st.pages_stored += pages_stored
+                    st.compr_data_size += compr
+                    st.good_compress += good
+                    st.same_pages += same
+                    st.max_used_pages = max(st.max_used_pages, max_used)
+                done += stored
+            if stop != DONE:
+                return done, stop, failure
+        return done, DONE, None
 
     def _decompressors(self) -> tuple[Callable[[bytes], bytes] | int | None, ...]:
         """The compiled read path's decompressor per priority, the primary's and each secondary's

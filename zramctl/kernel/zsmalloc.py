@@ -94,6 +94,11 @@ most an object may hold, where its data starts in its slot, the zspage's frames)
 _WORD = struct.Struct("<Q")
 _unpack_word = _WORD.unpack_from
 _pack_word = _WORD.pack_into
+StoreGeometry = tuple[
+    list[int], list[tuple["SizeClass", int, int, int, bool]], list[list[int]], list[int],
+    tuple[int, ...], int, int, MutableMapping[int, "ZsPage"], set[int], "Pool",
+]
+"""The pool as zram's compiled store path reads it (see Pool.store_geometry)."""
 FreeChain = list[tuple[int, int, int, array] | None]
 """A new zspage's free chain, frame by frame: (first word, end word, step, the link words) to
 copy into the frame seen as 64-bit words, or None for a frame in which no object starts."""
@@ -130,6 +135,19 @@ class FrameStore(Protocol):
     def generation(self) -> int:
         """Changes whenever a frame may have (alloc, free, mutable, clear): what ``span`` copied
         before is stale once it does."""
+
+
+class InPlaceFrames(FrameStore, Protocol):
+    """A FrameStore that also lends the frames it holds open for writing, so that zram's compiled
+    store path (``_zsmalloc.store_entries``) writes objects into them in place."""
+
+    @property
+    def in_place(self) -> dict[int, bytearray]:
+        """Frame -> its bytes, for every frame ``mutable`` has opened and nothing has closed since:
+        written in place (any other frame is the Python path's to open)."""
+
+    def wrote_in_place(self) -> None:
+        """Frames of ``in_place`` were written: ``generation`` changes."""
 
 
 class MemoryFrames:
@@ -451,10 +469,36 @@ class Pool:
         """``frames.generation`` when ``_read_cache`` was started."""
         self._free_chains: dict[int, FreeChain] = {}
         """A new zspage's free chain per class (by class index), made at the class's first zspage."""
+        self._store_geometry: StoreGeometry | None = None
         self._malloced: tuple[int, SizeClass] | None = None
         """(handle, class) of the object zs_malloc made last, until zs_obj_write or zs_free takes
         it: zram writes each object just after allocating it, and need not look its zspage up
         twice.  Forgotten whenever a zspage is freed (its first frame may return in another class)."""
+
+    def store_geometry(self) -> StoreGeometry:
+        """What ``_zsmalloc.store_entries`` (zram's compiled store path over this pool: an image's)
+        reads of the pool, as it reads it: the class position of every size zs_malloc may be
+        asked (handle header included); each class's (SizeClass, slot size, pages and objects per
+        zspage, huge); each class's inuse -> fullness group; group -> list (-1: unlisted);
+        find_get_zspage()'s lists in order; the number of groups; the handle size; the zspage map;
+        the zspages whose free chain is checked (it stores only into those, and new ones, which
+        it has ``_alloc_zspage`` make); the pool.  Made once: every part is the pool's own,
+        changed in place."""
+        if self._store_geometry is None:
+            positions = self._by_index
+            self._store_geometry = (
+                [positions[c.index] for c in self._class_by_size],
+                [(c, c.size, c.pages_per_zspage, c.objs_per_zspage, c.huge) for c in self.classes],
+                self._groups,
+                [-1 if li is None else li for li in self._list_index],
+                self._alloc_lists,
+                self.fullness.ngroups,
+                self._handle_size,
+                self.zspages,
+                self._sound,
+                self,
+            )
+        return self._store_geometry
 
     # --- class lookup ---------------------------------------------------
 
