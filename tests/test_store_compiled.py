@@ -292,12 +292,13 @@ def test_store_entries_refuses_what_no_caller_passes(tmp_path):
         page = bytes(range(256)) * 16
         comp = h.zram.backend.compress(page)
         bits = profile_bits(h.zram.profile)
+        freed: list[int] = []
 
         def call(entries=entries, start=0, pages=page, comps=None, geometry=geo, counts=None, limit=0):
             counts = [0] * _zsmalloc.STORE_COUNTS if counts is None else counts
             return _zsmalloc.store_entries(entries, start, 10, pages, [comp] if comps is None else comps,
-                                           geometry, {}, pool.frames.in_place, bits, 3072, 3072, limit, 0, 0,
-                                           crc32, counts)  # fmt: skip
+                                           geometry, {}, pool.frames, bits, 3072, 3072, limit, 0, 0,
+                                           crc32, freed.append, counts)  # fmt: skip
 
         with pytest.raises(ValueError):
             call(pages=page[:-1])  # not whole pages
@@ -324,7 +325,9 @@ def test_store_entries_refuses_what_no_caller_passes(tmp_path):
         assert call(comps=[b""]) == _zsmalloc.HANDBACK
         # a mem_limit that the pool is over already: handed back (the Python way refuses it)
         assert call(limit=1) == _zsmalloc.HANDBACK
-        assert entries == [None] * 255
+        assert entries == [None] * 255 and freed == []
+        # a slot written back: handed back, nothing freed
+        assert call(entries=[(1 << 15, 2, 3, 4)] + [None] * 254) == _zsmalloc.HANDBACK and freed == []
 
 
 class FuzzZsPage:
@@ -342,6 +345,19 @@ class FuzzClass:
 
     def __init__(self, heads: list[int], counted: list[int], inuse: int) -> None:
         self.heads, self.zspages, self.objs_inuse = heads, counted, inuse
+
+
+class FuzzFrames:
+    """Frames lent in place, some of which ``mutable`` opens (any length), or fails to."""
+
+    def __init__(self, in_place: dict[int, bytearray], opens: dict[int, int]) -> None:
+        self.in_place, self._opens = in_place, opens
+
+    def mutable(self, frame: int) -> memoryview:
+        if frame not in self._opens:
+            raise ZramError(117, "write", "no such frame")
+        self.in_place[frame] = bytearray(self._opens[frame])
+        return memoryview(self.in_place[frame])
 
 
 class FuzzPool:
@@ -368,12 +384,13 @@ RECORD = st.tuples(*[st.one_of(st.sampled_from([0, 8, 16, 2**41]), ANY) for _ in
     st.lists(ANY, min_size=1, max_size=12),
     st.dictionaries(st.sampled_from([0, 8, 16, 24, 2**41, -1, -5]), RECORD, max_size=4),
     st.dictionaries(st.integers(-2, 40), st.integers(4090, 4100), max_size=24),
+    st.dictionaries(st.integers(-2, 40), st.integers(4090, 4100), max_size=24),
     st.one_of(st.none(), RECORD),
     st.integers(0, 31),
     st.integers(0, 64),
 )
 def test_arbitrary_pools_are_stored_into_or_refused_never_a_crash(
-    entries, comps, geo, heads, records, frames, made, profile, limit
+    entries, comps, geo, heads, records, frames, opens, made, profile, limit
 ):
     """A pool, records, lists and frames no allocator made (any sizes, any links, frames of any
     length, a new zspage of any shape): each page is stored, handed back or refused with an
@@ -389,12 +406,20 @@ def test_arbitrary_pools_are_stored_into_or_refused_never_a_crash(
     pages = random.Random(len(entries)).randbytes(len(entries) * PAGE)
     counts = [0] * _zsmalloc.STORE_COUNTS
     lst = list(entries)
+
+    def free_page(index: int) -> None:  # zram_free_page, as the driver's: the slot emptied, or a failure
+        if index % 3 == 2:
+            raise ZramError(117, "write", "damaged")
+        lst[index - 3] = None
+
     try:
         stop = _zsmalloc.store_entries(lst, 0, 3, pages, comps[: len(entries)] + [None] * 4, geometry, {},
-                                       in_place, profile, 3000, 3000, limit, 0, 0, crc32, counts)  # fmt: skip
+                                       FuzzFrames(in_place, opens), profile, 3000, 3000, limit, 0, 0, crc32,
+                                       free_page, counts)  # fmt: skip
         assert stop in (_zsmalloc.DONE, _zsmalloc.HANDBACK, _zsmalloc.FAILED)
         assert 0 <= counts[0] <= len(entries)
     except (TypeError, OverflowError, ValueError, RuntimeError, IndexError):
         pass
     assert len(lst) == len(entries) and len(cls.heads) == len(heads)
-    assert all(len(in_place[n]) == length for n, length in frames.items())
+    lent = {**opens, **frames}  # (a frame lent already is never opened again)
+    assert all(len(in_place[n]) == lent[n] for n in in_place)

@@ -1724,9 +1724,9 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 /*
- * store_entries(entries, start, index, pages, comps, geometry, looked, in_place, profile,
- *               max_zpage_size, huge_class_size, limit_pages, max_used_pages, now, crc32, counts)
- *               -> stop
+ * store_entries(entries, start, index, pages, comps, geometry, looked, frames, profile,
+ *               max_zpage_size, huge_class_size, limit_pages, max_used_pages, now, crc32,
+ *               free_page, counts) -> stop
  *
  * _store_page for whole pages index, index + 1, ... into entries[start], entries[start + 1], ...
  * (a leaf of an image's table), page k's compression being comps[k], over a pool that is not
@@ -1738,19 +1738,21 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
  * the zspage map, the zspages whose free chain is checked, and the pool.  `looked` keeps the
  * records looked up in the zspage map (first frame -> ZsPage), from call to call: the caller
  * empties it whenever anything else may have changed the map (a page stored the Python way, a
- * commit).  `in_place` maps a frame to its bytearray, for the frames open for writing
- * (zsmalloc.InPlaceFrames).
+ * commit).  `frames` is the pool's FrameStore, one that lends its frames in place
+ * (zsmalloc.InPlaceFrames): frames.in_place maps a frame open for writing to its bytearray,
+ * and a frame not open yet is opened by frames.mutable.
  *
- * Only the common case is done here: a page never written, stored as a same-filled page, or as
- * an object in the zspage heading its class's fullest list (whose chain is checked, whose head
- * check passes, whose frames, and the records a list move changes, are in memory), or in a new
- * zspage, which the pool's own _alloc_zspage makes (frames, record, free chain).  Anything else
- * is handed back (HANDBACK) before it changes anything: a slot in use, a compression that is
- * not bytes, a huge object, a record that fails a check or cannot be looked up, a frame not in
- * memory, a page mem_limit refuses.  The caller's path then stores it, or makes its error.
- * Everything a page needs is looked up before its first change, so a page is stored whole or
- * not at all; _alloc_zspage failing with an Exception stops the call (FAILED) with nothing of
- * the page changed but what it changed itself, its exception being counts[7].
+ * Only the common case is done here: a page stored as a same-filled page, or as an object in
+ * the zspage heading its class's fullest list (whose chain is checked, whose head check passes,
+ * whose frames, and the records a list move changes, are in memory), or in a new zspage, which
+ * the pool's own _alloc_zspage makes (frames, record, free chain).  A slot's old object is
+ * freed by `free_page` (Zram._free_page, the reference's zram_free_page), when the profile
+ * frees it.  Anything else is handed back (HANDBACK) before it changes anything: a slot written
+ * back, a compression that is not bytes, a huge object, a record that fails a check or cannot
+ * be looked up, a frame not in memory, a page mem_limit refuses.  The caller's path then stores
+ * it, or makes its error.  Everything a page needs is looked up before its first change, so a
+ * page is stored whole or not at all; _alloc_zspage or free_page failing with an Exception
+ * stops the call (FAILED) where the Python way would stop, its exception being counts[7].
  *
  * counts[0 .. 6] get (pages done, entries added, pages_stored, compr_data_size, good_compress,
  * same_pages, max_used_pages): changes, but max_used_pages as its new value; also when an
@@ -1768,7 +1770,8 @@ typedef struct {
 enum { ZA_FIRST, ZA_CLS, ZA_INUSE, ZA_FREEOBJ, ZA_FULLNESS, ZA_PREV, ZA_NEXT, ZA_N };
 static const char *const za_names[ZA_N] = {"first", "cls", "inuse", "freeobj", "fullness", "prev", "next"};
 static PyObject *za[ZA_N]; /* interned ZsPage attribute names (constants, made at import) */
-static PyObject *ca_objs_inuse, *ca_heads, *ca_zspages, *pa_alloc_zspage, *pa_pages_allocated; /* and others */
+static PyObject *ca_objs_inuse, *ca_heads, *ca_zspages, *pa_alloc_zspage, *pa_pages_allocated, *fa_in_place,
+    *fa_mutable; /* and the other names it reads */
 
 /* Keep `z` as the record at `first` in `looked` (replacing any other): 0, or -1 with an exception. */
 static int
@@ -1860,8 +1863,8 @@ typedef struct {
     PyObject *pos_of_size, *classes, *groups, *list_index, *alloc_lists, *zspages, *sound, *pool;
     long long ngroups, handle_size;
     PyObject *looked;
-    PyObject *in_place, *crc32, *now, *zero, *no_zspage;
-    int profile;
+    PyObject *in_place, *mutable_frame, *crc32, *now, *zero, *no_zspage;
+    int profile, max_zpage_size;
     long long limit, alloced, max_used;
 } store_ctx_t;
 
@@ -1906,6 +1909,31 @@ class_geo(store_ctx_t *x, long long pos, PyObject **cls, long long *size, long l
     return *size * *objs <= *ppz * PAGE_SIZE;
 }
 
+/* Frames lo..hi open for writing: those not yet are opened by the image's own FrameStore.mutable
+ * (which checks they lie in a zspage and reads them; nothing of their bytes changes).  1; 0 when
+ * one cannot be (the Exception cleared: the caller's other way meets it again); -1 with any
+ * other exception.  Python code runs here: take the frames' bytes (in_place_frame) after. */
+static int
+open_frames(store_ctx_t *x, long long lo, long long hi)
+{
+    for (long long n = lo; n <= hi; n++) {
+        PyObject *key = PyLong_FromLongLong(n);
+        if (key == NULL)
+            return -1;
+        int open = PyDict_Contains(x->in_place, key);
+        PyObject *view = open == 0 ? PyObject_CallOneArg(x->mutable_frame, key) : NULL;
+        Py_DECREF(key);
+        if (open < 0 || (open == 0 && view == NULL)) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        Py_XDECREF(view);
+    }
+    return 1;
+}
+
 /* The bytearray of frame `n` open for writing, or NULL (not open, or not a frame). */
 static uint8_t *
 in_place_frame(PyObject *in_place, long long n)
@@ -1936,39 +1964,170 @@ bumped(PyObject *list, long long i, long long delta)
     return PyLong_FromLongLong(v + delta);
 }
 
+/*
+ * _fix_fullness_group() of zspage `z` (class `pos`) whose inuse becomes `inuse`, in two steps:
+ * move_prepare looks up the records it changes and makes the ints it puts anywhere (1; 0 when
+ * one cannot be looked up or a group is out of range: nothing changed, the caller goes another
+ * way; -1 with an exception), move_apply changes them, as _remove_zspage and _insert_zspage
+ * do, and cannot fail.  `listed`: the zspage is in a group now (not one _alloc_zspage has just
+ * made, which is only inserted).
+ */
+typedef struct {
+    int moves, listed;
+    long long fullness, fg, li_old, li_new;
+    PyObject *prev, *nxt, *new_head; /* borrowed (from `looked`) */
+    PyObject *fg_obj, *first_obj, *prev_obj, *next_obj, *old_count, *new_count;
+} move_t;
+
+static void
+move_release(move_t *m)
+{
+    PyObject **owned[] = {&m->fg_obj, &m->first_obj, &m->prev_obj, &m->next_obj, &m->old_count, &m->new_count};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        Py_CLEAR(*owned[i]);
+}
+
+static int
+move_prepare(store_ctx_t *x, PyObject *heads, PyObject *counted, long long pos, zsrec_t *z, long long inuse,
+             int listed, move_t *m)
+{
+    *m = (move_t){0};
+    m->listed = listed;
+    m->fullness = z->fullness;
+    m->fg = group_of(x, pos, inuse);
+    m->li_new = m->fg >= 0 ? int_item(x->list_index, m->fg, -2) : -2;
+    if (m->fg < 0 || m->li_new < -1)
+        return 0;
+    m->moves = m->fg != z->fullness;
+    if (!m->moves)
+        return 1;
+    m->li_old = -1;
+    if (listed) { /* _remove_zspage(): its group and, if listed, its neighbours */
+        if (z->fullness < 0 || z->fullness >= x->ngroups)
+            return 0;
+        m->li_old = int_item(x->list_index, z->fullness, -2);
+        if (m->li_old < -1)
+            return 0;
+        if (m->li_old >= 0 &&
+            ((z->prev != NO_ZSPAGE && zs_lookup(x->looked, x->zspages, z->prev, &m->prev) < 0) ||
+             (z->next != NO_ZSPAGE && zs_lookup(x->looked, x->zspages, z->next, &m->nxt) < 0)))
+            return -1;
+        if (m->li_old >= 0 && ((z->prev != NO_ZSPAGE && m->prev == NULL) || (z->next != NO_ZSPAGE && m->nxt == NULL)))
+            return 0;
+        if ((m->old_count = bumped(counted, z->fullness, -1)) == NULL)
+            return -1;
+    }
+    if (m->li_new >= 0) { /* _insert_zspage(): the head it goes before (its list is not the old one) */
+        long long h = int_item(heads, m->li_new, LLONG_MIN);
+        if (h == LLONG_MIN)
+            return 0;
+        if (h != NO_ZSPAGE) {
+            if (zs_lookup(x->looked, x->zspages, h, &m->new_head) < 0)
+                return -1;
+            if (m->new_head == NULL)
+                return 0;
+        }
+    }
+    if ((m->new_count = bumped(counted, m->fg, +1)) == NULL || (m->fg_obj = PyLong_FromLongLong(m->fg)) == NULL ||
+        (m->prev_obj = PyLong_FromLongLong(z->prev)) == NULL || (m->next_obj = PyLong_FromLongLong(z->next)) == NULL)
+        return -1;
+    return 1;
+}
+
+/* `first_obj`: the zspage's first frame as an int (what a list head and a prev link hold). */
+static void
+move_apply(store_ctx_t *x, PyObject *heads, PyObject *counted, PyObject *zobj, PyObject *first_obj, move_t *m)
+{
+    if (!m->moves)
+        return;
+    if (m->listed) { /* _remove_zspage() */
+        PyList_SetItem(counted, m->fullness, m->old_count);
+        m->old_count = NULL;
+        if (m->li_old >= 0) {
+            if (m->prev != NULL)
+                PyObject_SetAttr(m->prev, za[ZA_NEXT], m->next_obj);
+            else {
+                Py_INCREF(m->next_obj);
+                PyList_SetItem(heads, m->li_old, m->next_obj);
+            }
+            if (m->nxt != NULL)
+                PyObject_SetAttr(m->nxt, za[ZA_PREV], m->prev_obj);
+            PyObject_SetAttr(zobj, za[ZA_PREV], x->no_zspage);
+            PyObject_SetAttr(zobj, za[ZA_NEXT], x->no_zspage);
+        }
+    }
+    /* _insert_zspage() */
+    PyObject_SetAttr(zobj, za[ZA_FULLNESS], m->fg_obj);
+    PyList_SetItem(counted, m->fg, m->new_count);
+    m->new_count = NULL;
+    if (m->li_new >= 0) {
+        PyObject *old_head = PyList_GetItem(heads, m->li_new); /* (borrowed; removal left it as it was) */
+        PyObject_SetAttr(zobj, za[ZA_PREV], x->no_zspage);
+        if (old_head != NULL)
+            PyObject_SetAttr(zobj, za[ZA_NEXT], old_head);
+        if (m->new_head != NULL)
+            PyObject_SetAttr(m->new_head, za[ZA_PREV], first_obj);
+        Py_INCREF(first_obj);
+        PyList_SetItem(heads, m->li_new, first_obj);
+    }
+}
+
 /* What store_object did with its page. */
 enum { OBJ_STORED, OBJ_HANDBACK, OBJ_FAILED, OBJ_ERROR };
 
+/* A class's statistics store_object and free_object change (new references), or 0. */
+static int
+class_stats(PyObject *cls, PyObject **heads, PyObject **counted, PyObject **inuse)
+{
+    *heads = PyObject_GetAttr(cls, ca_heads);
+    *counted = PyObject_GetAttr(cls, ca_zspages); /* zspages per group */
+    *inuse = PyObject_GetAttr(cls, ca_objs_inuse);
+    if (*heads != NULL && *counted != NULL && *inuse != NULL && PyList_Check(*heads) && PyList_Check(*counted) &&
+        PyLong_CheckExact(*inuse))
+        return 1;
+    Py_CLEAR(*heads);
+    Py_CLEAR(*counted);
+    Py_CLEAR(*inuse);
+    PyErr_Clear();
+    return 0;
+}
+
+/* The exception raised (an Exception, normalized, its traceback kept), taken into *failure. */
+static void
+take_failure(PyObject **failure)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    *failure = value;
+}
+
 /*
- * zs_malloc + zs_obj_write + the table entry, for page `owner`'s object `comp` (clen bytes, not
- * huge) into entries[slot], which is None.  OBJ_HANDBACK before any change; OBJ_FAILED when
- * _alloc_zspage raised an Exception (*failure); OBJ_ERROR with an exception set.
+ * zs_malloc + zs_obj_write, for page `owner`'s object `comp` (clen bytes, not huge), and its
+ * table entry made (*entry, for the caller to set).  OBJ_HANDBACK before any change; OBJ_FAILED
+ * when _alloc_zspage raised an Exception (*failure); OBJ_ERROR with an exception set.
  *
  * In three steps: every look-up and check (and the CRC, and a new zspage, the only Python code
  * called once anything changed); every new object the changes put somewhere, and the frames'
- * bytes written; then the records, lists and the entry, in the reference's order.
+ * bytes written; then the records and lists, in the reference's order.
  */
 static int
-store_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, long long owner, PyObject *comp,
-             long long clen, PyObject **failure)
+store_object(store_ctx_t *x, long long owner, PyObject *comp, long long clen, PyObject **entry, PyObject **failure)
 {
     long long pos = int_item(x->pos_of_size, clen + x->handle_size, -1);
-    PyObject *cls;
+    PyObject *cls, *heads = NULL, *counted = NULL, *inuse_now = NULL;
     long long csize, ppz, objs;
     int huge;
     if (clen > PAGE_SIZE || !class_geo(x, pos, &cls, &csize, &ppz, &objs, &huge) || huge ||
-        csize < clen + x->handle_size)
+        csize < clen + x->handle_size || !class_stats(cls, &heads, &counted, &inuse_now))
         return OBJ_HANDBACK;
     int rc = OBJ_HANDBACK;
-    PyObject *heads = PyObject_GetAttr(cls, ca_heads);
-    PyObject *counted = PyObject_GetAttr(cls, ca_zspages); /* zspages per group */
-    PyObject *inuse_now = PyObject_GetAttr(cls, ca_objs_inuse);
-    enum { F_FREEOBJ, F_INUSE, F_OBJS_INUSE, F_FIRST, F_FULLNESS, F_OLD_COUNT, F_NEW_COUNT, F_PREV, F_NEXT, F_N };
-    PyObject *fresh[F_N] = {NULL}; /* every new object the page's changes put somewhere */
-    PyObject *crc = NULL, *e = NULL;
-    if (heads == NULL || counted == NULL || inuse_now == NULL || !PyList_Check(heads) || !PyList_Check(counted) ||
-        !PyLong_CheckExact(inuse_now))
-        goto out;
+    move_t m = {0};
+    PyObject *freeobj = NULL, *inuse = NULL, *objs_inuse = NULL, *first_obj = NULL, *crc = NULL, *e = NULL;
     /* find_get_zspage(): the head of the fullest non-empty list, or none (a new zspage) */
     long long li = -1, first = NO_ZSPAGE;
     for (Py_ssize_t a = 0; a < PyTuple_GET_SIZE(x->alloc_lists) && first == NO_ZSPAGE; a++) {
@@ -2004,32 +2163,11 @@ store_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, long long owner
     }
     if (z.inuse >= objs || z.freeobj < 0 || z.freeobj >= objs)
         goto out;
-    /* _fix_fullness_group() / _insert_zspage(): the records a move changes */
-    long long fg = group_of(x, pos, z.inuse + 1);
-    long long li_new = fg >= 0 ? int_item(x->list_index, fg, -2) : -2;
-    if (fg < 0 || li_new < -1)
+    int ready = move_prepare(x, heads, counted, pos, &z, z.inuse + 1, !made, &m);
+    if (ready < 0)
+        goto error;
+    if (!ready)
         goto out;
-    int moves = fg != z.fullness;
-    PyObject *prev = NULL, *nxt = NULL, *new_head = NULL;
-    if (moves && !made) {
-        if ((z.prev != NO_ZSPAGE && zs_lookup(x->looked, x->zspages, z.prev, &prev) < 0) ||
-            (z.next != NO_ZSPAGE && zs_lookup(x->looked, x->zspages, z.next, &nxt) < 0))
-            goto error;
-        if ((z.prev != NO_ZSPAGE && prev == NULL) || (z.next != NO_ZSPAGE && nxt == NULL))
-            goto out;
-    }
-    long long new_head_first = NO_ZSPAGE;
-    if (moves && li_new >= 0) {
-        new_head_first = int_item(heads, li_new, LLONG_MIN);
-        if (new_head_first == LLONG_MIN)
-            goto out;
-        if (new_head_first != NO_ZSPAGE) {
-            if (zs_lookup(x->looked, x->zspages, new_head_first, &new_head) < 0)
-                goto error;
-            if (new_head == NULL)
-                goto out;
-        }
-    }
     if ((crc = PyObject_CallOneArg(x->crc32, comp)) == NULL)
         goto error;
     if (made) {
@@ -2038,14 +2176,7 @@ store_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, long long owner
         if (zobj == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception))
                 goto error;
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb != NULL && value != NULL)
-                PyException_SetTraceback(value, tb);
-            Py_XDECREF(type);
-            Py_XDECREF(tb);
-            *failure = value;
+            take_failure(failure);
             rc = OBJ_FAILED;
             goto out;
         }
@@ -2070,7 +2201,11 @@ store_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, long long owner
     long long in_frame = doff & (PAGE_SIZE - 1);
     long long head = clen < PAGE_SIZE - in_frame ? clen : PAGE_SIZE - in_frame;
     uint8_t *hdr = NULL, *d0 = NULL, *d1 = NULL;
-    if ((off & (PAGE_SIZE - 1)) <= PAGE_SIZE - 8 && off + csize <= ppz * PAGE_SIZE) {
+    int fits = (off & (PAGE_SIZE - 1)) <= PAGE_SIZE - 8 && off + csize <= ppz * PAGE_SIZE;
+    int open = fits ? open_frames(x, first + (off >> PAGE_SHIFT), first + ((doff + clen - 1) >> PAGE_SHIFT)) : 0;
+    if (open < 0)
+        goto error;
+    if (open) {
         hdr = in_place_frame(x->in_place, first + (off >> PAGE_SHIFT));
         d0 = (doff >> PAGE_SHIFT) == (off >> PAGE_SHIFT) ? hdr : in_place_frame(x->in_place, first + (doff >> PAGE_SHIFT));
         d1 = head < clen ? in_place_frame(x->in_place, first + (doff >> PAGE_SHIFT) + 1) : d0;
@@ -2085,14 +2220,9 @@ store_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, long long owner
     long long inuse_v = PyLong_AsLongLong(inuse_now);
     if (inuse_v == -1 && PyErr_Occurred())
         goto error;
-    if ((fresh[F_FREEOBJ] = PyLong_FromUnsignedLongLong(link >> OBJ_TAG_BITS)) == NULL ||
-        (fresh[F_INUSE] = PyLong_FromLongLong(z.inuse + 1)) == NULL ||
-        (fresh[F_OBJS_INUSE] = PyLong_FromLongLong(inuse_v + 1)) == NULL ||
-        (fresh[F_FIRST] = PyLong_FromLongLong(first)) == NULL ||
-        (fresh[F_FULLNESS] = PyLong_FromLongLong(fg)) == NULL ||
-        (fresh[F_PREV] = PyLong_FromLongLong(z.prev)) == NULL || (fresh[F_NEXT] = PyLong_FromLongLong(z.next)) == NULL ||
-        (moves && !made && (fresh[F_OLD_COUNT] = bumped(counted, z.fullness, -1)) == NULL) ||
-        (moves && (fresh[F_NEW_COUNT] = bumped(counted, fg, +1)) == NULL))
+    if ((freeobj = PyLong_FromUnsignedLongLong(link >> OBJ_TAG_BITS)) == NULL ||
+        (inuse = PyLong_FromLongLong(z.inuse + 1)) == NULL || (objs_inuse = PyLong_FromLongLong(inuse_v + 1)) == NULL ||
+        (first_obj = PyLong_FromLongLong(first)) == NULL)
         goto error;
     {
         PyObject *h = PyLong_FromLongLong(first << OBJ_INDEX_BITS | idx), *f = PyLong_FromLongLong(clen);
@@ -2110,41 +2240,11 @@ store_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, long long owner
     memcpy(d0 + in_frame, PyBytes_AS_STRING(comp), (size_t)head);
     if (head < clen)
         memcpy(d1, PyBytes_AS_STRING(comp) + head, (size_t)(clen - head));
-    PyObject *zobj = z.obj;
-    PyObject_SetAttr(zobj, za[ZA_FREEOBJ], fresh[F_FREEOBJ]);
-    PyObject_SetAttr(zobj, za[ZA_INUSE], fresh[F_INUSE]);
-    if (moves) {
-        if (!made) { /* _remove_zspage() */
-            PyList_SetItem(counted, z.fullness, fresh[F_OLD_COUNT]);
-            fresh[F_OLD_COUNT] = NULL;
-            if (prev != NULL)
-                PyObject_SetAttr(prev, za[ZA_NEXT], fresh[F_NEXT]);
-            else {
-                Py_INCREF(fresh[F_NEXT]);
-                PyList_SetItem(heads, li, fresh[F_NEXT]);
-            }
-            if (nxt != NULL)
-                PyObject_SetAttr(nxt, za[ZA_PREV], fresh[F_PREV]);
-            PyObject_SetAttr(zobj, za[ZA_PREV], x->no_zspage);
-            PyObject_SetAttr(zobj, za[ZA_NEXT], x->no_zspage);
-        }
-        /* _insert_zspage() */
-        PyObject_SetAttr(zobj, za[ZA_FULLNESS], fresh[F_FULLNESS]);
-        PyList_SetItem(counted, fg, fresh[F_NEW_COUNT]);
-        fresh[F_NEW_COUNT] = NULL;
-        if (li_new >= 0) {
-            PyObject *old_head = PyList_GetItem(heads, li_new); /* (borrowed; removal left it as it was) */
-            PyObject_SetAttr(zobj, za[ZA_PREV], x->no_zspage);
-            if (old_head != NULL)
-                PyObject_SetAttr(zobj, za[ZA_NEXT], old_head);
-            if (new_head != NULL)
-                PyObject_SetAttr(new_head, za[ZA_PREV], fresh[F_FIRST]);
-            Py_INCREF(fresh[F_FIRST]);
-            PyList_SetItem(heads, li_new, fresh[F_FIRST]);
-        }
-    }
-    PyObject_SetAttr(cls, ca_objs_inuse, fresh[F_OBJS_INUSE]);
-    PyList_SetItem(entries, slot, e); /* steals e; the slot held None */
+    PyObject_SetAttr(z.obj, za[ZA_FREEOBJ], freeobj);
+    PyObject_SetAttr(z.obj, za[ZA_INUSE], inuse);
+    move_apply(x, heads, counted, z.obj, first_obj, &m);
+    PyObject_SetAttr(cls, ca_objs_inuse, objs_inuse);
+    *entry = e;
     e = NULL;
     PyErr_Clear(); /* (none of the above fails on the pool's own objects) */
     if ((x->profile & P_MEM_LIMIT) && alloced > x->max_used)
@@ -2156,29 +2256,183 @@ error:
 out:
     if (rc == OBJ_HANDBACK)
         PyErr_Clear();
-    for (int i = 0; i < F_N; i++)
-        Py_XDECREF(fresh[i]);
-    Py_XDECREF(e);
-    Py_XDECREF(crc);
-    Py_XDECREF(heads);
-    Py_XDECREF(counted);
-    Py_XDECREF(inuse_now);
+    move_release(&m);
+    PyObject *owned[] = {freeobj, inuse, objs_inuse, first_obj, e, crc, heads, counted, inuse_now};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        Py_XDECREF(owned[i]);
     return rc;
+}
+
+/*
+ * zram_free_page() of an object or same-filled slot, in C where nothing needs more than the
+ * records and frames in memory: Pool.zs_free's check_handle, _obj_free into a frame open for
+ * writing, objs_inuse, _fix_fullness_group, and the slot's counters (as changes, into c[]);
+ * the slot is emptied (None).  1 when done; 0 when it cannot be (a zspage that would empty, a
+ * huge or written-back slot, anything to look up that is not there): nothing changed, and the
+ * reference's _free_page does it; -1 with an exception.
+ */
+static int
+free_object(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, uint64_t flags, PyObject *h, long long *c)
+{
+    if (flags & (ZRAM_WB | ZRAM_HUGE))
+        return 0;
+    if (flags & ZRAM_SAME) {
+        Py_INCREF(Py_None);
+        if (PyList_SetItem(entries, slot, Py_None) < 0)
+            return -1;
+        c[1]--;
+        c[5]--;
+        if (x->profile & P_SAME_COUNTS_STORED)
+            c[2]--;
+        return 1;
+    }
+    long long size = (long long)(flags & ZRAM_SIZE_MASK);
+    int64_t handle;
+    if (as_handle(h, &handle) < 0 || handle < 0 || size < 1 || size > PAGE_SIZE ||
+        (!(x->profile & P_HUGE_BY_CLASS) && size > x->max_zpage_size)) {
+        PyErr_Clear();
+        return 0;
+    }
+    long long first = handle >> OBJ_INDEX_BITS, idx = handle & OBJ_INDEX_MASK;
+    PyObject *zobj, *cls, *heads = NULL, *counted = NULL, *inuse_now = NULL;
+    zsrec_t z;
+    long long csize, ppz, objs;
+    int huge;
+    if (zs_lookup(x->looked, x->zspages, first, &zobj) < 0)
+        return -1;
+    /* check_handle(handle, 1), and a zspage that stays (not emptied: _free_zspage is Python's) */
+    if (zobj == NULL || !zs_read(zobj, &z) || z.first != first ||
+        !class_geo(x, z.cls, &cls, &csize, &ppz, &objs, &huge) || huge || idx >= objs ||
+        csize - x->handle_size < 1 || z.inuse < 2 || z.freeobj < 0 || !class_stats(cls, &heads, &counted, &inuse_now))
+        return 0;
+    int rc = 0;
+    move_t m = {0};
+    PyObject *freeobj = NULL, *inuse = NULL, *objs_inuse = NULL, *first_obj = NULL;
+    long long off = idx * csize;
+    int fits = (off & (PAGE_SIZE - 1)) <= PAGE_SIZE - 8 && off + csize <= ppz * PAGE_SIZE;
+    int open = fits ? open_frames(x, first + (off >> PAGE_SHIFT), first + (off >> PAGE_SHIFT)) : 0;
+    if (open <= 0) {
+        rc = open;
+        goto out;
+    }
+    uint8_t *at = in_place_frame(x->in_place, first + (off >> PAGE_SHIFT));
+    if (at == NULL)
+        goto out;
+    int ready = move_prepare(x, heads, counted, z.cls, &z, z.inuse - 1, 1, &m);
+    if (ready <= 0) {
+        rc = ready;
+        goto out;
+    }
+    if ((at = in_place_frame(x->in_place, first + (off >> PAGE_SHIFT))) == NULL) /* (after any Python code) */
+        goto out;
+    long long inuse_v = PyLong_AsLongLong(inuse_now);
+    if ((inuse_v == -1 && PyErr_Occurred()) || (freeobj = PyLong_FromLongLong(idx)) == NULL ||
+        (inuse = PyLong_FromLongLong(z.inuse - 1)) == NULL || (objs_inuse = PyLong_FromLongLong(inuse_v - 1)) == NULL ||
+        (first_obj = PyLong_FromLongLong(first)) == NULL) {
+        rc = -1;
+        goto out;
+    }
+    /* The changes (none can fail), in the reference's order: _obj_free, objs_inuse, the move. */
+    put_word(at + (off & (PAGE_SIZE - 1)), (uint64_t)z.freeobj << OBJ_TAG_BITS);
+    PyObject_SetAttr(zobj, za[ZA_FREEOBJ], freeobj);
+    PyObject_SetAttr(zobj, za[ZA_INUSE], inuse);
+    PyObject_SetAttr(cls, ca_objs_inuse, objs_inuse);
+    move_apply(x, heads, counted, zobj, first_obj, &m);
+    Py_INCREF(Py_None);
+    PyList_SetItem(entries, slot, Py_None);
+    PyErr_Clear(); /* (none of the above fails on the pool's own objects) */
+    c[1]--;
+    c[2]--;
+    c[3] -= size;
+    if (!(x->profile & P_HUGE_BY_CLASS) && size <= PAGE_SIZE / 2)
+        c[4]--;
+    rc = 1;
+out:
+    if (rc == 0)
+        PyErr_Clear();
+    move_release(&m);
+    PyObject *owned[] = {freeobj, inuse, objs_inuse, first_obj, heads, counted, inuse_now};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        Py_XDECREF(owned[i]);
+    return rc;
+}
+
+/* Pool.check_handle() of an old object, before a page replaces it (6.18 frees it only after
+ * storing the new one): 1 when it holds, 0 when it does not or cannot be looked up (the page is
+ * handed back: the Python way makes the error), -1 with an exception that must not be lost. */
+static int
+old_handle_ok(store_ctx_t *x, PyObject *h, uint64_t flags)
+{
+    int64_t handle;
+    if (as_handle(h, &handle) < 0 || handle < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *zobj;
+    zsrec_t z;
+    if (zs_lookup(x->looked, x->zspages, handle >> OBJ_INDEX_BITS, &zobj) < 0)
+        return -1;
+    PyObject *cls;
+    long long csize, ppz, objs, length = (long long)(flags & ZRAM_SIZE_MASK);
+    int huge;
+    if (zobj == NULL || !zs_read(zobj, &z) || !class_geo(x, z.cls, &cls, &csize, &ppz, &objs, &huge))
+        return 0;
+    long long room = huge ? csize : csize - x->handle_size;
+    return (handle & OBJ_INDEX_MASK) < objs && 0 < length && length <= room && z.inuse != 0;
+}
+
+/* zram_free_page() of page `index`'s old slot, the reference's own (Zram._free_page, through
+ * `free_page`): 1 when done, 0 when it raised an Exception (*failure: the page stops there,
+ * as the Python way stops), -1 with any other exception.  It may free a zspage (and so forget
+ * the records `looked` keeps) and frames: nothing looked up before is used after it. */
+static int
+free_old(store_ctx_t *x, PyObject *free_page, long long index, PyObject **failure)
+{
+    PyObject *key = PyLong_FromLongLong(index);
+    PyObject *r = key != NULL ? PyObject_CallOneArg(free_page, key) : NULL;
+    Py_XDECREF(key);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        take_failure(failure);
+        return 0;
+    }
+    Py_DECREF(r);
+    PyObject *pa = PyObject_GetAttr(x->pool, pa_pages_allocated);
+    x->alloced = pa != NULL && PyLong_CheckExact(pa) ? PyLong_AsLongLong(pa) : -1;
+    Py_XDECREF(pa);
+    if (x->alloced < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "store_entries: the pool's pages_allocated is not a count");
+        return -1;
+    }
+    return 1;
+}
+
+/* zram_free_page() of entries[slot], page `index`'s, before it is stored again: in C where it
+ * can be (free_object), else the reference's (free_old).  1, 0 (*failure) or -1 as free_old. */
+static int
+free_slot(store_ctx_t *x, PyObject *entries, Py_ssize_t slot, uint64_t flags, PyObject *h, PyObject *free_page,
+          long long index, long long *c, PyObject **failure)
+{
+    int done = free_object(x, entries, slot, flags, h, c);
+    return done != 0 ? done : free_old(x, free_page, index, failure);
 }
 
 static PyObject *
 store_entries(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *entries, *comps, *geometry, *counts;
+    PyObject *entries, *comps, *geometry, *counts, *free_page;
     Py_ssize_t start;
     long long index;
     Py_buffer pages;
-    int max_zpage_size, huge_class_size;
+    int huge_class_size;
     store_ctx_t x = {0};
-    if (!PyArg_ParseTuple(args, "O!nLy*O!O!O!O!iiiLLOOO!", &PyList_Type, &entries, &start, &index, &pages,
-                          &PyList_Type, &comps, &PyTuple_Type, &geometry, &PyDict_Type, &x.looked, &PyDict_Type,
-                          &x.in_place, &x.profile, &max_zpage_size, &huge_class_size, &x.limit, &x.max_used,
-                          &x.now, &x.crc32, &PyList_Type, &counts))
+    PyObject *frames;
+    if (!PyArg_ParseTuple(args, "O!nLy*O!O!O!OiiiLLOOOO!", &PyList_Type, &entries, &start, &index, &pages,
+                          &PyList_Type, &comps, &PyTuple_Type, &geometry, &PyDict_Type, &x.looked, &frames,
+                          &x.profile, &x.max_zpage_size, &huge_class_size, &x.limit, &x.max_used, &x.now,
+                          &x.crc32, &free_page, &PyList_Type, &counts))
         return NULL;
     long long c[7] = {0}; /* see counts */
     PyObject *failure = NULL;
@@ -2211,28 +2465,44 @@ store_entries(PyObject *Py_UNUSED(module), PyObject *args)
     }
     if ((x.zero = PyLong_FromLong(0)) == NULL || (x.no_zspage = PyLong_FromLongLong(NO_ZSPAGE)) == NULL)
         goto fail;
+    x.in_place = PyObject_GetAttr(frames, fa_in_place);
+    x.mutable_frame = x.in_place != NULL ? PyObject_GetAttr(frames, fa_mutable) : NULL;
+    if (x.mutable_frame == NULL || !PyDict_Check(x.in_place)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "store_entries: frames that lend no frames in place");
+        goto fail;
+    }
     for (; c[0] < count; c[0]++) {
         Py_ssize_t slot = start + (Py_ssize_t)c[0];
         const uint8_t *page = (const uint8_t *)pages.buf + (size_t)c[0] * PAGE_SIZE;
-        PyObject *old = PyList_GetItem(entries, slot), *comp = PyList_GetItem(comps, c[0]);
+        PyObject *old = PyList_GetItem(entries, slot), *comp = PyList_GetItem(comps, c[0]), *e = NULL;
         if (old == NULL || comp == NULL) /* (Python code this calls made the lists shorter) */
             goto fail;
-        if (old != Py_None) {
-            stop = HANDBACK; /* a slot in use: its old object is freed the Python way */
+        /* a slot in use: its old object is freed the reference's way (zram_free_page), before
+         * the page is stored (3.11, and a same-filled page) or after (6.18) */
+        uint64_t oflags = 0;
+        PyObject *ohandle = NULL, *ocrc, *oac;
+        int has_old = old != Py_None, freed;
+        if (has_old && parse_entry(old, &oflags, &ohandle, &ocrc, &oac) < 0)
+            goto fail;
+        if (has_old && (oflags & ZRAM_WB)) {
+            stop = HANDBACK; /* written back: its block is the Python way's to give back */
             break;
         }
         uint64_t word = 0;
         int same = (x.profile & P_SAME_WORD) ? page_same_filled(page, &word)
                                              : (page_same_filled(page, &word) && word == 0);
         if (same) {
+            if (has_old && (freed = free_slot(&x, entries, slot, oflags, ohandle, free_page, index + c[0], c,
+                                              &failure)) <= 0)
+                goto freeing_failed;
             PyObject *w = PyLong_FromUnsignedLongLong(word), *f = PyLong_FromUnsignedLongLong(ZRAM_SAME);
-            PyObject *e = w != NULL && f != NULL ? new_entry(f, w, x.zero, x.now) : NULL;
+            e = w != NULL && f != NULL ? new_entry(f, w, x.zero, x.now) : NULL;
             if (e == NULL && f != NULL && w == NULL)
                 Py_DECREF(f);
             Py_XDECREF(w);
-            if (e == NULL)
+            if (e == NULL || PyList_SetItem(entries, slot, e) < 0) /* steals e; the slot is None */
                 goto fail;
-            PyList_SetItem(entries, slot, e); /* steals e; the slot held None */
             c[1]++;
             c[5]++;
             if (x.profile & P_SAME_COUNTS_STORED)
@@ -2244,22 +2514,50 @@ store_entries(PyObject *Py_UNUSED(module), PyObject *args)
             break;
         }
         long long clen = PyBytes_GET_SIZE(comp);
-        if ((x.profile & P_HUGE_BY_CLASS) ? clen >= huge_class_size : clen > max_zpage_size) {
+        if ((x.profile & P_HUGE_BY_CLASS) ? clen >= huge_class_size : clen > x.max_zpage_size) {
             stop = HANDBACK; /* the raw page, in a huge object */
             break;
         }
-        int rc = store_object(&x, entries, slot, index + c[0], comp, clen, &failure);
+        int free_first = has_old && (x.profile & P_FREE_OLD_FIRST);
+        if (has_old && !free_first && !(oflags & ZRAM_SAME)) { /* _store_page's check of the old handle */
+            int ok = old_handle_ok(&x, ohandle, oflags);
+            if (ok < 0)
+                goto fail;
+            if (!ok) {
+                stop = HANDBACK;
+                break;
+            }
+        }
+        /* (3.11: once the old object is freed, a page handed back is stored the Python way as
+         * into a free slot, which it now is: the same as if it had been stored there whole) */
+        if (free_first &&
+            (freed = free_slot(&x, entries, slot, oflags, ohandle, free_page, index + c[0], c, &failure)) <= 0)
+            goto freeing_failed;
+        int rc = store_object(&x, index + c[0], comp, clen, &e, &failure);
         if (rc == OBJ_ERROR)
             goto fail;
         if (rc != OBJ_STORED) {
             stop = rc == OBJ_FAILED ? FAILED : HANDBACK;
             break;
         }
+        if (has_old && !free_first &&
+            (freed = free_slot(&x, entries, slot, oflags, ohandle, free_page, index + c[0], c, &failure)) <= 0) {
+            Py_DECREF(e); /* the new object stays allocated, its entry unset: as the Python way stops */
+            goto freeing_failed;
+        }
+        if (PyList_SetItem(entries, slot, e) < 0) /* steals e; the slot is None */
+            goto fail;
         c[1]++;
         c[2]++;
         c[3] += clen;
         if (!(x.profile & P_HUGE_BY_CLASS) && clen <= PAGE_SIZE / 2)
             c[4]++;
+        continue;
+    freeing_failed:
+        if (freed < 0)
+            goto fail;
+        stop = FAILED;
+        break;
     }
     goto out;
 fail:
@@ -2268,6 +2566,8 @@ out:
     c[6] = x.max_used;
     Py_XDECREF(x.zero);
     Py_XDECREF(x.no_zspage);
+    Py_XDECREF(x.in_place);
+    Py_XDECREF(x.mutable_frame);
     PyBuffer_Release(&pages);
     PyObject *type = NULL, *value = NULL, *tb = NULL;
     if (failed)
@@ -2396,7 +2696,9 @@ PyInit__zsmalloc(void)
         (ca_heads = PyUnicode_InternFromString("heads")) == NULL ||
         (ca_zspages = PyUnicode_InternFromString("zspages")) == NULL ||
         (pa_alloc_zspage = PyUnicode_InternFromString("_alloc_zspage")) == NULL ||
-        (pa_pages_allocated = PyUnicode_InternFromString("pages_allocated")) == NULL)
+        (pa_pages_allocated = PyUnicode_InternFromString("pages_allocated")) == NULL ||
+        (fa_in_place = PyUnicode_InternFromString("in_place")) == NULL ||
+        (fa_mutable = PyUnicode_InternFromString("mutable")) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

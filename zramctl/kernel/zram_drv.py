@@ -833,7 +833,7 @@ class Zram:
         try:
             handle = pool.zs_malloc(clen, index)
         except ZsError as exc:  # checked before it changed anything; but the old page may be freed
-            raise self._malloc_failed(exc, index, midway=prof.free_old_first) from None
+            raise self._store_failed(exc, index, midway=prof.free_old_first) from None
         if prof.mem_limit:  # zram_can_store_page()
             alloced = pool.pages_allocated  # zs_get_total_pages()
             if alloced > st.max_used_pages:
@@ -857,9 +857,10 @@ class Zram:
             if clen <= PAGE_SIZE // 2:
                 st.good_compress += 1
 
-    def _malloc_failed(self, exc: Exception, index: int, *, midway: bool) -> Exception:
-        """What a write raises when zs_malloc fails for page ``index``: damage (EUCLEAN; ``midway``,
-        the state was already changed: poisoned), or the allocator's errno, or ``exc`` itself."""
+    def _store_failed(self, exc: Exception, index: int, *, midway: bool) -> Exception:
+        """What a write raises when storing page ``index`` fails in zs_malloc (or, on the compiled
+        path, in the old slot's ``_free_page``): damage (EUCLEAN; ``midway``, the state was
+        already changed: poisoned), or the allocator's errno, or ``exc`` itself."""
         if isinstance(exc, ZsCorrupt):
             return self._damaged("write", exc, index, midway=midway)
         if isinstance(exc, ZsError):
@@ -997,7 +998,7 @@ class Zram:
                             raise mem_limit_reached()
                         if stop == FAILED:
                             assert failure is not None
-                            raise self._malloc_failed(failure, index + done, midway=True) from None
+                            raise self._store_failed(failure, index + done, midway=True) from None
                         page = data[pos : pos + PAGE_SIZE].tobytes()
                         if comps[done] is not None:
                             self._ahead = (page, comps[done])
@@ -1074,15 +1075,22 @@ class Zram:
         where they lie in its list of entries (``_zsmalloc.store_entries``), as far as the path
         goes; (pages stored, DONE, HANDBACK for the page after them, or FAILED with why).
 
-        It stores a page only where what it needs is in memory: a page never written, into the
-        zspage heading its class's fullest list (checked) or a new one.  Pages that free an old
-        object, need a huge one or meet anything to check or refuse are handed back to
-        ``_store_page``; the counters and the image cannot tell which path stored a page.  An
-        exception from the path (not a page's doing) leaves the state half-changed: poisoned."""
+        It stores a page only where what it needs is in memory: into the zspage heading its
+        class's fullest list (checked) or a new one, a slot's old object freed by ``_free_page``
+        itself.  Pages written back, huge, or that meet anything to check or refuse are handed
+        back to ``_store_page``; the counters and the image cannot tell which path stored a
+        page.  An exception from the path (not a page's doing) leaves the state half-changed:
+        poisoned."""
         pool = self.pool
         assert isinstance(pool, Pool)
         table, frames, st, prof = self.table, pool.frames, self.stats, self.profile
         geometry, bits = pool.store_geometry(), self._profile_bits
+
+        def free_page(index: int) -> None:
+            allocated = pool.pages_allocated
+            self._free_page(index)
+            if pool.pages_allocated != allocated:  # a zspage went: its first frame may come back
+                self._looked.clear()  # as another's
         total = len(pages) // PAGE_SIZE
         done = 0
         while done < total:
@@ -1094,16 +1102,16 @@ class Zram:
             try:
                 stop = store_entries(
                     entries, at, index + done, pages[done * PAGE_SIZE : (done + n) * PAGE_SIZE],
-                    comps[done : done + n] if done else comps, geometry, self._looked, frames.in_place, bits,
+                    comps[done : done + n] if done else comps, geometry, self._looked, frames, bits,
                     prof.max_zpage_size, pool.huge_class_size, self.config.limit_pages,
-                    st.max_used_pages, self._now, crc32, counts,
+                    st.max_used_pages, self._now, crc32, free_page, counts,
                 )  # fmt: skip
             except Exception:
                 frames.poison("a write stopped midway")
                 raise
             finally:
                 stored, added, pages_stored, compr, good, same, max_used, failure = counts
-                if stored:
+                if stored or added:  # (3.11: a slot freed, then its page handed back, is a change too)
                     table.touched(index + done, entries, added)  # type: ignore[attr-defined]
                     frames.wrote_in_place()
                     st.pages_stored += pages_stored
