@@ -32,8 +32,9 @@ and hands back any page it cannot do (written back, a failed compression or deco
 checksum that fails), which then goes the Python way below, where its error is made.  An
 image's device keeps the Python pool (its records and frames are the image's, checked as they
 are used), and the compiled paths work over it a table leaf at a time: ``_read_leaves`` reads,
-``_store_leaves`` stores the pages it can (a free slot, the head zspage of a class or a new
-one) and hands back the rest.  ``Zram(compiled=False)`` uses this file's Python for every page.
+``_store_leaves`` stores the pages it can (into the head zspage of a class or a new one, the
+slot's old object freed) and hands back the rest.  ``Zram(compiled=False)`` uses this file's
+Python for every page.
 
 Compression streams: a write's whole pages are compressed ahead of the thread that stores
 them, in page order.  The kernel's own compressors (lzo, lzo-rle, lz4) run as native threads
