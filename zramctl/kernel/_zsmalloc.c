@@ -1746,17 +1746,21 @@ access_entries(PyObject *Py_UNUSED(module), PyObject *args)
  * the zspage heading its class's fullest list (whose chain is checked, whose head check passes,
  * whose frames, and the records a list move changes, are in memory), or in a new zspage, which
  * the pool's own _alloc_zspage makes (frames, record, free chain).  A slot's old object is
- * freed by `free_page` (Zram._free_page, the reference's zram_free_page), when the profile
- * frees it.  Anything else is handed back (HANDBACK) before it changes anything: a slot written
- * back, a compression that is not bytes, a huge object, a record that fails a check or cannot
- * be looked up, a frame not in memory, a page mem_limit refuses.  The caller's path then stores
- * it, or makes its error.  Everything a page needs is looked up before its first change, so a
- * page is stored whole or not at all; _alloc_zspage or free_page failing with an Exception
- * stops the call (FAILED) where the Python way would stop, its exception being counts[7].
+ * freed when the profile frees it (3.11 first, 6.18 once the new one is stored): here where
+ * the records and frames allow (free_object), else by `free_page` (Zram._free_page, the
+ * reference's zram_free_page).  Anything else is handed back (HANDBACK) before it changes
+ * anything: a slot written back, a compression that is not bytes, a huge object, a record that
+ * fails a check or cannot be looked up, a frame that cannot be opened, a page mem_limit
+ * refuses.  The caller's path then stores it, or makes its error.  Everything a page needs is
+ * looked up before its first change, so a page is stored whole or not at all (a 3.11 slot
+ * freed first stays free, which is what the caller's path does first too); _alloc_zspage or
+ * free_page failing with an Exception stops the call (FAILED) where the Python way would
+ * stop, its exception being counts[7].
  *
  * counts[0 .. 6] get (pages done, entries added, pages_stored, compr_data_size, good_compress,
- * same_pages, max_used_pages): changes, but max_used_pages as its new value; also when an
- * exception ends the call (then the state may be half-changed: the caller poisons it).
+ * same_pages, max_used_pages): changes (entries added is net: a slot emptied here counts -1),
+ * but max_used_pages as its new value; also when an exception ends the call (then the state
+ * may be half-changed: the caller poisons it).
  */
 #define STORE_COUNTS 8
 
