@@ -47,13 +47,15 @@ def profile_bits(profile: Profile) -> int:
 
 
 def geometry(ref: Pool) -> dict[str, object]:
-    """The reference pool's class table and fullness lists, as ``_zsmalloc.Pool`` takes them."""
+    """The reference pool's class table and fullness lists, as ``_zsmalloc.Pool`` takes them (the
+    positions, groups and lists as the compiled store path over the reference reads them too)."""
+    class_of_size, _, groups, list_index, alloc_lists, *_ = ref.store_geometry()
     return {
         "classes": [(c.index, c.size, c.pages_per_zspage, c.objs_per_zspage, c.huge) for c in ref.classes],
-        "class_of_size": [ref.class_position(c) for c in ref._class_by_size],
-        "groups": ref._groups,
-        "list_index": [-1 if li is None else li for li in ref._list_index],
-        "alloc_lists": ref._alloc_lists,
+        "class_of_size": class_of_size,
+        "groups": groups,
+        "list_index": list_index,
+        "alloc_lists": alloc_lists,
         "listed": ref.fullness.listed,
         "empty": ref.fullness.empty,
         "full": ref.fullness.full,

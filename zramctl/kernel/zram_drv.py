@@ -488,8 +488,6 @@ class Zram:
         """Whether the compiled paths run: a pool in memory is the compiled one (compiled_pool.py),
         and a write into an image's pool (always the Python reference) stores what it can through
         ``_store_leaves``.  False: this file's Python for every page (tests compare the two)."""
-        self._profile_bits = 0
-        """The profile's switches, as the compiled store paths take them (set by _compiled_store)."""
         self._looked: dict[int, ZsPage] = {}
         """The zspage records ``_store_leaves`` has looked up, kept through one write() for as long
         as only it stores (emptied whenever a page is stored the Python way)."""
@@ -970,9 +968,8 @@ class Zram:
         if ahead is None:
             ahead = self.compress_ahead(offset, data)
         store_run = self._compiled_store()
-        batch: list[bytes | Exception | None] = []
-        batch_at = 0
-        """The compiled path's stream batch of results, and the page of its first."""
+        batch: list[bytes | Exception | None] = []  # the compiled path's stream batch of results,
+        batch_at = 0  # and the page of its first
         try:
             while pos < end:
                 index, in_page = divmod(offset + pos, PAGE_SIZE)
@@ -1046,7 +1043,6 @@ class Zram:
             return self._store_run
         leaves = getattr(self.table, "run", None) is not None and hasattr(self.table, "touched")
         if self.compiled and leaves and getattr(pool.frames, "in_place", None) is not None:
-            self._profile_bits = profile_bits(self.profile)
             return self._store_leaves
         return None
 
@@ -1085,13 +1081,14 @@ class Zram:
         pool = self.pool
         assert isinstance(pool, Pool)
         table, frames, st, prof = self.table, pool.frames, self.stats, self.profile
-        geometry, bits = pool.store_geometry(), self._profile_bits
+        geometry, bits = pool.store_geometry(), profile_bits(prof)
 
         def free_page(index: int) -> None:
             allocated = pool.pages_allocated
             self._free_page(index)
             if pool.pages_allocated != allocated:  # a zspage went: its first frame may come back
                 self._looked.clear()  # as another's
+
         total = len(pages) // PAGE_SIZE
         done = 0
         while done < total:

@@ -144,7 +144,7 @@ class InPlaceFrames(FrameStore, Protocol):
     @property
     def in_place(self) -> dict[int, bytearray]:
         """Frame -> its bytes, for every frame ``mutable`` has opened and nothing has closed since:
-        written in place (any other frame is the Python path's to open)."""
+        written in place (any other frame is opened with ``mutable`` first, which checks it)."""
 
     def wrote_in_place(self) -> None:
         """Frames of ``in_place`` were written: ``generation`` changes."""
