@@ -447,7 +447,7 @@ def test_crash_at_every_point(sc: Scenario, tmp_path: Path, monkeypatch: pytest.
             # Between an intent and its COMMIT record: the frames written ahead are undone.
             incomplete = wal_pending(work / "zram0.wal") and not pending
             intent = read_intent(work / "zram0.wal") if incomplete else None
-            ahead = intent.blocks if intent is not None else []
+            ahead = intent.blocks() if intent is not None else []
             written_ahead += bool(data_blocks(work / "zram0.img", ahead))
             got = verify(work, allowed, f"point {n} of {total}")
             assert got == 0 or not ahead, f"point {n}: an incomplete log's commit took effect"

@@ -164,7 +164,8 @@ def test_commit_writes_only_what_changed(tmp_path: Path) -> None:
             recs = list(recs)
             records.extend(recs)
             if ahead is not None:  # frames written in place ahead of the COMMIT record
-                records.extend(ahead.blocks)
+                pairs = zip(ahead.blocks, ahead.data, strict=True)
+                records.extend(image_io.LogRecord(image_io.WAL_BLOCK, b, d) for b, d in pairs)
             return real(fd, txid, recs, ahead)
 
         image_io_write = h.image.commit.__globals__
@@ -212,10 +213,10 @@ def test_fresh_frames_skip_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         frames = {b for b in h.image.state.frames.dirty}
         length, recs, ahead = logged_commit(h, monkeypatch)
     logged = {r.arg for r in recs if r.kind == image_io.WAL_BLOCK}
-    assert {r.arg for r in ahead} == frames
+    assert set(ahead) == frames
     assert not logged & frames
     assert length < len(frames) * PAGE // 4  # it was more than len(frames) * PAGE before
-    intent = [r.arg for r in recs if r.kind == image_io.WAL_FRESH]
+    intent = [r.arg for r in recs if r.kind in (image_io.WAL_FRESH, image_io.WAL_FRESH_RUNS)]
     assert intent == [] and [r for r in recs if r.kind == image_io.WAL_LENGTH] == []  # ahead's, not recs'
     assert check_image((store, 0), data=True) == []
     # The same write with every frame logged gives the same image, byte for byte.
@@ -244,7 +245,7 @@ def test_frames_holding_committed_data_are_logged(tmp_path: Path, monkeypatch: p
         reused = {b for b in st.frames.dirty if b // 8 in st.freed}
         assert reused
         _, recs, ahead = logged_commit(h, monkeypatch)
-    assert not reused & {r.arg for r in ahead}
+    assert not reused & set(ahead)
     assert reused <= {r.arg for r in recs if r.kind == image_io.WAL_BLOCK}
     with store.open(0, write=True) as h:
         sysfs.store(h.zram, "reset", "1")
@@ -283,6 +284,114 @@ def test_an_intent_of_another_transaction_is_not_undone(tmp_path: Path) -> None:
     with pytest.raises(ZramError):
         store.open(0, write=True).close()
     assert path.stat().st_size == 0
+
+
+def test_an_intent_names_runs_of_frames_and_undoing_it_punches_exactly_them(tmp_path: Path) -> None:
+    """A commit's intent names the frames it writes ahead as runs (a zspage's frames are
+    consecutive): a few records where there was one a frame.  An incomplete log holding it
+    gives back exactly those blocks, whatever the file held there."""
+    data = pages(3000, 11)
+    store = new_device(tmp_path, "64M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(16, 1))
+    with store.open(0, write=False) as h:
+        txid, length = h.image.header.txid, store.image_path(0).stat().st_size
+    h = store.open(0, write=True)
+    try:  # closed without a commit: the test writes the log of an interrupted one itself
+        h.zram.write(0, data)
+        st = h.image.state
+        early = sorted(h.image._ahead())
+        ahead = image_io.Ahead(h.image.file, length, early, [st.frames.dirty[b] for b in early])
+        runs = ahead.runs()
+        recs = ahead.intent(runs)
+    finally:
+        h.close()
+    assert len(early) > 500 and len(runs) < len(early) // 2
+    assert [b for start, n in runs for b in range(start, start + n)] == early
+    assert recs[0] == image_io.LogRecord(image_io.WAL_LENGTH, length)
+    assert {r.kind for r in recs[1:]} == {image_io.WAL_FRESH_RUNS}
+    assert len(recs) == 1 + -(-len(runs) // image_io.FRESH_RUNS_MOST)
+    # The log of a commit interrupted after writing them: the intent, no COMMIT record.
+    crc, out = 0, b""
+    for r in recs:
+        head, crc = image_io._record(r.kind, txid + 1, r.arg, r.data or b"", crc)
+        out += head + (r.data or b"")
+    store.wal_path(0).write_bytes(out)
+    intent = image_io.read_intent(store.wal_path(0))
+    assert intent is not None and intent.runs == runs and intent.length == length
+    with open(store.image_path(0), "r+b") as f:  # what a crash left in those blocks
+        for b in early[::7]:
+            f.seek(b * PAGE)
+            f.write(b"\xa5" * PAGE)
+    with store.open(0, write=True):
+        pass
+    assert store.image_path(0).stat().st_size == length and store.wal_path(0).stat().st_size == 0
+    assert check_image((store, 0), data=True) == []
+
+
+@pytest.mark.parametrize(
+    "payload, arg",
+    [
+        (b"\x01" * 15, 1),  # not whole pairs
+        (image_io.FRESH_RUN.pack(8, 0), 1),  # a run of no blocks
+        (image_io.FRESH_RUN.pack(8, 2) + image_io.FRESH_RUN.pack(9, 1), 2),  # overlapping: not in order
+        (image_io.FRESH_RUN.pack(8, 2), 2),  # arg says more pairs than the data holds
+        (image_io.FRESH_RUN.pack(1 << 62, 1 << 62), 1),  # past any file
+    ],
+)
+def test_an_intent_no_writer_makes_ends_the_intent_there(tmp_path: Path, payload: bytes, arg: int) -> None:
+    """A FRESH_RUNS record that is not what a writer makes ends the intent's valid records: the
+    runs before it are undone, nothing after it, and a complete log holding it is not complete."""
+    store = new_device(tmp_path, "16M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(500, 3))
+    with store.open(0, write=False) as h:
+        txid = h.image.header.txid
+    path = store.image_path(0)
+    good = image_io.FRESH_RUN.pack(2, 3)
+    crc, out = 0, b""
+    recs = [(image_io.WAL_LENGTH, path.stat().st_size, b""), (image_io.WAL_FRESH_RUNS, 1, good)]
+    after = image_io.FRESH_RUN.pack(40, 1)
+    recs += [(image_io.WAL_FRESH_RUNS, arg, payload), (image_io.WAL_FRESH_RUNS, 1, after)]
+    for kind, a, data in recs:
+        head, crc = image_io._record(kind, txid + 1, a, data, crc)
+        out += head + data
+    store.wal_path(0).write_bytes(out)
+    intent = image_io.read_intent(store.wal_path(0))
+    assert intent is not None and intent.runs == [(2, 3)]
+    head, crc = image_io._record(image_io.WAL_COMMIT, txid + 1, len(recs), b"", crc)
+    store.wal_path(0).write_bytes(out + head)
+    assert read_log(store.wal_path(0)) is None
+
+
+def test_undoing_an_intent_punches_only_inside_the_committed_length(tmp_path: Path) -> None:
+    """Runs are clipped to the committed length (the file is cut to it first) and merged where
+    they touch: one forged run of 2^50 blocks is one punch, not a hang."""
+    path = tmp_path / "img"
+    path.write_bytes(b"\x5a" * (64 * PAGE))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        file = image_io.BlockFile(fd, image_io.CrashPoints())
+        calls: list[image_io.Op] = []
+        real = image_io.run_ops
+
+        def spy(ops, crash):  # type: ignore[no-untyped-def]
+            calls.extend(ops)
+            return real(ops, crash)
+
+        image_io.run_ops, saved = spy, image_io.run_ops
+        try:
+            image_io.undo_ahead(file, 48 * PAGE, [(4, 2), (6, 3), (8, 1), (20, 1 << 50)])
+        finally:
+            image_io.run_ops = saved
+    finally:
+        os.close(fd)
+    punches = [(op.arg // PAGE, op.length // PAGE) for op in calls if op.kind == image_io.OP_PUNCH]
+    assert punches == [(4, 5), (20, 28)]
+    body = path.read_bytes()
+    assert len(body) == 48 * PAGE
+    zeros = {b for b in range(48) if body[b * PAGE : (b + 1) * PAGE] == bytes(PAGE)}
+    assert zeros == set(range(4, 9)) | set(range(20, 48))
 
 
 def test_disk_usage_follows_mem_used(tmp_path: Path) -> None:

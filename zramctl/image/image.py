@@ -98,6 +98,7 @@ from .format import (
 )
 from .io import (
     WAL_BLOCK,
+    WAL_CHUNK,
     WAL_PUNCH,
     WAL_SHRINK,
     Ahead,
@@ -106,6 +107,7 @@ from .io import (
     LogRecord,
     Op,
     apply_ops,
+    block_runs,
     clear_log,
     clear_op,
     hole_ranges,
@@ -596,7 +598,8 @@ class Image:
         records += [LogRecord(WAL_BLOCK, b, blocks[b]) for b in order if b not in early]
         records += [LogRecord(WAL_PUNCH, b) for b in punch]
         records.append(LogRecord(WAL_SHRINK, st.extent_count * EXTENT_SIZE))
-        ahead = Ahead(self.file, size, [LogRecord(WAL_BLOCK, b, blocks[b]) for b in order if b in early])
+        ahead_blocks = [b for b in order if b in early]
+        ahead = Ahead(self.file, size, ahead_blocks, [blocks[b] for b in ahead_blocks])
         assert self.wal is not None
         reserved, before = self._preallocate([b for b in order if b not in early], size)
         before += log_ops(self.wal, h.txid, records, ahead)[0]
@@ -687,7 +690,7 @@ class Image:
         """
         try:
             if early:
-                undo_ahead(self.file, size, early)
+                undo_ahead(self.file, size, block_runs(sorted(early), WAL_CHUNK))
             if self.file.size() > size:
                 os.ftruncate(self.file.fd, size)
             for lo, hi in reserved:
