@@ -20,6 +20,7 @@ from zramctl.image.check import image_usage
 from zramctl.image.format import (
     CONFIG_FIELDS,
     ENTRIES_PER_BLOCK,
+    EXTENT_BLOCKS,
     EXTENT_SIZE,
     HEADER_LAYOUT,
     MAGIC,
@@ -592,4 +593,26 @@ def test_tiny_caches_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with store.open(0, write=False) as h:
         for index, data in model.items():
             assert h.zram.read(index * PAGE, PAGE) == data
+    assert check_image((store, 0), data=True) == []
+
+
+def test_new_frames_are_opened_only_for_a_new_zspage(tmp_path: Path) -> None:
+    """FileFrames.open_new (a new zspage's frames, opened holding its free chain without reading
+    the file) refuses frames of an extent this transaction did not just allocate, and frames
+    not at an extent's start: such frames may hold committed objects."""
+    from zramctl.kernel.zsmalloc import ZsCorrupt
+
+    store = new_device(tmp_path, "16M")
+    with store.open(0, write=True) as h:
+        h.zram.write(0, pages(200, 4))
+    with store.open(0, write=True) as h:
+        frames = h.image.state.frames
+        first = next(iter(h.image.state.zspages))  # a committed zspage's extent
+        for where in (first, first + 1):
+            with pytest.raises(ZsCorrupt, match="not a new zspage's"):
+                frames.open_new(where, [bytes(PAGE)])
+        assert not frames.dirty
+        h.zram.write(300 * PAGE, pages(50, 5))  # new zspages: their frames opened with open_new
+        fresh = h.image.state.fresh
+        assert fresh and all(e * EXTENT_BLOCKS in frames.dirty for e in fresh)
     assert check_image((store, 0), data=True) == []

@@ -10,6 +10,7 @@ import pytest
 
 from zramctl.kernel.profiles import LEGACY, MODERN, PAGE_SIZE
 from zramctl.kernel.zsmalloc import (
+    FREE_END,
     OBJ_ALLOCATED_TAG,
     OBJ_TAG_BITS,
     QUARTER_FULLNESS,
@@ -560,3 +561,21 @@ def test_a_handle_outside_its_zspage_is_refused():
         pool.zs_obj_read((first + 8 * 1000) << 11, 100)
     with pytest.raises(ZsCorrupt, match="does not fit"):
         pool.zs_obj_read(handles[0], 4000)
+
+
+@pytest.mark.parametrize("profile", [MODERN, LEGACY], ids=["6.18", "3.11"])
+def test_a_new_zspage_holds_its_free_chain_and_zeros_elsewhere(profile):
+    """init_zspage(): slot ``i`` (byte ``i * size`` of the zspage) links to ``i + 1`` and the last
+    one to the end, each link a tagged little-endian word; every other byte is zero.  For each
+    class, read back from the frames (not from how they are made)."""
+    pool = Pool(profile)
+    for cls in pool.classes:
+        zspage = pool._alloc_zspage(cls)
+        data = bytearray(b"".join(pool.frames.view(zspage.first + k) for k in range(cls.pages_per_zspage)))
+        for i in range(cls.objs_per_zspage):
+            off = i * cls.size
+            nxt = i + 1 if i + 1 < cls.objs_per_zspage else FREE_END
+            assert int.from_bytes(data[off : off + 8], "little") == nxt << OBJ_TAG_BITS, (cls.size, i)
+            data[off : off + 8] = bytes(8)
+        assert data == bytes(len(data)), cls.size
+        assert zspage.freeobj == 0 and zspage.inuse == 0

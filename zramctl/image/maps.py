@@ -603,6 +603,22 @@ class FileFrames:
             self.dirty[frame] = data = bytearray(clean)
         return memoryview(data)
 
+    def open_new(self, first: int, contents: list[bytes]) -> None:
+        """A new zspage's frames, opened holding ``contents``: its extent is fresh (``alloc``
+        made it so), so nothing of the file is read and nothing is cached to drop."""
+        e = first // EXTENT_BLOCKS
+        state = self.state
+        if e not in state.fresh or len(contents) > EXTENT_BLOCKS or first % EXTENT_BLOCKS:
+            raise ZsCorrupt(f"frames {first}.. are not a new zspage's")
+        if e not in state.reserved and not isinstance(state.zspages.slot(e), ZsPage):
+            raise ZsCorrupt(f"an object lies outside its zspage (frame {first})")
+        self.generation += 1
+        frames = range(first, first + len(contents))
+        if self.clean:
+            for n in frames:
+                self.clean.pop(n, None)
+        self.dirty.update(zip(frames, map(bytearray, contents), strict=True))
+
     @property
     def in_place(self) -> dict[int, bytearray]:
         """The frames changed since the last commit: a compiled store path writes them in place
