@@ -257,23 +257,35 @@ def test_frames_holding_committed_data_are_logged(tmp_path: Path, monkeypatch: p
     assert check_image((store, 0), data=True) == []
 
 
-def test_an_intent_of_another_transaction_is_not_undone(tmp_path: Path) -> None:
-    """An incomplete log's intent cuts and punches the image only if it is for the next txid:
-    a stale or foreign one is discarded like any incomplete log, and the image is left alone."""
-    store = new_device(tmp_path, "16M")
+def committed_device(root: Path) -> tuple[Store, int]:
+    """A 16 MiB device holding 500 pages, committed, and its header's txid."""
+    store = new_device(root, "16M")
     with store.open(0, write=True) as h:
         h.zram.write(0, pages(500, 3))
     with store.open(0, write=False) as h:
-        txid = h.image.header.txid
+        return store, h.image.header.txid
+
+
+def log_bytes(txid: int, records: list[tuple[int, int, bytes]]) -> bytes:
+    """A log holding ``records`` (kind, arg, data) of transaction ``txid``, as a writer chains them."""
+    crc, out = 0, b""
+    for kind, arg, data in records:
+        head, crc = image_io._record(kind, txid, arg, data, crc)
+        out += head + data
+    return out
+
+
+def test_an_intent_of_another_transaction_is_not_undone(tmp_path: Path) -> None:
+    """An incomplete log's intent cuts and punches the image only if it is for the next txid:
+    a stale or foreign one is discarded like any incomplete log, and the image is left alone.
+    Its FRESH records are the kind a version before FRESH_RUNS wrote: still undone."""
+    store, txid = committed_device(tmp_path)
     path = store.image_path(0)
     before = path.read_bytes()
 
     def intent(tx: int) -> None:
-        crc, out = 0, b""
-        for kind, arg in ((image_io.WAL_LENGTH, 0), (image_io.WAL_FRESH, 8), (image_io.WAL_FRESH, 9)):
-            head, crc = image_io._record(kind, tx, arg, b"", crc)
-            out += head
-        store.wal_path(0).write_bytes(out)  # no COMMIT record
+        recs = [(image_io.WAL_LENGTH, 0, b""), (image_io.WAL_FRESH, 8, b""), (image_io.WAL_FRESH, 9, b"")]
+        store.wal_path(0).write_bytes(log_bytes(tx, recs))  # no COMMIT record
 
     for tx in (txid, txid + 2, 0):
         intent(tx)
@@ -313,11 +325,7 @@ def test_an_intent_names_runs_of_frames_and_undoing_it_punches_exactly_them(tmp_
     assert {r.kind for r in recs[1:]} == {image_io.WAL_FRESH_RUNS}
     assert len(recs) == 1 + -(-len(runs) // image_io.FRESH_RUNS_MOST)
     # The log of a commit interrupted after writing them: the intent, no COMMIT record.
-    crc, out = 0, b""
-    for r in recs:
-        head, crc = image_io._record(r.kind, txid + 1, r.arg, r.data or b"", crc)
-        out += head + (r.data or b"")
-    store.wal_path(0).write_bytes(out)
+    store.wal_path(0).write_bytes(log_bytes(txid + 1, [(r.kind, r.arg, bytes(r.data or b"")) for r in recs]))
     intent = image_io.read_intent(store.wal_path(0))
     assert intent is not None and intent.runs == runs and intent.length == length
     with open(store.image_path(0), "r+b") as f:  # what a crash left in those blocks
@@ -343,25 +351,15 @@ def test_an_intent_names_runs_of_frames_and_undoing_it_punches_exactly_them(tmp_
 def test_an_intent_no_writer_makes_ends_the_intent_there(tmp_path: Path, payload: bytes, arg: int) -> None:
     """A FRESH_RUNS record that is not what a writer makes ends the intent's valid records: the
     runs before it are undone, nothing after it, and a complete log holding it is not complete."""
-    store = new_device(tmp_path, "16M")
-    with store.open(0, write=True) as h:
-        h.zram.write(0, pages(500, 3))
-    with store.open(0, write=False) as h:
-        txid = h.image.header.txid
-    path = store.image_path(0)
-    good = image_io.FRESH_RUN.pack(2, 3)
-    crc, out = 0, b""
-    recs = [(image_io.WAL_LENGTH, path.stat().st_size, b""), (image_io.WAL_FRESH_RUNS, 1, good)]
-    after = image_io.FRESH_RUN.pack(40, 1)
+    store, txid = committed_device(tmp_path)
+    good, after = image_io.FRESH_RUN.pack(2, 3), image_io.FRESH_RUN.pack(40, 1)
+    length = store.image_path(0).stat().st_size
+    recs = [(image_io.WAL_LENGTH, length, b""), (image_io.WAL_FRESH_RUNS, 1, good)]
     recs += [(image_io.WAL_FRESH_RUNS, arg, payload), (image_io.WAL_FRESH_RUNS, 1, after)]
-    for kind, a, data in recs:
-        head, crc = image_io._record(kind, txid + 1, a, data, crc)
-        out += head + data
-    store.wal_path(0).write_bytes(out)
+    store.wal_path(0).write_bytes(log_bytes(txid + 1, recs))
     intent = image_io.read_intent(store.wal_path(0))
     assert intent is not None and intent.runs == [(2, 3)]
-    head, crc = image_io._record(image_io.WAL_COMMIT, txid + 1, len(recs), b"", crc)
-    store.wal_path(0).write_bytes(out + head)
+    store.wal_path(0).write_bytes(log_bytes(txid + 1, [*recs, (image_io.WAL_COMMIT, len(recs), b"")]))
     assert read_log(store.wal_path(0)) is None
 
 
