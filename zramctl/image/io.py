@@ -13,14 +13,14 @@ nothing committed (allocated by this transaction, free in the last commit)
 can be overwritten at any time without harming the last commit, so logging
 them only doubled a big write's I/O.  Such a commit first logs its *intent*
 (a LENGTH record: the committed image's length, then FRESH_RUNS records naming
-the runs of blocks it will write early) and fsyncs the log; then writes those blocks in place
-and fsyncs the image; then appends the other records and the COMMIT record
-(which counts the intent's records too) and fsyncs the log.  A log that ends
-before its COMMIT record is *undone* at the next open: the blocks its intent
-names are punched and the image is cut back to LENGTH, so a free extent is a hole (or
-past the end of the file) again, as zram-image(5) says; the last commit is
-untouched either way.  A complete log replays as before (an intent's records do
-nothing then: the early blocks were durable before the COMMIT record).
+the runs of blocks it will write early) and fsyncs the log; then writes those
+blocks in place and fsyncs the image; then appends the other records and the
+COMMIT record (which counts the intent's records too) and fsyncs the log.  A log
+that ends before its COMMIT record is *undone* at the next open: the blocks its
+intent names are punched and the image is cut back to LENGTH, so a free extent
+is a hole (or past the end of the file) again, as zram-image(5) says; the last
+commit is untouched either way.  A complete log replays as before (an intent's
+records do nothing then: the early blocks were durable before the COMMIT record).
 
 Recovery streams the log twice, about a MiB at a time: once to check every
 record up to the COMMIT record, then to apply them, so a log of any length
@@ -88,7 +88,8 @@ WAL_FRESH_RUNS = 7
 the data is ``arg`` pairs of little-endian 64-bit words, (first block, blocks), in block
 order, FRESH_RUNS_MOST of them at most.  A log without its COMMIT record punches them.
 Nothing to do in a complete log.  Why runs: a zspage's frames are consecutive, and one
-record a block made a 256 MiB write's intent 33,000 records, a tenth of its commits' time."""
+record a block made a 256 MiB write's intent 33,000 records: with a LogRecord a frame to write
+them, half the time spent planning its commits (Image._plan: 0.110 s, 0.052 s with runs)."""
 FRESH_RUN = struct.Struct("<QQ")
 FRESH_RUNS_MOST = BLOCK_SIZE // FRESH_RUN.size
 _BLOCKS_MOST = (1 << 63) // BLOCK_SIZE
@@ -711,6 +712,7 @@ class Intent:
     """The blocks written (or about to be written) in place, as (first block, count), in block order."""
 
     def blocks(self) -> list[int]:
+        """Every block the runs name, in order (for tests and tools: undoing works on the runs)."""
         return [b for start, count in self.runs for b in range(start, start + count)]
 
 
