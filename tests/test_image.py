@@ -363,6 +363,29 @@ def test_an_intent_no_writer_makes_ends_the_intent_there(tmp_path: Path, payload
     assert read_log(store.wal_path(0)) is None
 
 
+def test_recovery_keeps_only_the_runs_inside_the_image(tmp_path: Path) -> None:
+    """Runs past the image's end or the intent's length are not kept when recovering (nothing there
+    needs punching): what an intent costs is bounded by the image, not by a forged log's length."""
+    store, txid = committed_device(tmp_path)
+    size = store.image_path(0).stat().st_size
+    first = -(-size // PAGE) + 10
+    recs = [(image_io.WAL_LENGTH, size, b"")]
+    for k in range(64):  # runs in block order, every one past the image's end
+        data = b"".join(image_io.FRESH_RUN.pack(first + 2 * (256 * k + i), 1) for i in range(256))
+        recs.append((image_io.WAL_FRESH_RUNS, 256, data))
+    store.wal_path(0).write_bytes(log_bytes(txid + 1, recs))
+    everything = image_io.read_intent(store.wal_path(0))
+    assert everything is not None and len(everything.runs) == 64 * 256
+    kept = image_io.read_intent(store.wal_path(0), size)
+    assert kept is not None and kept.runs == []
+    before = store.image_path(0).read_bytes()
+    with store.open(0, write=True):  # recovery: the intent undone, nothing of the image touched
+        pass
+    assert store.image_path(0).read_bytes() == before
+    assert store.image_path(0).stat().st_size == size and store.wal_path(0).stat().st_size == 0
+    assert check_image((store, 0), data=True) == []
+
+
 def test_undoing_an_intent_punches_only_inside_the_committed_length(tmp_path: Path) -> None:
     """Runs are clipped to the committed length (the file is cut to it first) and merged where
     they touch: one forged run of 2^50 blocks is one punch, not a hang."""

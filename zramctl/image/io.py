@@ -716,12 +716,18 @@ class Intent:
         return [b for start, count in self.runs for b in range(start, start + count)]
 
 
-def read_intent(log: Log) -> Intent | None:
+def read_intent(log: Log, size: int | None = None) -> Intent | None:
     """An incomplete log's intent, or None when it has none.
 
     Only for a log ``read_log`` found incomplete: its valid records (up to the
     first that fails a check) are read; the blocks they name hold nothing the
-    last commit holds, so undoing them is safe whatever follows.
+    last commit holds, so undoing them is safe whatever follows.  A writer
+    names its runs in block order after the LENGTH record; the first record
+    that does not ends the valid ones.  With ``size`` (the image's length now,
+    as recovery reads it), runs that start past it or past the intent's length
+    are not kept: undoing cuts the image there, and nothing past the end needs
+    punching, so what is kept is bounded by the image, not by the log, however
+    long a forged one is.
     """
     try:
         fd, own = _open_log(log, os.O_RDONLY)
@@ -731,14 +737,20 @@ def read_intent(log: Log) -> Intent | None:
         first = WAL_RECORD.unpack_from(os.pread(fd, WAL_RECORD.size, 0).ljust(WAL_RECORD.size, b"\0"))
         length: int | None = None
         runs: list[tuple[int, int]] = []
+        end = 0  # the block the runs read so far end at
         for kind, arg, payload in _walk(fd):
             if kind == WAL_LENGTH and length is None:
                 length = arg
             elif kind in (WAL_FRESH, WAL_FRESH_RUNS):
                 more = [(arg, 1)] if kind == WAL_FRESH else _fresh_runs(arg, payload)
-                if not more or runs and more[0][0] < sum(runs[-1]):
-                    break  # not what a writer makes (runs in block order): the valid records end here
-                runs += more
+                if length is None or not more or more[0][0] < end:
+                    break  # not what a writer makes: the valid records end here
+                last = None if size is None else -(-min(length, size) // BLOCK_SIZE)
+                kept = more if last is None else [r for r in more if r[0] < last]
+                runs += kept
+                end = sum(more[-1])
+                if len(kept) < len(more):
+                    break  # the rest lie past the end (runs are in block order)
         return None if length is None else Intent(first[2], length, runs)
     finally:
         if own:
@@ -780,7 +792,7 @@ def recover(fd: int, log: Log, crash: CrashPoints, txid: int | None = None) -> b
         if records is not None:
             apply_records(BlockFile(fd, crash), records)
         else:
-            intent = read_intent(log)
+            intent = read_intent(log, os.fstat(fd).st_size)
             if intent is not None and txid in (None, intent.txid):  # blocks written ahead of no COMMIT
                 undo_ahead(BlockFile(fd, crash), intent.length, intent.runs)
         clear_log(log, crash)
