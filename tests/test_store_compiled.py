@@ -17,7 +17,6 @@ interface on arguments no caller should pass: an error, never a crash or a stray
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from test_statemachine import KINDS, machine_settings, make_data, make_page
-from test_zsmalloc_compiled import mixed  # noqa: F401 - the real-data fixture, shared
+from test_zsmalloc_compiled import SANITIZING, mixed  # noqa: F401 - mixed: the real-data fixture, shared
 
 from zramctl.crc import crc32
 from zramctl.errors import ZramError
@@ -46,7 +45,6 @@ PAGE = PAGE_SIZE
 PAGES = 700
 """Pages of the twins: a little under three table leaves (255 entries each)."""
 SIZE = PAGES * PAGE
-SANITIZING = bool(os.environ.get("ZRAMCTL_SANITIZE"))
 RECORD_FIELDS = ("cls", "inuse", "freeobj", "fullness", "prev", "next")
 
 

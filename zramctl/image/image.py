@@ -594,14 +594,15 @@ class Image:
         size = self.file.size()
         early = self._ahead()
         order = sorted(blocks)
+        logged = [b for b in order if b not in early]  # written in place after the COMMIT record
+        ahead_blocks = [b for b in order if b in early]
         records = [LogRecord(WAL_SHRINK, 0)] if st.cleared else []
-        records += [LogRecord(WAL_BLOCK, b, blocks[b]) for b in order if b not in early]
+        records += [LogRecord(WAL_BLOCK, b, blocks[b]) for b in logged]
         records += [LogRecord(WAL_PUNCH, b) for b in punch]
         records.append(LogRecord(WAL_SHRINK, st.extent_count * EXTENT_SIZE))
-        ahead_blocks = [b for b in order if b in early]
         ahead = Ahead(self.file, size, ahead_blocks, [blocks[b] for b in ahead_blocks])
         assert self.wal is not None
-        reserved, before = self._preallocate([b for b in order if b not in early], size)
+        reserved, before = self._preallocate(logged, size)
         before += log_ops(self.wal, h.txid, records, ahead)[0]
         after = [*apply_ops(self.file, records), clear_op(self.wal)]
         return Plan(h, blocks, blobs, dropped, before, after, size, early, reserved)
