@@ -222,7 +222,7 @@ def test_a_256_mib_pipe_uses_no_temporary_space_and_bounded_memory(tmp_path):
     feeder = threading.Thread(target=_feed_chunks, args=(proc.stdin, total))
     feeder.start()
     held_open: set[str] = set()
-    while proc.poll() is None:  # any file under TMPDIR the command holds open, even unlinked
+    while True:  # any file under TMPDIR the command holds open, even unlinked
         try:
             for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
                 target = os.readlink(fd)
@@ -230,11 +230,10 @@ def test_a_256_mib_pipe_uses_no_temporary_space_and_bounded_memory(tmp_path):
                     held_open.add(target)
         except OSError:
             pass
-        try:
-            _, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if _:
+        # Only wait4 may reap the child: the rusage it returns is filled in only by the call
+        # that reaps (Popen.poll() reaping it first would leave a stale or garbage ru_maxrss).
+        reaped, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if reaped:
             proc.returncode = os.waitstatus_to_exitcode(status)
             break
         threading.Event().wait(0.05)
