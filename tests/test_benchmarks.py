@@ -49,6 +49,7 @@ def test_throughput_runs_in_a_small_mode(bench, tmp_path, capsys):
         "write, read of a 4 KiB device (start-up)",
         "at best: write -t 1 / kernel 1 writer",
         "at best: read, ",
+        "CPU of write -t 2 / ",
     ):
         assert label in out, label
     res = json.loads(saved.read_text())
@@ -57,7 +58,7 @@ def test_throughput_runs_in_a_small_mode(bench, tmp_path, capsys):
     for alg in res["algorithms"]:
         assert alg["kernel"] is None
         for name in ("cli_write_t1", "cli_write_t2", "cli_read", "engine_write", "compress_bound",
-                     "cli_write_fixed_s", "cli_read_fixed_s"):
+                     "cli_write_fixed_s", "cli_read_fixed_s", "cli_write_t2_cpu_s"):
             assert math.isfinite(alg[name]) and alg[name] > 0, name
     pipe = res["pipe"]
     assert pipe["size"] == 8 << 20 and pipe["pipe_rss"] > 1 << 20 and pipe["file_rss"] > 1 << 20
@@ -72,6 +73,25 @@ def test_a_failing_zramctl_command_is_one_line_and_exit_1(bench, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("throughput: ") and "no-such-alg" in err[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cpu_row_shares_a_writes_cpu_time_among_the_cpus(bench):
+    """The CPU row: the fastest write -t 2's CPU seconds over what the CPUs give in the time the
+    target allows (size / (0.8 x the kernel's single writer)), then over the time it took."""
+    size = 256 << 20
+    kernel = bench.KernelFigures(write1=600.0, write2=1100.0, read1=2000.0)
+    alg = bench.AlgorithmFigures(
+        "lz4", kernel, cli_write_t1=400.0, cli_write_t2=420.0, cli_read=1000.0,
+        cli_write_fixed_s=0.08, cli_read_fixed_s=0.08, cli_write_t2_cpu_s=1.0,
+        engine_write=500.0, compress_bound=500.0, engine_read=2000.0, decompress_bound=2200.0,
+    )
+    res = bench.Results("make-corpus mixed 256M", size, "0" * 64, 2, "/var/tmp", "ext4", ["zramctl"],
+                        2, "0.1 0.1 0.1", "test", [alg])
+    label = "CPU of write -t 2 / 2 CPUs: target, had"
+    row = next(line for line in bench.table(res).splitlines() if label in line)
+    allowed = size / (0.8 * 600e6)
+    took = size / 420e6
+    assert f"{1.0 / (2 * allowed):.2f} / {1.0 / (2 * took):.2f} (1.00 CPU s)" in row
 
 
 CHILD = """
